@@ -1,0 +1,28 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test venv clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# A short operando XCT experiment on the simulators, into the embedded Tiled under ./data.
+demo: $(STAMP)
+	$(BIN)/operando run xct --cycles 2 --time-scale 2000 --projections 61 \
+		--postmortem-projections 31 --data-dir data
+
+# The whole suite against real IOC subprocesses and a real Tiled server.
+# pytest's exit code 5 (no tests collected) is a failure like any other.
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) data

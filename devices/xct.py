@@ -1,0 +1,117 @@
+"""Ophyd devices of the operando X-ray CT station, and the factory that names them.
+
+The PV contract is ``docs/xct-pvs.md``. ``make_xct_station(prefix)`` builds every
+device from one prefix (code as configuration: the same call reaches the
+simulator or a real station).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ophyd import Component as Cpt
+from ophyd import Device, EpicsMotor, EpicsSignal, EpicsSignalRO, Kind
+from ophyd.status import Status
+
+from .common import HDF5AreaDetector, HDF5Cam, Potentiostat, SimClock
+
+
+class ForceSensor(Device):
+    """KM10z load cell read through a GSV-3USB bridge amplifier (2 mV/V at 500 N)."""
+
+    force = Cpt(EpicsSignalRO, "force", kind=Kind.hinted)
+    bridge = Cpt(EpicsSignalRO, "bridge", kind=Kind.normal)
+    offset = Cpt(EpicsSignalRO, "offset", kind=Kind.config)
+    tare_cmd = Cpt(EpicsSignal, "tare", kind=Kind.omitted)
+
+    def tare(self) -> None:
+        """Take the present force as the zero (only before force is applied)."""
+        self.tare_cmd.put(1, wait=True)
+
+
+class XraySource(Device):
+    """Micro-focus X-ray tube: on/off (with warm-up), kV, µA and filter.
+
+    ``set("on")``/``set(1)`` returns a status that finishes when the source is
+    ready; ``set("off")`` when it is off (dark frames from then on).
+    """
+
+    on = Cpt(EpicsSignal, "on", put_complete=True, kind=Kind.omitted)
+    on_rbv = Cpt(EpicsSignalRO, "on_rbv", kind=Kind.normal)
+    kv = Cpt(EpicsSignal, "kv", kind=Kind.config)
+    ua = Cpt(EpicsSignal, "ua", kind=Kind.config)
+    filter = Cpt(EpicsSignal, "filter", string=True, kind=Kind.config)
+
+    _STATES = {"on": 1, "off": 0, 1: 1, 0: 0, True: 1, False: 0}
+
+    def set(self, value) -> Status:
+        if value not in self._STATES:
+            raise ValueError(f"source state must be 'on' or 'off', not {value!r}")
+        return self.on.set(self._STATES[value])
+
+    def stop(self, *, success: bool = False) -> None:
+        self.on.put(0)
+        super().stop(success=success)
+
+
+class CTCam(HDF5Cam):
+    objective = Cpt(EpicsSignal, "Objective", string=True, kind=Kind.config)
+    binning = Cpt(EpicsSignal, "BinX", kind=Kind.config)
+    pixel_size = Cpt(EpicsSignalRO, "PixelSize_RBV", kind=Kind.config)
+
+
+class CTDetector(HDF5AreaDetector):
+    """Xradia-like CT detector: NumExposures images of AcquireTime averaged per frame."""
+
+    cam = Cpt(CTCam, "cam:")
+
+
+class SampleStage(Device):
+    """Rotation (deg) and x/y/z translations (mm), each a motor record."""
+
+    th = Cpt(EpicsMotor, "th", labels={"motors"})
+    x = Cpt(EpicsMotor, "x", labels={"motors"})
+    y = Cpt(EpicsMotor, "y", labels={"motors"})
+    z = Cpt(EpicsMotor, "z", labels={"motors"})
+
+
+@dataclass
+class XCTStation:
+    """Every device of the station, named as the variables a user types."""
+
+    clock: SimClock
+    pstat: Potentiostat
+    force: ForceSensor
+    source: XraySource
+    ct_det: CTDetector
+    stage: SampleStage
+
+    def devices(self) -> dict:
+        return {"clock": self.clock, "pstat": self.pstat, "force": self.force,
+                "source": self.source, "ct_det": self.ct_det, "stage": self.stage}
+
+    def wait_for_connection(self, timeout: float = 10.0) -> None:
+        for dev in self.devices().values():
+            dev.wait_for_connection(timeout=timeout)
+
+
+def make_xct_station(prefix: str = "XCT:", *, write_path: str | Path = "",
+                     connect: bool = True, timeout: float = 10.0) -> XCTStation:
+    """Build the XCT station's devices from the IOC prefix.
+
+    ``write_path`` is the directory where the detector writes its HDF5 files (it
+    must be readable by the Tiled server).
+    """
+    station = XCTStation(
+        clock=SimClock(f"{prefix}clock:", name="clock"),
+        pstat=Potentiostat(f"{prefix}pstat:", name="pstat"),
+        force=ForceSensor(f"{prefix}force:", name="force"),
+        source=XraySource(f"{prefix}src:", name="source"),
+        ct_det=CTDetector(f"{prefix}det:", name="ct_det", write_path=write_path,
+                          labels={"detectors"}),
+        stage=SampleStage(f"{prefix}stage:", name="stage"),
+    )
+    if connect:
+        station.wait_for_connection(timeout=timeout)
+    return station

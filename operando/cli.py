@@ -1,0 +1,148 @@
+"""The ``operando`` command line.
+
+    operando iocs xct [--prefix P] [--time-scale S] [--data-dir D] [--list-pvs]
+    operando run xct [--cycles N] [--time-scale S] [--projections N] [--binning B]
+                     [--tiled-uri URI --api-key KEY] [--prefix P] [--data-dir D]
+    operando serve [--data-dir D] [--port P]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+DEFAULT_DATA_DIR = "data"
+IOC_MODULES = {"xct": "operando.iocs.xct"}
+
+
+def _add_tiled_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tiled-uri", help="write to this existing Tiled server instead of the "
+                   "embedded one (the server must be able to read --data-dir)")
+    p.add_argument("--api-key", default=os.environ.get("TILED_API_KEY"),
+                   help="API key of --tiled-uri (default: $TILED_API_KEY)")
+    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
+                   help="catalog, detector files and logs (default: ./data)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="operando", description=__doc__.split("\n\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    iocs = sub.add_parser("iocs", help="run a station's simulators in the foreground",
+                          add_help=False)
+    iocs.add_argument("station", choices=sorted(IOC_MODULES))
+    iocs.add_argument("ioc_args", nargs=argparse.REMAINDER,
+                      help="caproto IOC options: --prefix, --time-scale, --data-dir, "
+                           "--list-pvs, ... (see `operando iocs xct --help`)")
+
+    run = sub.add_parser("run", help="run an experiment headless")
+    run_sub = run.add_subparsers(dest="experiment", required=True)
+    xct = run_sub.add_parser("xct", help="the operando XCT protocol (pressurized cell)")
+    xct.add_argument("--cycles", type=int, default=20,
+                     help="cycles at most; the run stops earlier when the cell fails "
+                          "(default 20)")
+    xct.add_argument("--time-scale", type=float, default=1.0,
+                     help="simulated clock speed-up (1 = real time; default 1)")
+    xct.add_argument("--projections", type=int, default=1601,
+                     help="projections per 3D scan (default 1601)")
+    xct.add_argument("--postmortem-projections", type=int, default=None,
+                     help="projections per post-mortem scan (default: --projections)")
+    xct.add_argument("--binning", type=int, default=4, choices=(1, 2, 4),
+                     help="detector binning (default 4; 1 = full 1000 x 970 frames)")
+    xct.add_argument("--exposure", type=float, default=1.5, help="exposure per image, s")
+    xct.add_argument("--images", type=int, default=3, help="images averaged per projection")
+    xct.add_argument("--sample-every", type=float, default=60.0,
+                     help="record force and potential every this many cell seconds")
+    xct.add_argument("--no-postmortem", action="store_true", help="skip the post-mortem scans")
+    xct.add_argument("--prefix", help="PV prefix of IOCs already running (default: start "
+                     "the simulators for the job and stop them after)")
+    xct.add_argument("--seed", type=int, default=0, help="simulator seed (default 0)")
+    xct.add_argument("--experiment-id", help="experiment id stored in every run")
+    xct.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_tiled_args(xct)
+
+    serve = sub.add_parser("serve", help="serve the local catalog with Tiled")
+    serve.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1 only)")
+    serve.add_argument("--port", type=int, default=8000)
+    return parser
+
+
+def cmd_iocs(args) -> int:
+    import importlib
+
+    module = importlib.import_module(IOC_MODULES[args.station])
+    sys.argv = [f"operando iocs {args.station}", *args.ioc_args]
+    # Serve on loopback unless the user chose interfaces (a real network is opt-in).
+    os.environ.setdefault("EPICS_CAS_INTF_ADDR_LIST", "127.0.0.1")
+    module.main()
+    return 0
+
+
+def cmd_run(args) -> int:
+    from .jobs import TiledTarget, run_xct
+    from .tiled_server import DataLayout
+
+    if args.tiled_uri and not args.api_key:
+        print("operando: --tiled-uri needs --api-key (or $TILED_API_KEY)", file=sys.stderr)
+        return 2
+    if args.time_scale <= 0:
+        print("operando: --time-scale must be > 0", file=sys.stderr)
+        return 2
+    target = TiledTarget(args.tiled_uri, args.api_key, DataLayout.at(args.data_dir))
+    report = run_xct(target=target, cycles=args.cycles, time_scale=args.time_scale,
+                     projections=args.projections, binning=args.binning, prefix=args.prefix,
+                     seed=args.seed, exposure=args.exposure, images_per_projection=args.images,
+                     postmortem=not args.no_postmortem,
+                     postmortem_projections=args.postmortem_projections,
+                     experiment_id=args.experiment_id, progress=not args.no_progress,
+                     sample_every=args.sample_every)
+    print(f"experiment {report.experiment_id}: {len(report.runs)} runs in "
+          f"{report.wall_s:.1f} s wall")
+    for step, cycle, uid in report.runs:
+        label = f"cycle {cycle}" if cycle else ""
+        print(f"  {uid}  {step:<10} {label}")
+    if report.failure:
+        f = report.failure
+        print(f"cell failed in cycle {f['cycle']} at {f['time_s'] / 3600:.2f} h: {f['reason']}")
+    print(f"data: {report.data_dir} (detector frames under {report.frames_dir})")
+    if args.tiled_uri:
+        print(f"runs written to {report.tiled_uri}")
+    else:
+        print(f"browse: operando serve --data-dir {args.data_dir}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from .tiled_server import DataLayout, TiledServer
+
+    server = TiledServer(DataLayout.at(args.data_dir), host=args.host, port=args.port)
+    server.start()
+    print(f"Tiled serving {server.layout.root} at {server.uri}")
+    print(f"API key: {server.api_key} (kept in {server.layout.api_key_file}, mode 0600)")
+    print(f"  from tiled.client import from_uri; c = from_uri('{server.uri}', "
+          f"api_key='{server.api_key}'); c['raw']")
+    try:
+        return server.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        server.stop()
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    handlers = {"iocs": cmd_iocs, "run": cmd_run, "serve": cmd_serve}
+    return handlers[args.command](args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

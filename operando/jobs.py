@@ -1,0 +1,110 @@
+"""Headless jobs: simulators + Tiled + RunEngine + a plan, as ``operando run`` does them."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import epics_env
+from .ioc_process import IOCProcess, random_prefix
+from .tiled_server import DataLayout, TiledServer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TiledTarget:
+    """Where runs go: an existing server (uri + key) or the embedded one on ``layout``."""
+
+    uri: str | None
+    api_key: str | None
+    layout: DataLayout
+
+
+@dataclass
+class JobReport:
+    experiment_id: str
+    runs: list
+    tiled_uri: str
+    data_dir: Path
+    frames_dir: Path
+    wall_s: float
+    failure: dict | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def tiled_client(target: TiledTarget):
+    """A Tiled client: the given server, or the embedded one started for the job."""
+    if target.uri:
+        from tiled.client import from_uri
+
+        yield from_uri(target.uri, api_key=target.api_key), target.uri
+        return
+    with TiledServer(target.layout) as server:
+        yield server.client(), server.uri
+
+
+@contextlib.contextmanager
+def simulators(module: str, *, prefix: str | None, args: list, log_path: Path):
+    """Start the station simulator unless ``prefix`` names IOCs already running."""
+    if prefix:
+        epics_env.use_loopback_if_unset()
+        yield prefix
+        return
+    env = epics_env.loopback_env()
+    epics_env.apply(env)
+    prefix = random_prefix(module.rsplit(".", 1)[-1].upper())
+    with IOCProcess(module, prefix, args=args, env=env, log_path=log_path):
+        yield prefix
+
+
+def run_xct(*, target: TiledTarget, cycles: int, time_scale: float, projections: int,
+            binning: int, prefix: str | None = None, seed: int = 0,
+            exposure: float = 1.5, images_per_projection: int = 3,
+            postmortem: bool = True, postmortem_projections: int | None = None,
+            experiment_id: str | None = None, progress: bool = True,
+            ocv_hours: float = 3.0, plating_hours: float = 6.0,
+            sample_every: float = 60.0) -> JobReport:
+    """The operando XCT protocol on the simulated (or a real) station, into Tiled."""
+    from ophyd.signal import EpicsSignalBase
+
+    from .devices.xct import make_xct_station
+    from .plans.xct import HOUR, xct_operando
+    from .progress import ExperimentProgress
+    from .session import make_run_engine
+
+    layout = target.layout
+    layout.create()
+    frames = layout.frames / "xct"
+    frames.mkdir(parents=True, exist_ok=True)
+    args = ["--time-scale", time_scale, "--data-dir", frames, "--seed", seed,
+            "--binning", binning, "--truth-file", layout.root / "xct-truth.jsonl"]
+    t_wall = time.monotonic()
+    with simulators("operando.iocs.xct", prefix=prefix, args=args,
+                    log_path=layout.root / "xct-ioc.log") as pv_prefix, \
+            tiled_client(target) as (client, uri):
+        EpicsSignalBase.set_defaults(timeout=10.0, connection_timeout=10.0)
+        station = make_xct_station(pv_prefix, write_path=frames)
+        RE = make_run_engine(client, backup_directory=layout.backup)
+        progress_cb = None
+        if progress:
+            total = cycles * (ocv_hours + plating_hours)
+            progress_cb = ExperimentProgress(total, cycles=cycles)
+            RE.subscribe(progress_cb)
+        try:
+            result = RE(xct_operando(
+                station, cycles=cycles, num_projections=projections, exposure=exposure,
+                images_per_projection=images_per_projection, ocv_duration=ocv_hours * HOUR,
+                plating_duration=plating_hours * HOUR, sample_every=sample_every,
+                do_postmortem=postmortem, postmortem_projections=postmortem_projections,
+                experiment_id=experiment_id)).plan_result
+        finally:
+            if progress_cb is not None:
+                progress_cb.close()
+    return JobReport(experiment_id=result.experiment_id, runs=result.runs, tiled_uri=uri,
+                     data_dir=layout.root, frames_dir=frames,
+                     wall_s=time.monotonic() - t_wall, failure=result.failure)

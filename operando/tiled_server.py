@@ -1,0 +1,220 @@
+"""The embedded Tiled catalog: a ``tiled serve catalog`` process on SQLite and files.
+
+Layout of a data root (``./data`` by default)::
+
+    data/
+      api_key            the server's single-user API key (mode 0600, made once)
+      catalog.db         SQLite catalog (metadata, data sources)
+      tables.duckdb      event tables (DuckDB writable storage)
+      arrays/            arrays written through Tiled (zarr)
+      frames/            detector HDF5 files, registered as external assets
+      backup/            TiledWriter's JSON-lines backup of runs Tiled refused
+
+The server listens on 127.0.0.1 only and requires the API key for everything.
+It is a separate process (not tiled's in-process ``SimpleTiledServer``) so that
+detector files written live with SWMR are read exactly as a facility server
+would read them, and so that ``operando serve`` and ``operando run`` share it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+RUNS_CONTAINER = "raw"
+REDUCED_CONTAINER = "reduced"
+
+
+@dataclass(frozen=True)
+class DataLayout:
+    """Paths of the embedded catalog under one root directory."""
+
+    root: Path
+
+    @classmethod
+    def at(cls, root: str | os.PathLike) -> "DataLayout":
+        return cls(Path(root).expanduser().resolve())
+
+    @property
+    def catalog(self) -> Path:
+        return self.root / "catalog.db"
+
+    @property
+    def tables(self) -> Path:
+        return self.root / "tables.duckdb"
+
+    @property
+    def arrays(self) -> Path:
+        return self.root / "arrays"
+
+    @property
+    def frames(self) -> Path:
+        return self.root / "frames"
+
+    @property
+    def backup(self) -> Path:
+        return self.root / "backup"
+
+    @property
+    def api_key_file(self) -> Path:
+        return self.root / "api_key"
+
+    def create(self) -> None:
+        for d in (self.root, self.arrays, self.frames, self.backup):
+            d.mkdir(parents=True, exist_ok=True)
+
+
+def ensure_api_key(path: Path) -> str:
+    """Return the API key stored at ``path``, generating it (mode 0600) the first time.
+
+    Tiled aborts at start on a key that is not alphanumeric, hence hex.
+    """
+    path = Path(path)
+    if path.exists():
+        key = path.read_text().strip()
+        if key.isalnum():
+            return key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    os.chmod(path, 0o600)
+    return key
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _tiled_executable() -> list[str]:
+    exe = Path(sys.executable).with_name("tiled")
+    if exe.exists():
+        return [str(exe)]
+    found = shutil.which("tiled")
+    if found:
+        return [found]
+    return [sys.executable, "-m", "tiled"]
+
+
+def serve_command(layout: DataLayout, *, host: str, port: int, api_key: str,
+                  readable: list[Path] | None = None) -> list[str]:
+    """The ``tiled serve catalog`` command line for ``layout``."""
+    cmd = _tiled_executable() + [
+        "serve", "catalog", str(layout.catalog), "--init",
+        "-w", str(layout.arrays),
+        "-w", f"duckdb:///{layout.tables}",
+        "-r", str(layout.frames),
+    ]
+    for extra in readable or []:
+        cmd += ["-r", str(extra)]
+    cmd += ["--host", host, "--port", str(port), "--api-key", api_key]
+    return cmd
+
+
+class TiledServer:
+    """A ``tiled serve catalog`` subprocess on a data root; a context manager.
+
+    >>> with TiledServer(DataLayout.at("data")) as server:
+    ...     client = server.client()
+    """
+
+    def __init__(self, layout: DataLayout, *, host: str = "127.0.0.1", port: int | None = None,
+                 readable: list[Path] | None = None, log_path: Path | None = None,
+                 startup_timeout: float = 60.0):
+        self.layout = layout
+        self.host = host
+        self.port = port or free_port(host)
+        self.readable = list(readable or [])
+        self.log_path = log_path or layout.root / "tiled-server.log"
+        self.startup_timeout = startup_timeout
+        self.process: subprocess.Popen | None = None
+        self.api_key = ""
+
+    @property
+    def uri(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> "TiledServer":
+        self.layout.create()
+        self.api_key = ensure_api_key(self.layout.api_key_file)
+        cmd = serve_command(self.layout, host=self.host, port=self.port,
+                            api_key=self.api_key, readable=self.readable)
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        self._wait_ready()
+        return self
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        url = f"{self.uri}/api/v1/"
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"tiled server exited with code {self.process.returncode}; "
+                    f"see {self.log_path}")
+            try:
+                if httpx.get(url, timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise TimeoutError(f"tiled server did not answer at {url} within "
+                           f"{self.startup_timeout} s; see {self.log_path}")
+
+    def stop(self) -> None:
+        proc, self.process = self.process, None
+        if proc is None or proc.poll() is not None:
+            return
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+
+    def wait(self) -> int:
+        """Block until the server exits (for ``operando serve``)."""
+        return self.process.wait()
+
+    def client(self):
+        from tiled.client import from_uri
+
+        return from_uri(self.uri, api_key=self.api_key)
+
+    def __enter__(self) -> "TiledServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def runs_container(client, name: str = RUNS_CONTAINER):
+    """The container holding bluesky runs (``CatalogOfBlueskyRuns``), created if missing."""
+    from tiled.structures.core import Spec
+
+    if name not in client:
+        client.create_container(name, specs=[Spec("CatalogOfBlueskyRuns", version="3.0")])
+    return client[name]
+
+
+def reduced_container(client, name: str = REDUCED_CONTAINER):
+    """The container holding reduced results, one sub-container per raw run uid."""
+    if name not in client:
+        client.create_container(name, metadata={"description": "reduced results, keyed by raw run uid"})
+    return client[name]

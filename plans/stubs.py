@@ -1,0 +1,65 @@
+"""Plan stubs shared by the experiments: waiting on cell time, recording the cell."""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+from typing import Any
+
+import bluesky.plan_stubs as bps
+from bluesky.utils import Msg
+
+MsgGenerator = Generator[Msg, Any, Any]
+
+CELL_STREAM = "cell"
+
+
+def wait_until(clock, t: float) -> MsgGenerator:
+    """Wait until the station clock reads cell time ``t`` (s): a hardware wait."""
+    yield from bps.mv(clock, float(t))
+
+
+def now(clock) -> MsgGenerator:
+    """The station's cell time (s)."""
+    value = yield from bps.rd(clock.time)
+    return float(value)
+
+
+class CellRecorder:
+    """Records the cell (force, potential, current, cell time) in its own stream.
+
+    ``yield from rec.sample()`` reads the cell into the ``cell`` stream;
+    ``yield from rec.maybe_sample()`` does so only when ``every`` cell seconds
+    have passed since the last sample, so a loop busy with other work (a 3D scan)
+    still records the cell at a steady rate.
+    """
+
+    def __init__(self, clock, readables: Sequence, *, every: float, stream: str = CELL_STREAM):
+        if every <= 0:
+            raise ValueError(f"cell sampling interval must be > 0 s, not {every}")
+        self.clock = clock
+        self.readables = [clock, *readables]
+        self.every = float(every)
+        self.stream = stream
+        self.last = None
+
+    def sample(self) -> MsgGenerator:
+        yield from bps.trigger_and_read(self.readables, name=self.stream)
+        self.last = yield from now(self.clock)
+
+    def maybe_sample(self) -> MsgGenerator:
+        t = yield from now(self.clock)
+        if self.last is None or t - self.last >= self.every:
+            yield from self.sample()
+
+    def record_until(self, t_end: float, *, every_tick=None) -> MsgGenerator:
+        """Sample every ``every`` cell seconds until ``t_end``, waiting on the clock."""
+        t = yield from now(self.clock)
+        if self.last is None:
+            yield from self.sample()
+        while t < t_end:
+            t_next = min(self.last + self.every, t_end)
+            yield from wait_until(self.clock, t_next)
+            yield from self.sample()
+            if every_tick is not None:
+                yield from every_tick()
+            t = self.last
