@@ -311,7 +311,10 @@ def plating(station: XCTStation, *, current_density: float, duration: float = 6 
             t_next = min(recorder.last + sample_every, next_radiogram, t_end)
             yield from wait_until(station.clock, t_next)
             yield from recorder.sample()
-            if recorder.last >= next_radiogram - 1e-9 and not status.done:
+            # Radiograms on the grid strictly inside the plating window; the
+            # last one is taken after the technique has ended.
+            due = recorder.last >= next_radiogram - 1e-6 and next_radiogram < t_end - 1e-6
+            if due and not status.done:
                 yield from radiogram(station)
                 result.radiograms += 1
                 next_radiogram += radiogram_every

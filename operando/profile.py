@@ -1,0 +1,75 @@
+"""What the IPython profile (``profile_collection/startup``) builds for a user session.
+
+Configuration, all optional:
+
+- ``OPERANDO_XCT_PREFIX``: PV prefix of a running XCT station. Unset: the
+  simulators are started for the session (and stopped when it ends).
+- ``OPERANDO_TIME_SCALE``: the simulators' clock speed-up (default 1).
+- ``OPERANDO_TILED_URI`` + ``TILED_API_KEY``: an existing Tiled server. Unset:
+  the embedded catalog under ``OPERANDO_DATA_DIR`` (default ``./data``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+from pathlib import Path
+
+from . import epics_env
+from .ioc_process import IOCProcess, random_prefix
+from .tiled_server import DataLayout, TiledServer
+
+
+def data_layout() -> DataLayout:
+    layout = DataLayout.at(os.environ.get("OPERANDO_DATA_DIR", "data"))
+    layout.create()
+    return layout
+
+
+def connect_tiled():
+    """A Tiled client: ``OPERANDO_TILED_URI``, or the embedded catalog started now."""
+    uri = os.environ.get("OPERANDO_TILED_URI")
+    if uri:
+        from tiled.client import from_uri
+
+        return from_uri(uri, api_key=os.environ.get("TILED_API_KEY"))
+    server = TiledServer(data_layout()).start()
+    atexit.register(server.stop)
+    print(f"Tiled (embedded) at {server.uri}, API key in {server.layout.api_key_file}")
+    return server.client()
+
+
+def make_user_run_engine(tiled_client):
+    """RunEngine + TiledWriter + BestEffortCallback (table and live plots)."""
+    from bluesky.callbacks.best_effort import BestEffortCallback
+
+    from .session import make_run_engine
+
+    RE = make_run_engine(tiled_client, backup_directory=data_layout().backup)
+    bec = BestEffortCallback()
+    RE.subscribe(bec)
+    RE.bec = bec
+    return RE
+
+
+def xct_station():
+    """The XCT station: at ``OPERANDO_XCT_PREFIX``, or on simulators started now."""
+    from .devices.xct import make_xct_station
+
+    layout = data_layout()
+    frames = layout.frames / "xct"
+    frames.mkdir(parents=True, exist_ok=True)
+    prefix = os.environ.get("OPERANDO_XCT_PREFIX")
+    if not prefix:
+        env = epics_env.loopback_env()
+        epics_env.apply(env)
+        prefix = random_prefix("XCT")
+        scale = os.environ.get("OPERANDO_TIME_SCALE", "1")
+        ioc = IOCProcess("operando.iocs.xct", prefix, env=env,
+                         args=["--time-scale", scale, "--data-dir", frames],
+                         log_path=layout.root / "xct-ioc.log").start()
+        atexit.register(ioc.stop)
+        print(f"XCT simulators at prefix {prefix} (time scale {scale})")
+    else:
+        epics_env.use_loopback_if_unset()
+    return make_xct_station(prefix, write_path=Path(frames))

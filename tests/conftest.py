@@ -1,0 +1,90 @@
+"""Fixtures: real caproto IOC subprocesses on loopback, a real Tiled server, a RunEngine.
+
+Channel Access is confined to 127.0.0.1 on a free port chosen once per test
+session, set in ``os.environ`` before any client exists; each IOC gets a random
+prefix, is waited on by reading a PV, and is stopped in a finalizer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+
+from operando import epics_env
+
+# Before ophyd/caproto/pyepics create anything: a private CA on loopback.
+CA_ENV = epics_env.loopback_env()
+epics_env.apply(CA_ENV)
+os.environ.setdefault("TILED_RETRY_ATTEMPTS", "2")
+
+import ophyd  # noqa: E402
+
+ophyd.set_cl("caproto")
+
+from operando.ioc_process import IOCProcess, random_prefix  # noqa: E402
+from operando.tiled_server import DataLayout, TiledServer  # noqa: E402
+
+XCT_TEST_SCALE = 400.0
+
+
+@pytest.fixture(scope="session")
+def tiled_server(tmp_path_factory):
+    """A ``tiled serve catalog`` subprocess on SQLite + files, for the whole session."""
+    layout = DataLayout.at(tmp_path_factory.mktemp("tiled"))
+    with TiledServer(layout) as server:
+        yield server
+
+
+@pytest.fixture
+def tiled_client(tiled_server):
+    return tiled_server.client()
+
+
+@pytest.fixture
+def RE():
+    """A RunEngine with its own event loop; ``RE.docs`` collects (name, doc) pairs."""
+    from bluesky import RunEngine
+
+    loop = asyncio.new_event_loop()
+    engine = RunEngine({}, loop=loop, call_returns_result=True)
+    engine.docs = []
+    engine.subscribe(lambda name, doc: engine.docs.append((name, doc)))
+    yield engine
+    if engine.state != "idle":
+        engine.halt()
+    loop.call_soon_threadsafe(loop.stop)
+
+
+def start_xct_ioc(tmp_dir, *, time_scale=XCT_TEST_SCALE, binning=4, seed=0, extra=()):
+    frames = tmp_dir / "frames"
+    frames.mkdir(parents=True, exist_ok=True)
+    truth = tmp_dir / "truth.jsonl"
+    prefix = random_prefix("T")
+    ioc = IOCProcess("operando.iocs.xct", prefix, env=CA_ENV, log_path=tmp_dir / "ioc.log",
+                     args=["--time-scale", time_scale, "--data-dir", frames, "--seed", seed,
+                           "--binning", binning, "--truth-file", truth, *extra])
+    ioc.start()
+    ioc.frames_dir, ioc.truth_file = frames, truth
+    return ioc
+
+
+@pytest.fixture(scope="module")
+def xct_ioc(tmp_path_factory, tiled_server):
+    """The XCT station simulator; its frames land where the Tiled server may read."""
+    base = tiled_server.layout.frames / f"xct-{random_prefix('m')[:-1]}"
+    ioc = start_xct_ioc(base)
+    yield ioc
+    ioc.stop()
+
+
+@pytest.fixture(scope="module")
+def xct(xct_ioc):
+    """The XCT station's ophyd devices, connected to ``xct_ioc``."""
+    from operando.devices.xct import make_xct_station
+
+    station = make_xct_station(xct_ioc.prefix, write_path=xct_ioc.frames_dir, timeout=15)
+    yield station
+    for dev in station.devices().values():
+        dev.destroy()
