@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -9,6 +10,21 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+
+@contextlib.contextmanager
+def _epics_env(env: dict):
+    """The IOC's EPICS_* variables in ``os.environ`` for a sync client call."""
+    saved = {k: os.environ.get(k) for k in env if k.startswith("EPICS_")}
+    os.environ.update({k: v for k, v in env.items() if k.startswith("EPICS_")})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def random_prefix(stem: str = "SIM") -> str:
@@ -47,9 +63,7 @@ class IOCProcess:
     def wait_ready(self) -> None:
         from caproto.sync.client import read
 
-        saved = {k: os.environ.get(k) for k in self.env if k.startswith("EPICS_")}
-        os.environ.update({k: v for k, v in self.env.items() if k.startswith("EPICS_")})
-        try:
+        with _epics_env(self.env):
             deadline = time.monotonic() + self.startup_timeout
             pv = self.prefix + self.ready_pv
             while time.monotonic() < deadline:
@@ -64,12 +78,13 @@ class IOCProcess:
             self.stop()
             raise TimeoutError(f"IOC {self.module} did not serve {pv} within "
                                f"{self.startup_timeout} s")
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+
+    def release_hold(self) -> None:
+        """Start the simulated clock of an IOC started with ``--hold`` (cell time 0 = now)."""
+        from caproto.sync.client import write
+
+        with _epics_env(self.env):
+            write(self.prefix + "clock:hold", 0, notify=True, timeout=5.0, repeater=False)
 
     def stop(self) -> None:
         proc, self.process = self.process, None

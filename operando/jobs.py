@@ -70,7 +70,7 @@ def run_xct(*, target: TiledTarget, cycles: int, time_scale: float, projections:
             ocv_hours: float = 3.0, plating_hours: float = 6.0,
             sample_every: float = 60.0) -> JobReport:
     """The operando XCT protocol on the simulated (or a real) station, into Tiled."""
-    from ophyd.signal import EpicsSignalBase
+    import ophyd
 
     from .devices.xct import make_xct_station
     from .plans.xct import HOUR, xct_operando
@@ -87,7 +87,8 @@ def run_xct(*, target: TiledTarget, cycles: int, time_scale: float, projections:
     with simulators("operando.iocs.xct", prefix=prefix, args=args,
                     log_path=layout.root / "xct-ioc.log") as pv_prefix, \
             tiled_client(target) as (client, uri):
-        EpicsSignalBase.set_defaults(timeout=10.0, connection_timeout=10.0)
+        ophyd.set_cl("caproto")
+        ophyd.signal.EpicsSignalBase.set_defaults(timeout=10.0, connection_timeout=10.0)
         station = make_xct_station(pv_prefix, write_path=frames)
         RE = make_run_engine(client, backup_directory=layout.backup)
         progress_cb = None

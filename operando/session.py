@@ -32,7 +32,7 @@ def make_run_engine(tiled_client=None, *, backup_directory=None, md: dict | None
                     main_thread: bool = True) -> RunEngine:
     """A RunEngine writing every run into Tiled (when a client is given)."""
     kwargs = {} if main_thread else {"context_managers": []}
-    RE = RunEngine(dict(md or {}), **kwargs)
+    RE = RunEngine(dict(md or {}), call_returns_result=True, **kwargs)
     if tiled_client is not None:
         RE.subscribe(make_tiled_writer(tiled_client, backup_directory=backup_directory))
     return RE
