@@ -46,6 +46,29 @@ def loopback_env(port: int | None = None, host: str = "127.0.0.1") -> dict[str, 
     }
 
 
+def reach(port: int, host: str = "127.0.0.1") -> None:
+    """Let this process's CA clients search ``host:port`` too.
+
+    Two servers on one port of 127.0.0.1 do not both answer searches, so each
+    simulator gets its own port and the clients list every one of them
+    (caproto's client reads the address list at each search).
+    """
+    os.environ["EPICS_CA_AUTO_ADDR_LIST"] = "NO"
+    entries = os.environ.get("EPICS_CA_ADDR_LIST", "").split()
+    entry = f"{host}:{port}"
+    if entry not in entries:
+        entries.append(entry)
+    os.environ["EPICS_CA_ADDR_LIST"] = " ".join(entries)
+
+
+def forget(port: int, host: str = "127.0.0.1") -> None:
+    entries = os.environ.get("EPICS_CA_ADDR_LIST", "").split()
+    entry = f"{host}:{port}"
+    if entry in entries:
+        entries.remove(entry)
+        os.environ["EPICS_CA_ADDR_LIST"] = " ".join(entries) or host
+
+
 def apply(env: dict[str, str]) -> None:
     os.environ.update(env)
 

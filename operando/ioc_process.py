@@ -6,10 +6,13 @@ import contextlib
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from . import epics_env
 
 
 @contextlib.contextmanager
@@ -34,23 +37,31 @@ def random_prefix(stem: str = "SIM") -> str:
 class IOCProcess:
     """``python -m module --prefix P ...`` in its own session; a context manager.
 
-    Ready when ``ready_pv`` (relative to the prefix) answers a Channel Access read,
-    polled, never a fixed sleep.
+    The IOC serves Channel Access on 127.0.0.1 on a free port of its own (two
+    servers on one loopback port do not both answer), which this process's
+    clients are told to search. Ready when ``ready_pv`` (relative to the prefix)
+    answers a read, polled, never a fixed sleep.
     """
 
-    def __init__(self, module: str, prefix: str, *, args=(), env: dict | None = None,
-                 ready_pv: str = "clock:time", log_path: Path | None = None,
-                 startup_timeout: float = 30.0):
+    def __init__(self, module: str, prefix: str, *, args=(), ready_pv: str = "clock:time",
+                 log_path: Path | None = None, startup_timeout: float = 30.0):
         self.module = module
         self.prefix = prefix
         self.args = [str(a) for a in args]
-        self.env = dict(os.environ, **(env or {}))
+        self.port = epics_env.free_tcp_udp_port()
+        self.env = dict(os.environ, **epics_env.loopback_env(self.port))
         self.ready_pv = ready_pv
         self.log_path = log_path
         self.startup_timeout = startup_timeout
         self.process: subprocess.Popen | None = None
+        self._beacon_sink: socket.socket | None = None
 
     def start(self) -> "IOCProcess":
+        epics_env.reach(self.port)
+        # Receive (and drop) the IOC's beacons: sent to a closed port, each one
+        # logs a traceback in the IOC's output.
+        self._beacon_sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._beacon_sink.bind(("127.0.0.1", self.port + 1))
         cmd = [sys.executable, "-m", self.module, "--prefix", self.prefix, "-q", *self.args]
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.process = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT,
@@ -88,14 +99,23 @@ class IOCProcess:
 
     def stop(self) -> None:
         proc, self.process = self.process, None
-        if proc is None or proc.poll() is not None:
-            return
-        os.killpg(proc.pid, signal.SIGINT)
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
+            if proc is not None and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(timeout=5)
+        finally:
+            epics_env.forget(self.port)
+            if self._beacon_sink is not None:
+                self._beacon_sink.close()
+                self._beacon_sink = None
+
+    @property
+    def returncode(self):
+        return None if self.process is None else self.process.returncode
 
     def __enter__(self) -> "IOCProcess":
         return self.start()

@@ -53,13 +53,13 @@ def simulators(module: str, *, prefix: str | None, args: list, log_path: Path):
     """Start the station simulator unless ``prefix`` names IOCs already running."""
     if prefix:
         epics_env.use_loopback_if_unset()
-        yield prefix
+        yield None
         return
-    env = epics_env.loopback_env()
-    epics_env.apply(env)
+    epics_env.use_loopback_if_unset()
     prefix = random_prefix(module.rsplit(".", 1)[-1].upper())
-    with IOCProcess(module, prefix, args=args, env=env, log_path=log_path):
-        yield prefix
+    with IOCProcess(module, prefix, args=[*args, "--hold"], log_path=log_path) as ioc:
+        ioc.clock_hold = True
+        yield ioc
 
 
 def run_xct(*, target: TiledTarget, cycles: int, time_scale: float, projections: int,
@@ -84,9 +84,10 @@ def run_xct(*, target: TiledTarget, cycles: int, time_scale: float, projections:
     args = ["--time-scale", time_scale, "--data-dir", frames, "--seed", seed,
             "--binning", binning, "--truth-file", layout.root / "xct-truth.jsonl"]
     t_wall = time.monotonic()
-    with simulators("operando.iocs.xct", prefix=prefix, args=args,
-                    log_path=layout.root / "xct-ioc.log") as pv_prefix, \
-            tiled_client(target) as (client, uri):
+    with tiled_client(target) as (client, uri), \
+            simulators("operando.iocs.xct", prefix=prefix, args=args,
+                       log_path=layout.root / "xct-ioc.log") as ioc:
+        pv_prefix = ioc.prefix if ioc else prefix
         ophyd.set_cl("caproto")
         ophyd.signal.EpicsSignalBase.set_defaults(timeout=10.0, connection_timeout=10.0)
         station = make_xct_station(pv_prefix, write_path=frames)
@@ -96,6 +97,8 @@ def run_xct(*, target: TiledTarget, cycles: int, time_scale: float, projections:
             total = cycles * (ocv_hours + plating_hours)
             progress_cb = ExperimentProgress(total, cycles=cycles)
             RE.subscribe(progress_cb)
+        if ioc is not None:
+            ioc.release_hold()  # cell time 0: the assembled cell, as the protocol starts
         try:
             result = RE(xct_operando(
                 station, cycles=cycles, num_projections=projections, exposure=exposure,

@@ -61,11 +61,10 @@ def xct_station():
     frames.mkdir(parents=True, exist_ok=True)
     prefix = os.environ.get("OPERANDO_XCT_PREFIX")
     if not prefix:
-        env = epics_env.loopback_env()
-        epics_env.apply(env)
+        epics_env.use_loopback_if_unset()
         prefix = random_prefix("XCT")
         scale = os.environ.get("OPERANDO_TIME_SCALE", "1")
-        ioc = IOCProcess("operando.iocs.xct", prefix, env=env,
+        ioc = IOCProcess("operando.iocs.xct", prefix,
                          args=["--time-scale", scale, "--data-dir", frames],
                          log_path=layout.root / "xct-ioc.log").start()
         atexit.register(ioc.stop)

@@ -187,13 +187,13 @@ def scan3d(station: XCTStation, *, num_projections: int = 1601, exposure: float 
     recorder = CellRecorder(station.clock, [station.force, station.pstat], every=sample_every)
 
     def body():
+        yield from recorder.sample()
         technique = None
         if ocv_duration is not None:
             technique = yield from bps.abs_set(station.pstat, Technique.ocv(ocv_duration),
                                                group="technique")
         yield from bps.mv(station.source.kv, kv, station.source.filter, filter)
         yield from _configure_detector(station, exposure, k, objective)
-        yield from recorder.sample()
         yield from _darks_and_flats(station, num_darks, num_flats, flat_offset, recorder)
         yield from _projections(station, angles, recorder)
         yield from bps.mv(station.stage.th, float(angles[0]))

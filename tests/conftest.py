@@ -1,8 +1,8 @@
 """Fixtures: real caproto IOC subprocesses on loopback, a real Tiled server, a RunEngine.
 
-Channel Access is confined to 127.0.0.1 on a free port chosen once per test
-session, set in ``os.environ`` before any client exists; each IOC gets a random
-prefix, is waited on by reading a PV, and is stopped in a finalizer.
+Channel Access is confined to 127.0.0.1, set in ``os.environ`` before any client
+exists; each IOC gets a random prefix and a free port of its own, is waited on by
+reading a PV, and is stopped in a finalizer.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import pytest
 
 from operando import epics_env
 
-# Before ophyd/caproto/pyepics create anything: a private CA on loopback.
-CA_ENV = epics_env.loopback_env()
-epics_env.apply(CA_ENV)
+# Before ophyd/caproto/pyepics create anything: Channel Access on loopback only;
+# each IOC adds its own port to the address list (see IOCProcess).
+epics_env.apply(epics_env.loopback_env())
 os.environ.setdefault("TILED_RETRY_ATTEMPTS", "2")
 
 import ophyd  # noqa: E402
@@ -58,16 +58,20 @@ def RE():
 
 
 def start_xct_ioc(tmp_dir, *, time_scale=XCT_TEST_SCALE, binning=4, seed=0, extra=()):
+    """The XCT simulator as a subprocess on its own loopback port, ready to use.
+
+    The returned ``IOCProcess`` also carries ``frames_dir`` (the detector's
+    FilePath), ``truth_file`` (ground truth as JSON lines, never read by plans)
+    and ``scale``. Stop it with ``.stop()``.
+    """
     frames = tmp_dir / "frames"
     frames.mkdir(parents=True, exist_ok=True)
     truth = tmp_dir / "truth.jsonl"
-    prefix = random_prefix("T")
-    ioc = IOCProcess("operando.iocs.xct", prefix, env=CA_ENV, log_path=tmp_dir / "ioc.log",
+    ioc = IOCProcess("operando.iocs.xct", random_prefix("T"), log_path=tmp_dir / "ioc.log",
                      args=["--time-scale", time_scale, "--data-dir", frames, "--seed", seed,
                            "--binning", binning, "--truth-file", truth, *extra])
-    ioc.start()
-    ioc.frames_dir, ioc.truth_file = frames, truth
-    return ioc
+    ioc.frames_dir, ioc.truth_file, ioc.scale = frames, truth, float(time_scale)
+    return ioc.start()
 
 
 @pytest.fixture(scope="module")
