@@ -55,10 +55,18 @@ class Technique:
     current: float = 0.0
     e_min: float = -10.0
     e_max: float = 10.0
+    cycles: int = 1
 
     @classmethod
     def ocv(cls, duration: float) -> "Technique":
         return cls("OCV", duration)
+
+    @classmethod
+    def cycling(cls, current: float, *, e_min: float, e_max: float, cycles: int = 1,
+                duration: float = 1e9) -> "Technique":
+        """Galvanostatic cycling (GCPL): discharge first at |current|, turning at
+        ``e_min``/``e_max``, for ``cycles`` full cycles or ``duration`` s."""
+        return cls("GCPL", duration, abs(current), e_min, e_max, cycles)
 
     @classmethod
     def constant_current(cls, current: float, duration: float, *, e_min: float = -10.0,
@@ -95,9 +103,14 @@ class Potentiostat(Device):
     def set(self, technique: Technique) -> Status:
         if not isinstance(technique, Technique):
             raise TypeError(f"Potentiostat.set takes a Technique, not {technique!r}")
-        for sig, value in ((self.mode, technique.mode), (self.duration, technique.duration),
-                           (self.current_sp, technique.current), (self.e_min, technique.e_min),
-                           (self.e_max, technique.e_max)):
+        settings = [(self.mode, technique.mode), (self.duration, technique.duration),
+                    (self.current_sp, technique.current), (self.e_min, technique.e_min),
+                    (self.e_max, technique.e_max)]
+        if technique.mode == "GCPL":
+            if not hasattr(self, "cycles"):
+                raise ValueError(f"{self.name} has no galvanostatic cycling (GCPL)")
+            settings.append((self.cycles, technique.cycles))
+        for sig, value in settings:
             sig.put(value, wait=True)
         started = time.time()
 

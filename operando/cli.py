@@ -1,8 +1,10 @@
 """The ``operando`` command line.
 
-    operando iocs xct [--prefix P] [--time-scale S] [--data-dir D] [--list-pvs]
+    operando iocs {xct,saxs} [--prefix P] [--time-scale S] [--data-dir D] [--list-pvs]
     operando run xct [--cycles N] [--time-scale S] [--projections N] [--binning B]
                      [--tiled-uri URI --api-key KEY] [--prefix P] [--data-dir D]
+    operando run saxs [--beamline synchrotron|lab] [--cycles N] [--grid NXxNY]
+                      [--raster-every SECONDS] [--time-scale S] [--tiled-uri URI --api-key KEY]
     operando serve [--data-dir D] [--port P]
 """
 
@@ -15,7 +17,7 @@ import sys
 from pathlib import Path
 
 DEFAULT_DATA_DIR = "data"
-IOC_MODULES = {"xct": "operando.iocs.xct"}
+IOC_MODULES = {"xct": "operando.iocs.xct", "saxs": "operando.iocs.saxs"}
 
 
 def _add_tiled_args(p: argparse.ArgumentParser) -> None:
@@ -25,6 +27,17 @@ def _add_tiled_args(p: argparse.ArgumentParser) -> None:
                    help="API key of --tiled-uri (default: $TILED_API_KEY)")
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
                    help="catalog, detector files and logs (default: ./data)")
+
+
+def _grid(text: str) -> tuple[int, int]:
+    """'5x4' (points in x by points in y) -> (ny, nx)."""
+    try:
+        nx, ny = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"grid must look like 5x4, not {text!r}") from None
+    if nx < 1 or ny < 1:
+        raise argparse.ArgumentTypeError(f"grid needs at least one point per axis: {text!r}")
+    return ny, nx
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,6 +78,29 @@ def build_parser() -> argparse.ArgumentParser:
     xct.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_tiled_args(xct)
 
+    saxs = run_sub.add_parser("saxs", help="the scanning operando SAXS/WAXS experiment")
+    saxs.add_argument("--beamline", choices=("synchrotron", "lab"), default="synchrotron",
+                      help="Elettra-like SAXS beamline (default) or a Xeuss-like laboratory")
+    saxs.add_argument("--cycles", type=int, default=1, help="full cycles (default 1)")
+    saxs.add_argument("--grid", type=_grid, default=(4, 5), metavar="NXxNY",
+                      help="raster points across (x) and along (y) the stack (default 5x4)")
+    saxs.add_argument("--raster-every", type=float, default=None, metavar="SECONDS",
+                      help="start a raster every SECONDS of cell time (default: back to back, "
+                           "as in the paper)")
+    saxs.add_argument("--c-rate", type=float, default=1 / 20, help="C-rate (default 1/20)")
+    saxs.add_argument("--exposure", type=float, default=None,
+                      help="exposure per point, s (default 7 s synchrotron, 80 s lab)")
+    saxs.add_argument("--time-scale", type=float, default=1.0,
+                      help="simulated clock speed-up (1 = real time; default 1)")
+    saxs.add_argument("--figures", default=None,
+                      help="folder for the figures (default: DATA_DIR/figures/EXPERIMENT)")
+    saxs.add_argument("--no-reduction", action="store_true", help="raw data only")
+    saxs.add_argument("--prefix", help="PV prefix of IOCs already running")
+    saxs.add_argument("--seed", type=int, default=0, help="simulator seed (default 0)")
+    saxs.add_argument("--experiment-id", help="experiment id stored in every run")
+    saxs.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_tiled_args(saxs)
+
     serve = sub.add_parser("serve", help="serve the local catalog with Tiled")
     serve.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     serve.add_argument("--host", default="127.0.0.1",
@@ -95,6 +131,8 @@ def cmd_run(args) -> int:
         print("operando: --time-scale must be > 0", file=sys.stderr)
         return 2
     target = TiledTarget(args.tiled_uri, args.api_key, DataLayout.at(args.data_dir))
+    if args.experiment == "saxs":
+        return _run_saxs(args, target)
     report = run_xct(target=target, cycles=args.cycles, time_scale=args.time_scale,
                      projections=args.projections, binning=args.binning, prefix=args.prefix,
                      seed=args.seed, exposure=args.exposure, images_per_projection=args.images,
@@ -102,11 +140,7 @@ def cmd_run(args) -> int:
                      postmortem_projections=args.postmortem_projections,
                      experiment_id=args.experiment_id, progress=not args.no_progress,
                      sample_every=args.sample_every)
-    print(f"experiment {report.experiment_id}: {len(report.runs)} runs in "
-          f"{report.wall_s:.1f} s wall")
-    for step, cycle, uid in report.runs:
-        label = f"cycle {cycle}" if cycle else ""
-        print(f"  {uid}  {step:<10} {label}")
+    _report(report, args)
     if report.failure:
         f = report.failure
         print(f"cell failed in cycle {f['cycle']} at {f['time_s'] / 3600:.2f} h: {f['reason']}")
@@ -115,6 +149,37 @@ def cmd_run(args) -> int:
         print(f"runs written to {report.tiled_uri}")
     else:
         print(f"browse: operando serve --data-dir {args.data_dir}")
+    return 0
+
+
+def _report(report, args) -> None:
+    print(f"experiment {report.experiment_id}: {len(report.runs)} runs in "
+          f"{report.wall_s:.1f} s wall")
+    for step, cycle, uid in report.runs:
+        label = f"cycle {cycle}" if cycle else ""
+        print(f"  {uid}  {step:<10} {label}")
+
+
+def _run_saxs(args, target) -> int:
+    import uuid
+
+    from .jobs import run_saxs
+
+    experiment_id = args.experiment_id or f"saxs-{uuid.uuid4().hex[:8]}"
+    figures = None
+    if not args.no_reduction:
+        figures = Path(args.figures or Path(args.data_dir) / "figures" / experiment_id).resolve()
+        figures.mkdir(parents=True, exist_ok=True)
+    report = run_saxs(target=target, beamline=args.beamline, cycles=args.cycles,
+                      time_scale=args.time_scale, shape=args.grid,
+                      raster_every=args.raster_every, prefix=args.prefix, seed=args.seed,
+                      c_rate=args.c_rate, exposure=args.exposure, experiment_id=experiment_id,
+                      progress=not args.no_progress, figures_dir=figures,
+                      reduce=not args.no_reduction)
+    _report(report, args)
+    print(f"data: {report.data_dir} (detector frames under {report.frames_dir})")
+    if figures:
+        print(f"figures: {figures}")
     return 0
 
 

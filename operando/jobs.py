@@ -112,3 +112,60 @@ def run_xct(*, target: TiledTarget, cycles: int, time_scale: float, projections:
     return JobReport(experiment_id=result.experiment_id, runs=result.runs, tiled_uri=uri,
                      data_dir=layout.root, frames_dir=frames,
                      wall_s=time.monotonic() - t_wall, failure=result.failure)
+
+
+def run_saxs(*, target: TiledTarget, beamline: str, cycles: int, time_scale: float,
+             shape: tuple[int, int], raster_every: float | None, prefix: str | None = None,
+             seed: int = 0, c_rate: float = 1 / 20, exposure: float | None = None,
+             experiment_id: str | None = None, progress: bool = True,
+             figures_dir: Path | None = None, reduce: bool = True) -> JobReport:
+    """The scanning operando SAXS/WAXS experiment on the simulated (or a real) station."""
+    import ophyd
+
+    from .devices.saxs import make_saxs_station
+    from .plans.saxs import saxs_waxs_operando
+    from .progress import ExperimentProgress
+    from .session import make_run_engine
+
+    layout = target.layout
+    layout.create()
+    frames = layout.frames / "saxs"
+    frames.mkdir(parents=True, exist_ok=True)
+    args = ["--time-scale", time_scale, "--data-dir", frames, "--seed", seed,
+            "--beamline", beamline, "--truth-file", layout.root / "saxs-truth.jsonl"]
+    t_wall = time.monotonic()
+    extra = {}
+    with tiled_client(target) as (client, uri), \
+            simulators("operando.iocs.saxs", prefix=prefix, args=args,
+                       log_path=layout.root / "saxs-ioc.log") as ioc:
+        pv_prefix = ioc.prefix if ioc else prefix
+        ophyd.set_cl("caproto")
+        ophyd.signal.EpicsSignalBase.set_defaults(timeout=10.0, connection_timeout=10.0)
+        station = make_saxs_station(pv_prefix, write_path=frames)
+        RE = make_run_engine(client, backup_directory=layout.backup)
+        reducer = None
+        if reduce:
+            from .callbacks.saxs_live import SaxsLiveReducer
+
+            reducer = SaxsLiveReducer(client, figures_dir=figures_dir)
+            RE.subscribe(reducer)
+        progress_cb = None
+        if progress:
+            progress_cb = ExperimentProgress(cycles / c_rate, cycles=cycles)
+            RE.subscribe(progress_cb)
+        if ioc is not None:
+            ioc.release_hold()
+        try:
+            result = RE(saxs_waxs_operando(
+                station, cycles=cycles, c_rate=c_rate, shape=shape, raster_every=raster_every,
+                exposure=exposure, experiment_id=experiment_id)).plan_result
+        finally:
+            if progress_cb is not None:
+                progress_cb.close()
+            if reducer is not None:
+                reducer.flush(timeout=600)
+        if figures_dir is not None:
+            extra["figures"] = figures_dir
+    return JobReport(experiment_id=result.experiment_id, runs=result.runs, tiled_uri=uri,
+                     data_dir=layout.root, frames_dir=frames,
+                     wall_s=time.monotonic() - t_wall, extra=extra)

@@ -1,0 +1,143 @@
+"""Ophyd devices of the scanning operando SAXS/WAXS station, and their factory.
+
+The PV contract is ``docs/saxs-pvs.md``. ``make_saxs_station(prefix)`` builds and
+names every device from one prefix.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ophyd import Component as Cpt
+from ophyd import Device, EpicsMotor, EpicsSignal, EpicsSignalRO, Kind
+from ophyd.status import Status
+
+from .common import HDF5AreaDetector, HDF5Cam, Potentiostat, SimClock
+
+
+class CyclingPotentiostat(Potentiostat):
+    """Potentiostat with galvanostatic cycling (``Technique.cycling``) and capacity readbacks."""
+
+    cycles = Cpt(EpicsSignal, "cycles", kind=Kind.config)
+    c_rate_current = Cpt(EpicsSignalRO, "c_rate_current", kind=Kind.config)
+    capacity = Cpt(EpicsSignalRO, "capacity", kind=Kind.hinted)
+    half_cycle = Cpt(EpicsSignalRO, "half_cycle", kind=Kind.normal)
+    direction = Cpt(EpicsSignalRO, "direction", string=True, kind=Kind.normal)
+
+
+class Shutter(Device):
+    """Fast shutter: ``set("open")`` / ``set("close")`` finish when it has moved."""
+
+    open_cmd = Cpt(EpicsSignal, "open", put_complete=True, kind=Kind.omitted)
+    open_rbv = Cpt(EpicsSignalRO, "open_rbv", kind=Kind.normal)
+
+    _STATES = {"open": 1, "close": 0, "closed": 0, 1: 1, 0: 0}
+
+    def set(self, value) -> Status:
+        if value not in self._STATES:
+            raise ValueError(f"shutter state must be 'open' or 'close', not {value!r}")
+        return self.open_cmd.set(self._STATES[value])
+
+    def stop(self, *, success: bool = False) -> None:
+        self.open_cmd.put(0)
+        super().stop(success=success)
+
+
+class SampleHolder(Device):
+    """Two-slot holder: the operando ``cell`` or the ``empty_cell`` (background)."""
+
+    slot = Cpt(EpicsSignal, "select", string=True, put_complete=True, kind=Kind.normal)
+
+    def set(self, value: str) -> Status:
+        if value not in ("cell", "empty_cell"):
+            raise ValueError(f"sample slot must be 'cell' or 'empty_cell', not {value!r}")
+        return self.slot.set(value)
+
+
+class Diode(Device):
+    """Beam-stop diode: the transmitted fraction at the present position."""
+
+    trans = Cpt(EpicsSignalRO, "trans", kind=Kind.hinted)
+
+
+class Beam(Device):
+    config = Cpt(EpicsSignalRO, "config", string=True, kind=Kind.config)
+    energy_kev = Cpt(EpicsSignalRO, "energy_kev", kind=Kind.config)
+    wavelength_A = Cpt(EpicsSignalRO, "wavelength_A", kind=Kind.config)
+    size_h_um = Cpt(EpicsSignalRO, "size_h_um", kind=Kind.config)
+    size_v_um = Cpt(EpicsSignalRO, "size_v_um", kind=Kind.config)
+
+
+class ScatteringCam(HDF5Cam):
+    geometry = Cpt(EpicsSignalRO, "Geometry_RBV", string=True, kind=Kind.config)
+    poni_file = Cpt(EpicsSignalRO, "PoniFile_RBV", string=True, kind=Kind.config)
+
+
+class SaxsCam(ScatteringCam):
+    beamstop_radius = Cpt(EpicsSignalRO, "BeamstopRadius_RBV", kind=Kind.config)
+
+
+class ScatteringDetector(HDF5AreaDetector):
+    """A Pilatus/Eiger-like detector: int32 frames into HDF5, its pyFAI geometry as config.
+
+    The geometry (``cam.geometry``, JSON of ``AzimuthalIntegrator.get_config()``)
+    goes into every descriptor's configuration, so the run records it.
+    """
+
+    image_dtype = "<i4"
+    cam = Cpt(ScatteringCam, "cam:")
+
+    def geometry(self) -> dict:
+        return json.loads(self.cam.geometry.get())
+
+
+class SaxsDetector(ScatteringDetector):
+    cam = Cpt(SaxsCam, "cam:")
+
+
+class ScanStage(Device):
+    x = Cpt(EpicsMotor, "x", labels={"motors"})
+    y = Cpt(EpicsMotor, "y", labels={"motors"})
+
+
+@dataclass
+class SaxsStation:
+    clock: SimClock
+    pstat: CyclingPotentiostat
+    stage: ScanStage
+    sample: SampleHolder
+    shutter: Shutter
+    diode: Diode
+    beam: Beam
+    saxs: SaxsDetector
+    waxs: ScatteringDetector
+
+    def devices(self) -> dict:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+    def wait_for_connection(self, timeout: float = 10.0) -> None:
+        for dev in self.devices().values():
+            dev.wait_for_connection(timeout=timeout)
+
+
+def make_saxs_station(prefix: str = "SAXS:", *, write_path: str | Path = "",
+                      connect: bool = True, timeout: float = 10.0) -> SaxsStation:
+    """Build the SAXS/WAXS station's devices from the IOC prefix."""
+    station = SaxsStation(
+        clock=SimClock(f"{prefix}clock:", name="clock"),
+        pstat=CyclingPotentiostat(f"{prefix}pstat:", name="pstat"),
+        stage=ScanStage(f"{prefix}stage:", name="stage"),
+        sample=SampleHolder(f"{prefix}sample:", name="sample"),
+        shutter=Shutter(f"{prefix}shutter:", name="shutter"),
+        diode=Diode(f"{prefix}diode:", name="diode"),
+        beam=Beam(f"{prefix}beam:", name="beam"),
+        saxs=SaxsDetector(f"{prefix}saxs:", name="saxs", write_path=write_path,
+                          labels={"detectors"}),
+        waxs=ScatteringDetector(f"{prefix}waxs:", name="waxs", write_path=write_path,
+                                labels={"detectors"}),
+    )
+    if connect:
+        station.wait_for_connection(timeout=timeout)
+    return station

@@ -1,0 +1,288 @@
+"""Plans of the scanning operando SAXS/WAXS experiment (all-solid-state Li–S cell).
+
+- ``align``: vertical and horizontal transmission scans locating the stack and
+  its layers; returns the grid bounds.
+- ``background``: SAXS and WAXS frames of the empty cell.
+- ``raster``: a grid of points (``bluesky.plans.grid_scan``, optionally snaking),
+  SAXS and WAXS at every point with the cell's time, voltage and capacity.
+- ``saxs_waxs_operando``: align, background, rasters at open circuit, then
+  rasters repeated while the potentiostat cycles the cell.
+
+Each run's start document carries ``experiment_id``, ``cell``, ``technique``
+(``"saxs_waxs"``), ``step`` (``alignment``, ``background``, ``ocv``,
+``operando``) and ``cycle``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+import bluesky.plan_stubs as bps
+import bluesky.plans as bp
+import bluesky.preprocessors as bpp
+import numpy as np
+
+from ..devices.common import Technique
+from ..devices.saxs import SaxsStation
+from . import validation as check
+from .alignment import GridBounds, cathode_layer, segment_profile, window_extent
+from .stubs import MsgGenerator, now, wait_until
+
+HOUR = 3600.0
+#: Exposure per point and detector, by beamline (paper: 7 s at Elettra, 80 s on the Xeuss).
+EXPOSURE = {"synchrotron": 7.0, "lab": 80.0}
+#: The paper's grid: 5 x 4 points, 1 mm (width, x) by 0.1 mm (height, y).
+GRID_SHAPE = (4, 5)
+GRID_STEP = (0.1, 1.0)
+
+
+def _md(plan_name, plan_args, station: SaxsStation, *, step, cycle, experiment_id, cell, md):
+    out = {
+        "plan_name": plan_name,
+        "plan_args": {k: repr(v) for k, v in plan_args.items()},
+        "technique": "saxs_waxs",
+        "step": step,
+        "cycle": cycle,
+        "experiment_id": experiment_id or "",
+        "cell": cell or "",
+    }
+    out.update(md or {})
+    return out
+
+
+def _cell_readables(station: SaxsStation):
+    return [station.clock, station.pstat]
+
+
+def _closed(station: SaxsStation):
+    yield from bps.mv(station.shutter, "close")
+
+
+def _transmission_profile(station: SaxsStation, motor, positions, *, step, md) -> MsgGenerator:
+    positions = [float(p) for p in positions]
+    trans = []
+
+    def body():
+        yield from bps.mv(station.shutter, "open")
+        for p in positions:
+            yield from bps.mv(motor, p)
+            reading = yield from bps.trigger_and_read([station.diode, motor, station.clock])
+            trans.append(reading[station.diode.trans.name]["value"])
+
+    @bpp.run_decorator(md=dict(md, motors=[motor.name], num_points=len(positions),
+                               shape=[len(positions)],
+                               extents=[[min(positions), max(positions)]],
+                               hints={"dimensions": [([motor.name], "primary")]}))
+    def run():
+        yield from bpp.finalize_wrapper(body(), _closed(station))
+
+    yield from run()
+    return np.asarray(positions), np.asarray(trans)
+
+
+def align(station: SaxsStation, *, y_range=(-0.5, 1.5), y_num: int = 41,
+          x_range=(-4.0, 4.0), x_num: int = 33, experiment_id: str | None = None,
+          cell: str | None = None, md: dict | None = None) -> MsgGenerator:
+    """Vertical then horizontal transmission scans; returns ``GridBounds``.
+
+    The vertical scan (``stage.y``) finds the layers of the stack and picks the
+    cathode (the most transmitting layer); the horizontal scan (``stage.x``, at
+    the cathode's mid-height) finds the window of the cell body.
+    """
+    y_num = check.positive_int("y_num", y_num, minimum=5)
+    x_num = check.positive_int("x_num", x_num, minimum=5)
+    ys = np.linspace(*y_range, y_num)
+    xs = np.linspace(*x_range, x_num)
+    check.motor_positions(station.stage.y, ys, "alignment y")
+    check.motor_positions(station.stage.x, xs, "alignment x")
+    args = dict(y_range=y_range, y_num=y_num, x_range=x_range, x_num=x_num)
+
+    def plan():
+        yield from bps.mv(station.sample, "cell", station.stage.x, float(np.mean(x_range)))
+        base = _md("align", args, station, step="alignment", cycle=None,
+                   experiment_id=experiment_id, cell=cell, md=md)
+        pos, trans = yield from _transmission_profile(
+            station, station.stage.y, ys, step="alignment", md=dict(base, direction="vertical"))
+        layers = segment_profile(pos, trans)
+        cathode = cathode_layer(layers)
+        yield from bps.mv(station.stage.y, 0.5 * (cathode.lo + cathode.hi))
+        pos, trans = yield from _transmission_profile(
+            station, station.stage.x, xs, step="alignment",
+            md=dict(base, direction="horizontal"))
+        x_lo, x_hi = window_extent(pos, trans)
+        return GridBounds(x=(x_lo, x_hi), y=(cathode.lo, cathode.hi), layers=layers)
+
+    return (yield from plan())
+
+
+def _configure(station: SaxsStation, exposure: float) -> MsgGenerator:
+    yield from bps.mv(station.saxs.cam.acquire_time, exposure,
+                      station.waxs.cam.acquire_time, exposure)
+
+
+def background(station: SaxsStation, *, x: float = 0.0, y: float = 0.0,
+               exposure: float | None = None, num_frames: int = 1,
+               experiment_id: str | None = None, cell: str | None = None,
+               md: dict | None = None) -> MsgGenerator:
+    """SAXS and WAXS frames of the empty cell (slot ``empty_cell``) for background subtraction."""
+    beamline = station.beam.config.get()
+    exposure = check.positive("exposure", exposure if exposure is not None
+                              else EXPOSURE.get(beamline, 7.0))
+    n = check.positive_int("num_frames", num_frames)
+    check.motor_positions(station.stage.x, (x,), "background x")
+    check.motor_positions(station.stage.y, (y,), "background y")
+    dets = [station.saxs, station.waxs, station.diode, *_cell_readables(station)]
+    _m = _md("background", dict(x=x, y=y, exposure=exposure, num_frames=n), station,
+             step="background", cycle=None, experiment_id=experiment_id, cell=cell, md=md)
+    _m.update(detectors=[station.saxs.name, station.waxs.name], num_points=n,
+              beamline=beamline)
+
+    def body():
+        yield from _configure(station, exposure)
+        yield from bps.mv(station.sample, "empty_cell", station.stage.x, x, station.stage.y, y)
+        yield from bps.mv(station.shutter, "open")
+        for _ in range(n):
+            yield from bps.trigger_and_read(dets)
+
+    def cleanup():
+        yield from _closed(station)
+        yield from bps.mv(station.sample, "cell")
+
+    @bpp.stage_decorator([station.saxs, station.waxs])
+    @bpp.run_decorator(md=_m)
+    def run():
+        yield from bpp.finalize_wrapper(body(), cleanup())
+
+    return (yield from run())
+
+
+def _check_grid(station: SaxsStation, x_range, y_range, shape):
+    try:
+        ny, nx = (int(v) for v in shape)
+    except (TypeError, ValueError):
+        raise check.PlanArgumentError(f"shape must be (ny, nx), not {shape!r}") from None
+    check.positive_int("shape ny", ny)
+    check.positive_int("shape nx", nx)
+    for name, (lo, hi), n in (("x", x_range, nx), ("y", y_range, ny)):
+        if n > 1 and lo == hi:
+            raise check.PlanArgumentError(
+                f"{name} range {lo}..{hi} gives a zero step for {n} points")
+    check.motor_positions(station.stage.x, x_range, "raster x")
+    check.motor_positions(station.stage.y, y_range, "raster y")
+    return ny, nx
+
+
+def raster(station: SaxsStation, *, x_range, y_range, shape=GRID_SHAPE, snake: bool = True,
+           exposure: float | None = None, step: str = "operando", cycle: int | None = None,
+           experiment_id: str | None = None, cell: str | None = None,
+           md: dict | None = None) -> MsgGenerator:
+    """SAXS and WAXS at every point of a (ny, nx) grid over x_range × y_range.
+
+    The slow axis is ``stage.y`` (across the stack), the fast one ``stage.x``;
+    with ``snake`` the fast axis reverses on alternate rows. Every point also
+    records the diode, the cell time, Ewe, current and capacity. The shutter is
+    open only during the raster. Validated against the stages' limits first.
+    """
+    beamline = station.beam.config.get()
+    exposure = check.positive("exposure", exposure if exposure is not None
+                              else EXPOSURE.get(beamline, 7.0))
+    ny, nx = _check_grid(station, x_range, y_range, shape)
+    dets = [station.saxs, station.waxs, station.diode, *_cell_readables(station)]
+    _m = _md("raster", dict(x_range=x_range, y_range=y_range, shape=shape, snake=snake,
+                            exposure=exposure), station, step=step, cycle=cycle,
+             experiment_id=experiment_id, cell=cell, md=md)
+    _m["beamline"] = beamline
+
+    def body():
+        yield from _configure(station, exposure)
+        yield from bps.mv(station.sample, "cell")
+        yield from bps.mv(station.shutter, "open")
+        yield from bp.grid_scan(dets, station.stage.y, *y_range, ny,
+                                station.stage.x, *x_range, nx, snake_axes=snake, md=_m)
+
+    return (yield from bpp.finalize_wrapper(body(), _closed(station)))
+
+
+@dataclass
+class SaxsResult:
+    experiment_id: str
+    bounds: GridBounds | None = None
+    runs: list = field(default_factory=list)
+    end_state: str = ""
+
+
+def saxs_waxs_operando(station: SaxsStation, *, cycles: int = 1, c_rate: float = 1 / 20,
+                       e_min: float = 0.6, e_max: float = 2.4, shape=GRID_SHAPE,
+                       bounds: GridBounds | None = None, raster_every: float | None = None,
+                       ocv_rasters: int = 1, exposure: float | None = None,
+                       snake: bool = True, experiment_id: str | None = None,
+                       cell: str = "Li-In|Li6PS5Cl|S-C (50:30:20)",
+                       md: dict | None = None) -> MsgGenerator:
+    """The operando experiment: align, background, OCV rasters, then rasters while cycling.
+
+    The potentiostat cycles the cell galvanostatically at ``c_rate`` (C from the
+    cell's sulfur loading, as the potentiostat publishes it) between ``e_min``
+    and ``e_max`` for ``cycles`` full cycles; a raster starts every
+    ``raster_every`` cell seconds (back to back when None) until the cycling
+    ends, and once more after. Returns a ``SaxsResult``.
+    """
+    cycles = check.positive_int("cycles", cycles)
+    c_rate = check.positive("c_rate", c_rate)
+    if not e_min < e_max:
+        raise check.PlanArgumentError(f"e_min ({e_min} V) must be below e_max ({e_max} V)")
+    if raster_every is not None:
+        check.positive("raster_every", raster_every)
+    check.positive_int("ocv_rasters", ocv_rasters, minimum=0)
+    current = c_rate * float(station.pstat.c_rate_current.get())
+    check.signal_range(station.pstat.current_sp, current, "cycling current", "A")
+    if bounds is not None:
+        grid = bounds.grid(shape)
+        _check_grid(station, grid["x_range"], grid["y_range"], shape)
+    experiment_id = experiment_id or f"saxs-{uuid.uuid4().hex[:8]}"
+    common = dict(experiment_id=experiment_id, cell=cell)
+    result = SaxsResult(experiment_id=experiment_id, bounds=bounds)
+
+    def record(kind, cycle, uid):
+        result.runs.append((kind, cycle, uid))
+
+    def one_raster(step, cycle, index):
+        grid = result.bounds.grid(shape)
+        uid = yield from raster(station, shape=shape, snake=snake, exposure=exposure,
+                                step=step, cycle=cycle, md=dict(md or {}, raster_index=index),
+                                **grid, **common)
+        record(step, cycle, uid)
+
+    def plan():
+        if result.bounds is None:
+            result.bounds = yield from align(station, **common, md=md)
+            grid = result.bounds.grid(shape)
+            _check_grid(station, grid["x_range"], grid["y_range"], shape)
+        centre = result.bounds.grid(shape)
+        uid = yield from background(station, x=float(np.mean(centre["x_range"])),
+                                    y=float(np.mean(centre["y_range"])), exposure=exposure,
+                                    md=md, **common)
+        record("background", None, uid)
+        for k in range(ocv_rasters):
+            yield from one_raster("ocv", 0, k)
+        technique = Technique.cycling(current, e_min=e_min, e_max=e_max, cycles=cycles)
+        status = yield from bps.abs_set(station.pstat, technique, group="cycling")
+        t0 = yield from now(station.clock)
+        index = 0
+        while not status.done:
+            half = yield from bps.rd(station.pstat.half_cycle)
+            yield from one_raster("operando", int(half) // 2 + 1, index)
+            index += 1
+            if raster_every is not None and not status.done:
+                yield from wait_until(station.clock, t0 + index * raster_every)
+        yield from bps.wait(group="cycling")
+        result.end_state = str((yield from bps.rd(station.pstat.state)))
+        yield from one_raster("operando", cycles, index)
+        return result
+
+    return (yield from bpp.finalize_wrapper(plan(), _stop_cycling(station)))
+
+
+def _stop_cycling(station: SaxsStation):
+    yield from _closed(station)
+    yield from bps.stop(station.pstat)
