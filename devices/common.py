@@ -20,6 +20,39 @@ from ophyd.status import DeviceStatus, Status, SubscriptionStatus
 TECHNIQUE_END_STATES = ("done", "limit", "aborted")
 
 
+class _CharArrayDescription:
+    """Describe a char-array string PV without its meaningless control limits.
+
+    Channel Access reports the limits of a CHAR waveform as bytes, which are
+    not JSON: they would break every document consumer that serializes JSON
+    (TiledWriter's backup among them).
+    """
+
+    def describe(self):
+        desc = super().describe()
+        for entry in desc.values():
+            for key in ("lower_ctrl_limit", "upper_ctrl_limit"):
+                if isinstance(entry.get(key), (bytes, str)):
+                    entry.pop(key)
+        return desc
+
+
+class CharArraySignal(_CharArrayDescription, EpicsSignal):
+    """A writable string held in a CHAR waveform (paths, names)."""
+
+    def __init__(self, read_pv, **kwargs):
+        kwargs.setdefault("string", True)
+        super().__init__(read_pv, **kwargs)
+
+
+class CharArraySignalRO(_CharArrayDescription, EpicsSignalRO):
+    """A read-only string held in a CHAR waveform (paths, JSON)."""
+
+    def __init__(self, read_pv, **kwargs):
+        kwargs.setdefault("string", True)
+        super().__init__(read_pv, **kwargs)
+
+
 class SimClock(Device):
     """The station clock: cell time in seconds, and a wait on a cell time.
 
@@ -152,10 +185,10 @@ class HDF5Cam(Device):
 
 
 class HDF5Plugin(Device):
-    file_path = Cpt(EpicsSignal, "FilePath", string=True, kind=Kind.config)
-    file_name = Cpt(EpicsSignal, "FileName", string=True, kind=Kind.config)
+    file_path = Cpt(CharArraySignal, "FilePath", kind=Kind.config)
+    file_name = Cpt(CharArraySignal, "FileName", kind=Kind.config)
     file_number = Cpt(EpicsSignal, "FileNumber", kind=Kind.omitted)
-    full_file_name = Cpt(EpicsSignalRO, "FullFileName_RBV", string=True, kind=Kind.omitted)
+    full_file_name = Cpt(CharArraySignalRO, "FullFileName_RBV", kind=Kind.omitted)
     capture = Cpt(EpicsSignal, "Capture", kind=Kind.omitted)
     capture_rbv = Cpt(EpicsSignalRO, "Capture_RBV", kind=Kind.omitted)
     num_captured = Cpt(EpicsSignalRO, "NumCaptured_RBV", kind=Kind.omitted)

@@ -14,7 +14,7 @@ from ophyd import Component as Cpt
 from ophyd import Device, EpicsMotor, EpicsSignal, EpicsSignalRO, Kind
 from ophyd.status import Status
 
-from .common import HDF5AreaDetector, HDF5Cam, Potentiostat, SimClock
+from .common import CharArraySignalRO, HDF5AreaDetector, HDF5Cam, Potentiostat, SimClock
 
 
 class CyclingPotentiostat(Potentiostat):
@@ -71,8 +71,8 @@ class Beam(Device):
 
 
 class ScatteringCam(HDF5Cam):
-    geometry = Cpt(EpicsSignalRO, "Geometry_RBV", string=True, kind=Kind.config)
-    poni_file = Cpt(EpicsSignalRO, "PoniFile_RBV", string=True, kind=Kind.config)
+    geometry = Cpt(CharArraySignalRO, "Geometry_RBV", kind=Kind.config)
+    poni_file = Cpt(CharArraySignalRO, "PoniFile_RBV", kind=Kind.config)
 
 
 class SaxsCam(ScatteringCam):

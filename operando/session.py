@@ -36,3 +36,37 @@ def make_run_engine(tiled_client=None, *, backup_directory=None, md: dict | None
     if tiled_client is not None:
         RE.subscribe(make_tiled_writer(tiled_client, backup_directory=backup_directory))
     return RE
+
+
+def backup_files(backup_directory: str | Path) -> list[Path]:
+    """The JSON-lines backups TiledWriter wrote (one file per run), oldest first."""
+    d = Path(backup_directory)
+    return sorted(d.glob("*.jsonl"), key=lambda p: p.stat().st_mtime) if d.is_dir() else []
+
+
+def replay_backup(path: str | Path, client, *, replace_partial: bool = True) -> str:
+    """Write a run kept in a TiledWriter backup file into Tiled; return its uid.
+
+    A run Tiled refused part-way may exist there incomplete (no stop document);
+    with ``replace_partial`` it is deleted and written again whole. A complete
+    run already in Tiled is left alone. The detector files are not touched:
+    the run points at them as before.
+    """
+    import json
+
+    docs = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    if not docs or docs[0]["name"] != "start":
+        raise ValueError(f"{path} does not start with a start document")
+    uid = docs[0]["doc"]["uid"]
+    runs = runs_container(client)
+    if uid in runs:
+        if runs[uid].metadata.get("stop"):
+            logger.info("run %s is already complete in Tiled", uid)
+            return uid
+        if not replace_partial:
+            raise RuntimeError(f"run {uid} exists in Tiled, incomplete")
+        runs[uid].delete(recursive=True, external_only=False)
+    writer = make_tiled_writer(client, batch_size=1000)
+    for item in docs:
+        writer(item["name"], item["doc"])
+    return uid

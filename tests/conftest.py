@@ -27,6 +27,8 @@ from operando.ioc_process import IOCProcess, random_prefix  # noqa: E402
 from operando.tiled_server import DataLayout, TiledServer  # noqa: E402
 
 XCT_TEST_SCALE = 400.0
+#: C/20 cycling takes ~12 h of cell time: 4.4 s wall at this scale
+SAXS_TEST_SCALE = 10000.0
 
 
 @pytest.fixture(scope="session")
@@ -92,3 +94,29 @@ def xct(xct_ioc):
     yield station
     for dev in station.devices().values():
         dev.destroy()
+
+
+def start_saxs_ioc(tmp_dir, *, time_scale=SAXS_TEST_SCALE, beamline="synchrotron", seed=0,
+                   extra=()):
+    """The SAXS/WAXS simulator as a subprocess on its own loopback port, ready to use.
+
+    Like :func:`start_xct_ioc`: the returned ``IOCProcess`` carries ``frames_dir``
+    (the detectors' FilePath and where the PONI files go), ``truth_file`` and
+    ``scale``. Stop it with ``.stop()``.
+    """
+    frames = tmp_dir / "frames"
+    frames.mkdir(parents=True, exist_ok=True)
+    truth = tmp_dir / "truth.jsonl"
+    ioc = IOCProcess("operando.iocs.saxs", random_prefix("S"), log_path=tmp_dir / "ioc.log",
+                     args=["--time-scale", time_scale, "--data-dir", frames, "--seed", seed,
+                           "--beamline", beamline, "--truth-file", truth, *extra])
+    ioc.frames_dir, ioc.truth_file, ioc.scale = frames, truth, float(time_scale)
+    return ioc.start()
+
+
+@pytest.fixture(scope="module")
+def saxs_ioc(tmp_path_factory):
+    """The SAXS/WAXS station simulator (synchrotron set-up) at ``SAXS_TEST_SCALE``."""
+    ioc = start_saxs_ioc(tmp_path_factory.mktemp("saxs"))
+    yield ioc
+    ioc.stop()

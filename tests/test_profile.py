@@ -25,7 +25,8 @@ def test_profile_session_runs_scan3d_into_tiled(xct_ioc, tiled_server, tmp_path)
             "print('UID', r.run_start_uids[0])")
     ipython = Path(sys.executable).with_name("ipython")
     proc = subprocess.run([str(ipython), "--profile-dir", str(ROOT / "profile_collection"),
-                           "--no-banner", "--colors=NoColor", "-c", code],
+                           "--no-banner", "--colors=NoColor", "--HistoryManager.hist_file=:memory:",
+                           "-c", code],
                           env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     uids = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("UID ")]
