@@ -198,8 +198,9 @@ def raster(station: SaxsStation, *, x_range, y_range, shape=GRID_SHAPE, snake: b
         yield from _configure(station, exposure)
         yield from bps.mv(station.sample, "cell")
         yield from bps.mv(station.shutter, "open")
-        yield from bp.grid_scan(dets, station.stage.y, *y_range, ny,
-                                station.stage.x, *x_range, nx, snake_axes=snake, md=_m)
+        return (yield from bp.grid_scan(dets, station.stage.y, *y_range, ny,
+                                        station.stage.x, *x_range, nx, snake_axes=snake,
+                                        md=_m))
 
     return (yield from bpp.finalize_wrapper(body(), _closed(station)))
 

@@ -59,21 +59,26 @@ def RE():
     loop.call_soon_threadsafe(loop.stop)
 
 
-def start_xct_ioc(tmp_dir, *, time_scale=XCT_TEST_SCALE, binning=4, seed=0, extra=()):
-    """The XCT simulator as a subprocess on its own loopback port, ready to use.
+def start_simulator(module, tmp_dir, *, time_scale, seed=0, extra=()):
+    """A station simulator as a subprocess on its own loopback port, ready to use.
 
-    The returned ``IOCProcess`` also carries ``frames_dir`` (the detector's
+    The returned ``IOCProcess`` also carries ``frames_dir`` (the detectors'
     FilePath), ``truth_file`` (ground truth as JSON lines, never read by plans)
     and ``scale``. Stop it with ``.stop()``.
     """
     frames = tmp_dir / "frames"
     frames.mkdir(parents=True, exist_ok=True)
     truth = tmp_dir / "truth.jsonl"
-    ioc = IOCProcess("operando.iocs.xct", random_prefix("T"), log_path=tmp_dir / "ioc.log",
+    ioc = IOCProcess(module, random_prefix("T"), log_path=tmp_dir / "ioc.log",
                      args=["--time-scale", time_scale, "--data-dir", frames, "--seed", seed,
-                           "--binning", binning, "--truth-file", truth, *extra])
+                           "--truth-file", truth, *extra])
     ioc.frames_dir, ioc.truth_file, ioc.scale = frames, truth, float(time_scale)
     return ioc.start()
+
+
+def start_xct_ioc(tmp_dir, *, time_scale=XCT_TEST_SCALE, binning=4, seed=0, extra=()):
+    return start_simulator("operando.iocs.xct", tmp_dir, time_scale=time_scale, seed=seed,
+                           extra=["--binning", binning, *extra])
 
 
 @pytest.fixture(scope="module")
@@ -98,20 +103,8 @@ def xct(xct_ioc):
 
 def start_saxs_ioc(tmp_dir, *, time_scale=SAXS_TEST_SCALE, beamline="synchrotron", seed=0,
                    extra=()):
-    """The SAXS/WAXS simulator as a subprocess on its own loopback port, ready to use.
-
-    Like :func:`start_xct_ioc`: the returned ``IOCProcess`` carries ``frames_dir``
-    (the detectors' FilePath and where the PONI files go), ``truth_file`` and
-    ``scale``. Stop it with ``.stop()``.
-    """
-    frames = tmp_dir / "frames"
-    frames.mkdir(parents=True, exist_ok=True)
-    truth = tmp_dir / "truth.jsonl"
-    ioc = IOCProcess("operando.iocs.saxs", random_prefix("S"), log_path=tmp_dir / "ioc.log",
-                     args=["--time-scale", time_scale, "--data-dir", frames, "--seed", seed,
-                           "--beamline", beamline, "--truth-file", truth, *extra])
-    ioc.frames_dir, ioc.truth_file, ioc.scale = frames, truth, float(time_scale)
-    return ioc.start()
+    return start_simulator("operando.iocs.saxs", tmp_dir, time_scale=time_scale, seed=seed,
+                           extra=["--beamline", beamline, *extra])
 
 
 @pytest.fixture(scope="module")
