@@ -109,9 +109,16 @@ def run_xct(*, target: TiledTarget, cycles: int, time_scale: float, projections:
         finally:
             if progress_cb is not None:
                 progress_cb.close()
+            _disconnect(station)
     return JobReport(experiment_id=result.experiment_id, runs=result.runs, tiled_uri=uri,
                      data_dir=layout.root, frames_dir=frames,
                      wall_s=time.monotonic() - t_wall, failure=result.failure)
+
+
+def _disconnect(station) -> None:
+    """Drop the devices' subscriptions before the simulators stop."""
+    for dev in station.devices().values():
+        dev.destroy()
 
 
 def run_saxs(*, target: TiledTarget, beamline: str, cycles: int, time_scale: float,
@@ -164,6 +171,7 @@ def run_saxs(*, target: TiledTarget, beamline: str, cycles: int, time_scale: flo
                 progress_cb.close()
             if reducer is not None:
                 reducer.flush(timeout=600)
+            _disconnect(station)
         if figures_dir is not None:
             extra["figures"] = figures_dir
     return JobReport(experiment_id=result.experiment_id, runs=result.runs, tiled_uri=uri,

@@ -18,6 +18,7 @@ wall-clock sleep.
 
 from __future__ import annotations
 
+import logging
 import math
 import uuid
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ from ..devices.common import Technique
 from ..devices.xct import XCTStation
 from . import validation as check
 from .stubs import CellRecorder, MsgGenerator, now, wait_until
+
+logger = logging.getLogger(__name__)
 
 HOUR = 3600.0
 
@@ -186,9 +189,12 @@ def scan3d(station: XCTStation, *, num_projections: int = 1601, exposure: float 
     })
     recorder = CellRecorder(station.clock, [station.force, station.pstat], every=sample_every)
 
+    overrun = {}
+
     def body():
         yield from recorder.sample()
         technique = None
+        t_ocv = yield from now(station.clock)
         if ocv_duration is not None:
             technique = yield from bps.abs_set(station.pstat, Technique.ocv(ocv_duration),
                                                group="technique")
@@ -197,6 +203,14 @@ def scan3d(station: XCTStation, *, num_projections: int = 1601, exposure: float 
         yield from _darks_and_flats(station, num_darks, num_flats, flat_offset, recorder)
         yield from _projections(station, angles, recorder)
         yield from bps.mv(station.stage.th, float(angles[0]))
+        t_done = yield from now(station.clock)
+        if ocv_duration is not None and t_done > t_ocv + ocv_duration:
+            # The acquisition fell behind the cell clock (a time scale too high
+            # for this many frames): the cell sat longer at OCV than planned.
+            overrun["s"] = t_done - (t_ocv + ocv_duration)
+            logger.warning("3D scan overran the %.2f h OCV step by %.2f h of cell time: "
+                           "lower the time scale or the number of projections",
+                           ocv_duration / HOUR, overrun["s"] / HOUR)
         if technique is not None:
             # Keep recording the cell until the OCV step ends by itself.
             t_end = yield from now(station.clock)
@@ -210,7 +224,11 @@ def scan3d(station: XCTStation, *, num_projections: int = 1601, exposure: float 
         uid = yield from bps.open_run(md=_md)
         yield from bpp.finalize_wrapper(
             body(), _safe_state(station, stop_technique=ocv_duration is not None))
-        yield from bps.close_run()
+        reason = ""
+        if overrun:
+            reason = (f"3D scan overran the OCV step by {overrun['s'] / HOUR:.2f} h of cell "
+                      f"time (acquisition slower than the cell clock)")
+        yield from bps.close_run(reason=reason)
         return uid
 
     return (yield from run())

@@ -193,3 +193,17 @@ def test_scan3d_into_tiled_read_back_with_plain_client(RE, xct, tiled_server):
     force = np.asarray(cell["force_force"].read())
     assert np.all((force > 10) & (force < 30))
     assert len(np.asarray(cell["pstat_ewe"].read())) == len(force)
+
+
+def test_scan_overrunning_the_ocv_step_says_so(RE, xct):
+    # 5 projections of 3 x 1.5 s (22.5 s) plus darks and flats cannot fit in 10 s of OCV.
+    RE(scan3d(xct, num_projections=5, exposure=1.5, images_per_projection=3, num_darks=1,
+              num_flats=1, ocv_duration=10.0, sample_every=30.0))
+    stop = _docs(RE, "stop")[0]
+    assert stop["exit_status"] == "success"
+    assert "overran the OCV step" in stop["reason"]
+
+
+def test_scan_within_the_ocv_step_has_no_overrun(RE, xct):
+    RE(scan3d(xct, ocv_duration=3600.0, **SMALL_SCAN))
+    assert _docs(RE, "stop")[0]["reason"] == ""
