@@ -5,6 +5,8 @@
                      [--tiled-uri URI --api-key KEY] [--prefix P] [--data-dir D]
     operando run saxs [--beamline synchrotron|lab] [--cycles N] [--grid NXxNY]
                       [--raster-every SECONDS] [--time-scale S] [--tiled-uri URI --api-key KEY]
+    operando reduce UID [--figures DIR] [--tiled-uri URI --api-key KEY] [--data-dir D]
+    operando replay [--data-dir D] [--tiled-uri URI --api-key KEY]
     operando serve [--data-dir D] [--port P]
 """
 
@@ -101,6 +103,18 @@ def build_parser() -> argparse.ArgumentParser:
     saxs.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_tiled_args(saxs)
 
+    reduce = sub.add_parser("reduce", help="reduce a stored raw run (or experiment) again, "
+                            "offline, from Tiled")
+    reduce.add_argument("uid", help="raw run uid (its whole experiment is reduced) or an "
+                        "experiment id")
+    reduce.add_argument("--figures", default=None,
+                        help="folder for the figures (default: DATA_DIR/figures/<id>)")
+    _add_tiled_args(reduce)
+
+    replay = sub.add_parser("replay", help="write runs kept in TiledWriter's backup "
+                            "(Tiled was down) into Tiled")
+    _add_tiled_args(replay)
+
     serve = sub.add_parser("serve", help="serve the local catalog with Tiled")
     serve.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     serve.add_argument("--host", default="127.0.0.1",
@@ -183,6 +197,63 @@ def _run_saxs(args, target) -> int:
     return 0
 
 
+def _find_technique(client, key: str) -> str:
+    from tiled.queries import Key
+
+    runs = client["raw"]
+    if key in runs:
+        return runs[key].metadata["start"].get("technique", "")
+    found = runs.search(Key("start.experiment_id") == key)
+    if len(found) == 0:
+        raise SystemExit(f"operando: no raw run or experiment {key!r} in the catalog")
+    return found.values().first().metadata["start"].get("technique", "")
+
+
+def cmd_reduce(args) -> int:
+    from .jobs import TiledTarget, tiled_client
+    from .tiled_server import DataLayout
+
+    target = TiledTarget(args.tiled_uri, args.api_key, DataLayout.at(args.data_dir))
+    figures = Path(args.figures or Path(args.data_dir) / "figures" / args.uid).resolve()
+    figures.mkdir(parents=True, exist_ok=True)
+    with tiled_client(target) as (client, uri):
+        technique = _find_technique(client, args.uid)
+        if technique == "xct":
+            from .callbacks.xct_offline import reduce_xct as reduce_offline
+        elif technique == "saxs_waxs":
+            from .callbacks.saxs_offline import reduce_experiment as reduce_offline
+        else:
+            print(f"operando: no reduction for technique {technique!r}", file=sys.stderr)
+            return 2
+        summary = reduce_offline(client, args.uid, figures_dir=figures)
+    print(f"reduced {args.uid} ({technique}) into {uri} under 'reduced/'")
+    if isinstance(summary, dict):
+        for key, value in summary.items():
+            if isinstance(value, (int, float, str)):
+                print(f"  {key}: {value}")
+    print(f"figures: {figures}")
+    return 0
+
+
+def cmd_replay(args) -> int:
+    from .jobs import TiledTarget, tiled_client
+    from .session import backup_files, replay_backup
+    from .tiled_server import DataLayout
+
+    layout = DataLayout.at(args.data_dir)
+    files = backup_files(layout.backup)
+    if not files:
+        print(f"no backups under {layout.backup}")
+        return 0
+    target = TiledTarget(args.tiled_uri, args.api_key, layout)
+    with tiled_client(target) as (client, uri):
+        for path in files:
+            uid = replay_backup(path, client)
+            print(f"  {uid}  from {path.name}")
+    print(f"{len(files)} run(s) in {uri}")
+    return 0
+
+
 def cmd_serve(args) -> int:
     from .tiled_server import DataLayout, TiledServer
 
@@ -205,7 +276,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    handlers = {"iocs": cmd_iocs, "run": cmd_run, "serve": cmd_serve}
+    handlers = {"iocs": cmd_iocs, "run": cmd_run, "serve": cmd_serve, "reduce": cmd_reduce,
+                "replay": cmd_replay}
     return handlers[args.command](args) or 0
 
 

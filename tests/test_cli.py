@@ -1,0 +1,55 @@
+"""The ``operando`` command line, run as a user would (subprocesses)."""
+
+import os
+import re
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+from tiled.client import from_uri
+
+from operando.tiled_server import DataLayout, TiledServer
+
+OPERANDO = [str(Path(sys.executable).with_name("operando"))]
+
+
+def _run(args, **kwargs):
+    return subprocess.run(OPERANDO + args, capture_output=True, text=True, timeout=600,
+                          **kwargs)
+
+
+def test_run_xct_headless_into_embedded_tiled(tmp_path):
+    data = tmp_path / "data"
+    proc = _run(["run", "xct", "--cycles", "1", "--time-scale", "2000", "--projections", "11",
+                 "--images", "1", "--no-postmortem", "--experiment-id", "cli-test",
+                 "--data-dir", str(data)])
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    uids = re.findall(r"^\s+([0-9a-f-]{36})\s+(\w+)", proc.stdout, flags=re.M)
+    assert [step for _, step in uids] == ["scan3d", "plating"]
+    assert "experiment cli-test" in proc.stdout and str(data.resolve()) in proc.stdout
+    assert "progress" not in proc.stderr.lower()          # quiet when not a terminal
+    key_file = data / "api_key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    # The catalog persists: a new server on the same data directory serves the runs.
+    with TiledServer(DataLayout.at(data)) as server:
+        client = from_uri(server.uri, api_key=server.api_key, structure_clients="numpy")
+        for uid, step in uids:
+            run = client["raw"][uid]
+            assert run.metadata["start"]["step"] == step
+            assert run.metadata["start"]["experiment_id"] == "cli-test"
+        assert server.host == "127.0.0.1"
+    # Nothing was left in the backup, so replay has nothing to do.
+    proc = _run(["replay", "--data-dir", str(data)])
+    assert proc.returncode == 0 and "no backups" in proc.stdout
+
+
+def test_cli_rejects_bad_arguments(tmp_path):
+    proc = _run(["run", "xct", "--time-scale", "0", "--data-dir", str(tmp_path)])
+    assert proc.returncode == 2 and "time-scale" in proc.stderr
+    proc = _run(["run", "saxs", "--grid", "0x4", "--data-dir", str(tmp_path)])
+    assert proc.returncode == 2 and "grid" in proc.stderr
+    proc = _run(["run", "xct", "--tiled-uri", "http://127.0.0.1:1", "--data-dir",
+                 str(tmp_path)], env={k: v for k, v in os.environ.items()
+                                      if k != "TILED_API_KEY"})
+    assert proc.returncode == 2 and "api-key" in proc.stderr
