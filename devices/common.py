@@ -53,6 +53,30 @@ class CharArraySignalRO(_CharArrayDescription, EpicsSignalRO):
         super().__init__(read_pv, **kwargs)
 
 
+class TwoStateDevice(Device):
+    """A device with two named states driven by one put-with-completion PV.
+
+    Subclasses name that component in ``command_name`` and map state names to
+    values in ``states``; ``set(name)`` returns a status that finishes when the
+    hardware has reached the state, and ``stop()`` puts ``safe_state``.
+    """
+
+    command_name: str = ""
+    states: dict = {}
+    safe_state = None
+
+    def set(self, value) -> Status:
+        if value not in self.states:
+            names = sorted(k for k in self.states if isinstance(k, str))
+            raise ValueError(f"{self.name}: state must be one of {names}, not {value!r}")
+        return getattr(self, self.command_name).set(self.states[value])
+
+    def stop(self, *, success: bool = False) -> None:
+        if self.safe_state is not None:
+            getattr(self, self.command_name).put(self.states[self.safe_state])
+        super().stop(success=success)
+
+
 class SimClock(Device):
     """The station clock: cell time in seconds, and a wait on a cell time.
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from ophyd import Component as Cpt
 from ophyd import Device, EpicsMotor, EpicsSignal, EpicsSignalRO, Kind
-from ophyd.status import Status
 
-from .common import CharArraySignalRO, HDF5AreaDetector, HDF5Cam, Potentiostat, SimClock
+from .common import (CharArraySignalRO, HDF5AreaDetector, HDF5Cam, Potentiostat, SimClock,
+                     TwoStateDevice)
 
 
 class CyclingPotentiostat(Potentiostat):
@@ -27,33 +27,25 @@ class CyclingPotentiostat(Potentiostat):
     direction = Cpt(EpicsSignalRO, "direction", string=True, kind=Kind.normal)
 
 
-class Shutter(Device):
-    """Fast shutter: ``set("open")`` / ``set("close")`` finish when it has moved."""
+class Shutter(TwoStateDevice):
+    """Fast shutter: ``set("open")`` / ``set("close")`` finish when it has moved;
+    ``stop()`` closes it."""
 
     open_cmd = Cpt(EpicsSignal, "open", put_complete=True, kind=Kind.omitted)
     open_rbv = Cpt(EpicsSignalRO, "open_rbv", kind=Kind.normal)
 
-    _STATES = {"open": 1, "close": 0, "closed": 0, 1: 1, 0: 0}
-
-    def set(self, value) -> Status:
-        if value not in self._STATES:
-            raise ValueError(f"shutter state must be 'open' or 'close', not {value!r}")
-        return self.open_cmd.set(self._STATES[value])
-
-    def stop(self, *, success: bool = False) -> None:
-        self.open_cmd.put(0)
-        super().stop(success=success)
+    command_name = "open_cmd"
+    states = {"open": 1, "close": 0, "closed": 0, 1: 1, 0: 0}
+    safe_state = "close"
 
 
-class SampleHolder(Device):
+class SampleHolder(TwoStateDevice):
     """Two-slot holder: the operando ``cell`` or the ``empty_cell`` (background)."""
 
     slot = Cpt(EpicsSignal, "select", string=True, put_complete=True, kind=Kind.normal)
 
-    def set(self, value: str) -> Status:
-        if value not in ("cell", "empty_cell"):
-            raise ValueError(f"sample slot must be 'cell' or 'empty_cell', not {value!r}")
-        return self.slot.set(value)
+    command_name = "slot"
+    states = {"cell": "cell", "empty_cell": "empty_cell"}
 
 
 class Diode(Device):

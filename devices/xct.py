@@ -12,9 +12,8 @@ from pathlib import Path
 
 from ophyd import Component as Cpt
 from ophyd import Device, EpicsMotor, EpicsSignal, EpicsSignalRO, Kind
-from ophyd.status import Status
 
-from .common import HDF5AreaDetector, HDF5Cam, Potentiostat, SimClock
+from .common import HDF5AreaDetector, HDF5Cam, Potentiostat, SimClock, TwoStateDevice
 
 
 class ForceSensor(Device):
@@ -30,11 +29,12 @@ class ForceSensor(Device):
         self.tare_cmd.put(1, wait=True)
 
 
-class XraySource(Device):
+class XraySource(TwoStateDevice):
     """Micro-focus X-ray tube: on/off (with warm-up), kV, µA and filter.
 
     ``set("on")``/``set(1)`` returns a status that finishes when the source is
-    ready; ``set("off")`` when it is off (dark frames from then on).
+    ready; ``set("off")`` when it is off (dark frames from then on). ``stop()``
+    switches it off.
     """
 
     on = Cpt(EpicsSignal, "on", put_complete=True, kind=Kind.omitted)
@@ -43,16 +43,9 @@ class XraySource(Device):
     ua = Cpt(EpicsSignal, "ua", kind=Kind.config)
     filter = Cpt(EpicsSignal, "filter", string=True, kind=Kind.config)
 
-    _STATES = {"on": 1, "off": 0, 1: 1, 0: 0, True: 1, False: 0}
-
-    def set(self, value) -> Status:
-        if value not in self._STATES:
-            raise ValueError(f"source state must be 'on' or 'off', not {value!r}")
-        return self.on.set(self._STATES[value])
-
-    def stop(self, *, success: bool = False) -> None:
-        self.on.put(0)
-        super().stop(success=success)
+    command_name = "on"
+    states = {"on": 1, "off": 0, 1: 1, 0: 0}
+    safe_state = "off"
 
 
 class CTCam(HDF5Cam):

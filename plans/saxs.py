@@ -27,7 +27,7 @@ from ..devices.common import Technique
 from ..devices.saxs import SaxsStation
 from . import validation as check
 from .alignment import GridBounds, cathode_layer, segment_profile, window_extent
-from .stubs import MsgGenerator, now, wait_until
+from .stubs import MsgGenerator, experiment_md, now, wait_until
 
 HOUR = 3600.0
 #: Exposure per point and detector, by beamline (paper: 7 s at Elettra, 80 s on the Xeuss).
@@ -37,18 +37,8 @@ GRID_SHAPE = (4, 5)
 GRID_STEP = (0.1, 1.0)
 
 
-def _md(plan_name, plan_args, station: SaxsStation, *, step, cycle, experiment_id, cell, md):
-    out = {
-        "plan_name": plan_name,
-        "plan_args": {k: repr(v) for k, v in plan_args.items()},
-        "technique": "saxs_waxs",
-        "step": step,
-        "cycle": cycle,
-        "experiment_id": experiment_id or "",
-        "cell": cell or "",
-    }
-    out.update(md or {})
-    return out
+def _md(plan_name, plan_args, station: SaxsStation, **kwargs) -> dict:
+    return experiment_md(plan_name, plan_args, technique="saxs_waxs", **kwargs)
 
 
 def _cell_readables(station: SaxsStation):

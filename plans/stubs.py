@@ -13,6 +13,29 @@ MsgGenerator = Generator[Msg, Any, Any]
 CELL_STREAM = "cell"
 
 
+def experiment_md(plan_name: str, plan_args: dict, *, technique: str, step: str,
+                  cycle: int | None, experiment_id: str | None, cell: str | None,
+                  md: dict | None, **extra) -> dict:
+    """Start-document metadata shared by every run of an experiment.
+
+    ``experiment_id``, ``cell``, ``technique``, ``step`` and ``cycle`` make the
+    runs searchable; ``plan_args`` as reprs, as bluesky's own plans do; the
+    user's ``md`` wins over everything.
+    """
+    out = {
+        "plan_name": plan_name,
+        "plan_args": {k: repr(v) for k, v in plan_args.items()},
+        "technique": technique,
+        "step": step,
+        "cycle": cycle,
+        "experiment_id": experiment_id or "",
+        "cell": cell or "",
+        **extra,
+    }
+    out.update(md or {})
+    return out
+
+
 def wait_until(clock, t: float) -> MsgGenerator:
     """Wait until the station clock reads cell time ``t`` (s): a hardware wait."""
     yield from bps.mv(clock, float(t))

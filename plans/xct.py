@@ -30,7 +30,7 @@ import numpy as np
 from ..devices.common import Technique
 from ..devices.xct import XCTStation
 from . import validation as check
-from .stubs import CellRecorder, MsgGenerator, now, wait_until
+from .stubs import CellRecorder, MsgGenerator, experiment_md, now, wait_until
 
 logger = logging.getLogger(__name__)
 
@@ -57,20 +57,9 @@ def current_for_density(j_uA_cm2: float, diameter_mm: float = ELECTRODE_DIAMETER
     return j_uA_cm2 * 1e-6 * electrode_area_cm2(diameter_mm)
 
 
-def _base_md(plan_name: str, plan_args: dict, station: XCTStation, *, step: str,
-             cycle: int | None, experiment_id: str | None, cell: str | None, md: dict | None):
-    _md = {
-        "plan_name": plan_name,
-        "plan_args": {k: repr(v) for k, v in plan_args.items()},
-        "detectors": [station.ct_det.name],
-        "technique": "xct",
-        "step": step,
-        "cycle": cycle,
-        "experiment_id": experiment_id or "",
-        "cell": cell or "",
-    }
-    _md.update(md or {})
-    return _md
+def _base_md(plan_name: str, plan_args: dict, station: XCTStation, **kwargs) -> dict:
+    return experiment_md(plan_name, plan_args, technique="xct",
+                         detectors=[station.ct_det.name], **kwargs)
 
 
 def _check_scan_args(station: XCTStation, *, num_projections, exposure, images_per_projection,

@@ -16,88 +16,14 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from caproto import ChannelType, ErrorResponseReceived
 from caproto.threading.client import Context
 
+from .ca_client import ca_context, get, get_enum, get_str, put, put_rejected, wait_for  # noqa: F401
 from .conftest import start_saxs_ioc
-
-# One threading-client context per module (persistent circuits).
-_ca: dict = {}
-
-
-def _pv(name):
-    if "ctx" not in _ca:
-        _ca["ctx"] = Context()
-    pvs = _ca.setdefault("pvs", {})
-    if name not in pvs:
-        pvs[name], = _ca["ctx"].get_pvs(name, timeout=5)
-        pvs[name].wait_for_connection(timeout=5)
-    return pvs[name]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _ca_context():
-    yield
-    ctx = _ca.pop("ctx", None)
-    _ca.pop("pvs", None)
-    if ctx is not None:
-        ctx.disconnect()
-
 
 @pytest.fixture(scope="module")
 def P(saxs_ioc):
     return saxs_ioc.prefix
-
-
-def _read(name, data_type=None):
-    return _pv(name).read(data_type=data_type, timeout=5)
-
-
-def get(pv):
-    data = _read(pv).data
-    assert len(data) == 1, pv
-    return data[0]
-
-
-def get_str(pv):
-    """A char-array PV as str."""
-    return np.asarray(_read(pv).data, dtype=np.uint8).tobytes().split(b"\0")[0].decode()
-
-
-def get_enum(pv):
-    """An enum (or string) PV as str."""
-    return _read(pv, data_type=ChannelType.STRING).data[0].decode()
-
-
-def put(pv, value, *, wait=True, timeout=10.0):
-    chan = _pv(pv)
-    if isinstance(value, str):
-        if chan.channel.native_data_type == ChannelType.CHAR:
-            chan.write(np.frombuffer(value.encode() + b"\0", dtype=np.uint8), wait=wait,
-                       timeout=timeout)
-        else:
-            chan.write([value.encode()], wait=wait, timeout=timeout,
-                       data_type=ChannelType.STRING)
-        return
-    chan.write([value], wait=wait, timeout=timeout)
-
-
-def put_rejected(pv, value):
-    from caproto.sync.client import write
-
-    with pytest.raises(ErrorResponseReceived):
-        write(pv, value, notify=True, timeout=5, repeater=False)
-
-
-def wait_for(predicate, timeout=10.0, period=0.02):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached")
-        time.sleep(period)
 
 
 def truth_events(ioc, event):

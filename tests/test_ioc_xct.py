@@ -12,99 +12,23 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from caproto import AlarmSeverity, ChannelType, ErrorResponseReceived
+from caproto import AlarmSeverity
 from caproto.threading.client import Context
 
+from . import ca_client as ca
+from .ca_client import ca_context, ctrl, get, get_enum, get_str, put_rejected, wait_for  # noqa: F401
 from .conftest import start_xct_ioc
 
 FARADAY = 96485.33212
-
-# One threading-client context per module (persistent circuits; the sync client
-# opens a TCP connection per call).
-_ca: dict = {}
-
-
-def _pv(name):
-    if "ctx" not in _ca:
-        _ca["ctx"] = Context()
-    pvs = _ca.setdefault("pvs", {})
-    if name not in pvs:
-        pvs[name], = _ca["ctx"].get_pvs(name, timeout=5)
-        pvs[name].wait_for_connection(timeout=5)
-    return pvs[name]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _ca_context():
-    yield
-    ctx = _ca.pop("ctx", None)
-    _ca.pop("pvs", None)
-    if ctx is not None:
-        ctx.disconnect()
-
 
 @pytest.fixture(scope="module")
 def P(xct_ioc):  # noqa: F811
     return xct_ioc.prefix
 
 
-def _read(name, data_type=None):
-    return _pv(name).read(data_type=data_type, timeout=5)
-
-
-def get(pv):
-    """The scalar value of a numeric PV (enums as their index)."""
-    data = _read(pv).data
-    assert len(data) == 1, pv
-    return data[0]
-
-
-def get_str(pv):
-    """A char-array PV (FilePath, ...) as str."""
-    return np.asarray(_read(pv).data, dtype=np.uint8).tobytes().split(b"\0")[0].decode()
-
-
-def get_enum(pv):
-    return _read(pv, data_type=ChannelType.STRING).data[0].decode()
-
-
-def ctrl(pv):
-    """Control metadata (limits, alarm limits, severity) of a float PV."""
-    return _read(pv, data_type=ChannelType.CTRL_DOUBLE).metadata
-
-
-def put_rejected(pv, value):
-    """Put with completion that the IOC refuses (the sync client reports the
-    server's error at once; the threading client would wait for its timeout)."""
-    from caproto.sync.client import write
-
-    with pytest.raises(ErrorResponseReceived):
-        write(pv, value, notify=True, timeout=5, repeater=False)
-
-
 def put(pv, value, *, wait=False, timeout=5.0):
-    if isinstance(value, str):
-        chan = _pv(pv)
-        if chan.channel.native_data_type == ChannelType.CHAR:
-            value = np.frombuffer(value.encode() + b"\0", dtype=np.uint8)
-        else:
-            value = [value.encode()]
-            chan.write(value, wait=wait, timeout=timeout, data_type=ChannelType.STRING)
-            return
-    _pv(pv).write([value] if np.isscalar(value) else value, wait=wait, timeout=timeout)
-
-
-def wait_for(predicate, timeout=10.0, period=0.02):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached")
-        time.sleep(period)
-
-
+    """Without completion by default: these tests watch the IOC act on the put."""
+    return ca.put(pv, value, wait=wait, timeout=timeout)
 def truth_events(xct_ioc, event):  # noqa: F811
     lines = Path(xct_ioc.truth_file).read_text().splitlines()
     return [rec for rec in map(json.loads, lines) if rec["event"] == event]
