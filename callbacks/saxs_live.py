@@ -1,0 +1,458 @@
+"""Live reduction of the scanning SAXS/WAXS experiment: a bluesky callback.
+
+::
+
+    reducer = SaxsLiveReducer(tiled_client, figures_dir="figures")
+    RE.subscribe(reducer)
+    RE(saxs_waxs_operando(station))
+    reducer.close()                 # waits, writes the experiment's final figures
+
+What happens where
+------------------
+* ``reducer(name, doc)`` (the RunEngine thread) only copies the document onto a
+  queue: the RunEngine never waits on HDF5, pyFAI, fits or Tiled.
+* One worker thread takes the documents in order and routes them through an
+  ``event_model.RunRouter`` to one :class:`RunReducer` (a ``DocumentRouter``)
+  per SAXS/WAXS run whose ``step`` is ``background``, ``ocv`` or
+  ``operando`` (alignment scans and other techniques are ignored).
+* ``descriptor``: the detectors' pyFAI geometries and the beamstop radius are
+  taken from the descriptor's configuration (``saxs_cam_geometry``, ...), and the
+  integrators are warmed up (the CSR matrix, 0.2–1 s per geometry, built once).
+* ``stream_resource`` / ``stream_datum``: the HDF5 file and frame index of every
+  ``saxs_image`` / ``waxs_image`` of every event.
+* ``event``: the two frames are read from the HDF5 files (``h5py.File(path, "r",
+  swmr=True)``, the dataset refreshed until the frame is there, up to
+  ``frame_timeout`` s) and integrated at once; the curves stay in memory.
+* ``stop``: the run is handed to the experiment's
+  :class:`~operando.callbacks.saxs_reduction.ExperimentReduction` (background,
+  OCV reference, maps, sizes, SODC) and written to Tiled (``reduced/<raw uid>``
+  and ``reduced/<experiment_id>``, see :mod:`~operando.callbacks.saxs_reduction`);
+  after an operando raster the figures are redrawn in
+  ``figures_dir/<experiment_id>/`` and ``reduced/<experiment_id>`` is
+  rewritten.  When the first discharge has ended, the SODC of the earlier
+  rasters becomes final and their ``points`` tables are rewritten.
+* The experiment ends when a run of another experiment starts, or on
+  :meth:`SaxsLiveReducer.finish_experiment` / :meth:`SaxsLiveReducer.close`:
+  final figures and experiment container.
+
+``flush(timeout)`` waits until everything queued so far is reduced and written.
+A failure in one document is logged and kept in ``errors``; the worker goes on.
+Tiled writes failing (server down) leave the reduction in memory
+(``experiments``) and are recorded in ``errors``; the offline reduction
+(:mod:`~operando.callbacks.saxs_offline`) can redo them from the raw runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import queue
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from urllib.parse import urlparse
+
+import h5py
+import numpy as np
+from event_model import DocumentRouter, RunRouter
+
+from .saxs_reduction import (
+    REDUCED_STEPS,
+    DetectorConfig,
+    ExperimentReduction,
+    RasterData,
+    ReductionParameters,
+    detector_configs,
+    integrate_frame,
+    update_points,
+    write_experiment,
+    write_raster,
+)
+
+__all__ = ["SaxsLiveReducer", "RunReducer", "FrameReader"]
+
+logger = logging.getLogger(__name__)
+
+_FINISH = "__finish_experiment__"
+_STOP_WORKER = object()
+
+
+class FrameReader:
+    """Frames of one HDF5 file being written (SWMR): ``reader[index]``.
+
+    Opens ``h5py.File(path, "r", swmr=True)`` (plain read mode if the file is not
+    SWMR-capable), refreshes the dataset when the index is not there yet and
+    waits up to ``timeout`` s for it."""
+
+    def __init__(self, path: str, dataset: str = "/entry/data/data", *, timeout: float = 60.0):
+        self.path = path
+        self.dataset_name = dataset
+        self.timeout = float(timeout)
+        self._file = None
+        self._dset = None
+
+    def _open(self) -> None:
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                try:
+                    self._file = h5py.File(self.path, "r", swmr=True)
+                except OSError:
+                    self._file = h5py.File(self.path, "r")
+                self._dset = self._file[self.dataset_name]
+                return
+            except (OSError, KeyError):
+                self.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        if self._dset is None:
+            self._open()
+        deadline = time.monotonic() + self.timeout
+        while index >= self._dset.shape[0]:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"frame {index} not in {self.path} after {self.timeout} s "
+                                   f"({self._dset.shape[0]} frames)")
+            time.sleep(0.02)
+            try:
+                self._dset.refresh()
+            except (AttributeError, RuntimeError, OSError):  # not SWMR: reopen
+                self.close()
+                self._open()
+        return np.asarray(self._dset[index])
+
+    def close(self) -> None:
+        f, self._file, self._dset = self._file, None, None
+        if f is not None:
+            try:
+                f.close()
+            except Exception:  # noqa: BLE001 - closing is best effort
+                pass
+
+
+def _path_of(uri: str) -> str:
+    parsed = urlparse(uri)
+    return parsed.path if parsed.scheme in ("file", "") else uri
+
+
+class RunReducer(DocumentRouter):
+    """The documents of one run → its integrated points; at ``stop`` the
+    :class:`RasterData` goes to ``on_raster`` (all in the worker thread)."""
+
+    IMAGE_KEYS = {"saxs": "saxs_image", "waxs": "waxs_image"}
+
+    def __init__(self, start: dict, *, npt: int, on_raster, warm_up=None, frame_timeout: float = 60.0,
+                 timings: dict | None = None):
+        super().__init__()
+        self.timings = timings if timings is not None else {}
+        self.start_doc = start
+        self.npt = int(npt)
+        self.on_raster = on_raster
+        self.warm_up = warm_up
+        self.frame_timeout = frame_timeout
+        self.descriptor_uid: str | None = None
+        self.detectors: dict[str, DetectorConfig] = {}
+        self.resources: dict[str, dict] = {}
+        self.readers: dict[str, FrameReader] = {}
+        self.datums: dict[tuple[str, int], tuple[str, int]] = {}
+        self.pending: list[dict] = []
+        self.columns: dict[str, list] = {}
+        self.curves: dict[str, list] = {"saxs": [], "waxs": []}
+        self.q: dict[str, np.ndarray] = {}
+
+    # ------------------------------------------------------------------ documents
+    def start(self, doc):
+        self.start_doc = doc
+
+    def descriptor(self, doc):
+        if doc.get("name") != "primary" or self.descriptor_uid is not None:
+            return
+        self.descriptor_uid = doc["uid"]
+        configs = detector_configs(doc.get("configuration", {}))
+        keys = doc.get("data_keys", {})
+        self.detectors = {role: cfg for role, cfg in configs.items() if self.IMAGE_KEYS[role] in keys}
+        for role, key in self.IMAGE_KEYS.items():
+            if key in keys and role not in self.detectors:
+                logger.warning("run %s: %s has no geometry in the descriptor's configuration: not reduced",
+                               self.start_doc.get("uid"), key)
+        if self.warm_up is not None:
+            for cfg in self.detectors.values():
+                self.warm_up(cfg)
+
+    def stream_resource(self, doc):
+        self.resources[doc["uid"]] = doc
+
+    def stream_datum(self, doc):
+        if self.descriptor_uid is not None and doc.get("descriptor") not in ("", self.descriptor_uid):
+            return
+        res = self.resources.get(doc["stream_resource"])
+        if res is None:
+            return
+        seq, idx = doc["seq_nums"], doc["indices"]
+        for s, i in zip(range(seq["start"], seq["stop"]), range(idx["start"], idx["stop"])):
+            self.datums[(res["data_key"], int(s))] = (res["uid"], int(i))
+        if self.pending:
+            waiting, self.pending = self.pending, []
+            for ev in waiting:
+                self.event(ev)
+
+    def event(self, doc):
+        if doc.get("descriptor") != self.descriptor_uid:
+            return
+        seq = int(doc["seq_num"])
+        where = {}
+        for role in self.detectors:
+            loc = self.datums.get((self.IMAGE_KEYS[role], seq))
+            if loc is None:
+                self.pending.append(doc)  # its stream_datum has not come yet
+                return
+            where[role] = loc
+        t0 = time.perf_counter()
+        for role, (res_uid, index) in where.items():
+            q, i, s = integrate_frame(self._reader(res_uid)[index], self.detectors[role], self.npt)
+            self.q[role] = q
+            self.curves[role].append((i, s))
+        self.timings["integrate_events"] = self.timings.get("integrate_events", 0.0) + time.perf_counter() - t0
+        self.columns.setdefault("seq_num", []).append(seq)
+        for key, value in doc.get("data", {}).items():
+            if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+                self.columns.setdefault(key, []).append(float(value))
+        # keep the columns aligned when a key is missing in an event
+        n = len(self.columns["seq_num"])
+        for key, vals in self.columns.items():
+            if len(vals) < n:
+                vals.extend([np.nan] * (n - len(vals)))
+
+    def stop(self, doc):
+        for ev in self.pending:
+            logger.warning("run %s: event %s never got its frames", self.start_doc["uid"], ev.get("seq_num"))
+        for reader in self.readers.values():
+            reader.close()
+        self.readers.clear()
+        if self.descriptor_uid is None or not self.columns.get("seq_num"):
+            return
+        self.on_raster(self.raster())
+
+    # ------------------------------------------------------------------ helpers
+    def _reader(self, res_uid: str) -> FrameReader:
+        reader = self.readers.get(res_uid)
+        if reader is None:
+            res = self.resources[res_uid]
+            reader = FrameReader(_path_of(res["uri"]),
+                                 (res.get("parameters") or {}).get("dataset", "/entry/data/data"),
+                                 timeout=self.frame_timeout)
+            self.readers[res_uid] = reader
+        return reader
+
+    def raster(self) -> RasterData:
+        def stack(role):
+            if role not in self.detectors or not self.curves[role]:
+                return None, None, None
+            return (self.q[role], np.array([c[0] for c in self.curves[role]]),
+                    np.array([c[1] for c in self.curves[role]]))
+
+        curves = (*stack("saxs"), *stack("waxs"))
+        cols = {k: np.asarray(v) for k, v in self.columns.items()}
+        return RasterData.from_columns(self.start_doc, cols, curves)
+
+
+class SaxsLiveReducer:
+    """Live SAXS/WAXS reduction into Tiled (see the module doc).
+
+    ``client``: a Tiled client (the root; results go to its ``reduced``
+    container) or None to reduce without writing.  ``figures_dir``: where the
+    figures go (``<figures_dir>/<experiment_id>/*.png``), None for none.
+    ``npt``: q bins per curve.  ``parameters``: a
+    :class:`~operando.callbacks.saxs_reduction.ReductionParameters` (its ``npt``
+    is replaced by ``npt``).  ``pixel``: (row, col) of the waterfall point.
+    """
+
+    def __init__(self, client, *, figures_dir=None, npt: int = 1000,
+                 parameters: ReductionParameters | None = None, pixel: tuple[int, int] | None = None,
+                 frame_timeout: float = 60.0):
+        self.client = client
+        self.figures_dir = Path(figures_dir) if figures_dir is not None else None
+        self.parameters = replace(parameters or ReductionParameters(), npt=int(npt))
+        self.pixel = pixel
+        self.frame_timeout = frame_timeout
+        self.experiments: dict[str, ExperimentReduction] = {}
+        self.figures: dict[str, list[str]] = {}
+        self.written: list[str] = []
+        self.errors: list[tuple[str, str]] = []
+        self.timings: dict[str, float] = {"integrate_events": 0.0, "raster": 0.0, "tiled": 0.0,
+                                          "figures": 0.0}
+        self._reduced = None
+        self._drawn: dict[str, int] = {}
+        self._exp_written: dict[str, int] = {}
+        self._current: str | None = None
+        self._warm: set = set()
+        self._queue: queue.Queue = queue.Queue()
+        self._pending = 0
+        self._cond = threading.Condition()
+        self._router = RunRouter([self._factory])
+        self._thread = threading.Thread(target=self._work, name="saxs-live-reducer", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ public
+    def __call__(self, name: str, doc: dict) -> None:
+        """Queue a document (cheap: a copy and a put)."""
+        if not self._thread.is_alive():
+            raise RuntimeError("SaxsLiveReducer is closed")
+        with self._cond:
+            self._pending += 1
+        self._queue.put((name, copy.deepcopy(doc)))
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything queued is reduced and written; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._pending:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    def finish_experiment(self, experiment_id: str | None = None) -> None:
+        """Queue the end of an experiment (the current one by default): final
+        experiment container and figures."""
+        self(_FINISH, {"experiment_id": experiment_id})
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Finish the current experiment, wait for the queue, stop the worker."""
+        if not self._thread.is_alive():
+            return True
+        self.finish_experiment()
+        done = self.flush(timeout)
+        self._queue.put(_STOP_WORKER)
+        self._thread.join(timeout=5)
+        return done
+
+    # ------------------------------------------------------------------ worker
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP_WORKER:
+                return
+            name, doc = item
+            try:
+                if name == _FINISH:
+                    self._finish(doc.get("experiment_id") or self._current)
+                else:
+                    if name == "start":
+                        self._on_start(doc)
+                    self._router(name, doc)
+            except Exception as err:  # noqa: BLE001 - the worker must survive
+                logger.exception("SAXS live reduction failed on a %s document", name)
+                self.errors.append((name, repr(err)))
+            finally:
+                with self._cond:
+                    self._pending -= 1
+                    self._cond.notify_all()
+
+    def _factory(self, name, start):
+        if start.get("technique") != "saxs_waxs" or start.get("step") not in REDUCED_STEPS:
+            return [], []
+        return [RunReducer(start, npt=self.parameters.npt, on_raster=self._raster_done,
+                           warm_up=self._warm_up, frame_timeout=self.frame_timeout,
+                           timings=self.timings)], []
+
+    def _on_start(self, doc) -> None:
+        if doc.get("technique") != "saxs_waxs" or doc.get("step") not in REDUCED_STEPS:
+            return
+        eid = str(doc.get("experiment_id") or "")
+        if self._current is not None and eid != self._current:
+            self._finish(self._current)
+        self._current = eid
+
+    def _warm_up(self, cfg: DetectorConfig) -> None:
+        import json
+
+        key = (json.dumps(cfg.geometry, sort_keys=True), cfg.beamstop_radius)
+        if key not in self._warm:
+            cfg.warm_up(self.parameters.npt)
+            self._warm.add(key)
+
+    def _experiment(self, eid: str) -> ExperimentReduction:
+        exp = self.experiments.get(eid)
+        if exp is None:
+            exp = ExperimentReduction(eid, self.parameters, pixel=self.pixel, mode="live")
+            self.experiments[eid] = exp
+        return exp
+
+    def _reduced_node(self):
+        if self._reduced is None:
+            from operando.tiled_server import reduced_container
+
+            self._reduced = reduced_container(self.client)
+        return self._reduced
+
+    def _raster_done(self, raster: RasterData) -> None:
+        t0 = time.perf_counter()
+        exp = self._experiment(raster.experiment_id)
+        res = exp.add(raster)
+        self.timings["raster"] += time.perf_counter() - t0
+        if res is None:
+            return
+        if raster.step == "operando":
+            self._draw(exp)
+        if self.client is None:
+            return
+        t0 = time.perf_counter()
+        try:
+            reduced = self._reduced_node()
+            write_raster(reduced, res, exp)
+            self.written.append(raster.uid)
+            for uid in exp.changed_sodc:
+                update_points(reduced, exp.results[uid], exp)
+            if raster.step == "operando":
+                self._write_experiment(exp)
+        except Exception as err:  # noqa: BLE001 - keep reducing when Tiled is down
+            logger.exception("writing the reduction of %s to Tiled failed", raster.uid)
+            self.errors.append(("tiled", repr(err)))
+        finally:
+            self.timings["tiled"] += time.perf_counter() - t0
+
+    def _draw(self, exp: ExperimentReduction) -> None:
+        if self.figures_dir is None:
+            return
+        from .saxs_figures import experiment_figures
+
+        t0 = time.perf_counter()
+        try:
+            paths = experiment_figures(exp.figure_data(), self.figures_dir / (exp.experiment_id or "unnamed"),
+                                       title=exp.experiment_id)
+            self.figures[exp.experiment_id] = paths
+            self._drawn[exp.experiment_id] = exp.version
+        except Exception as err:  # noqa: BLE001
+            logger.exception("figures of %s failed", exp.experiment_id)
+            self.errors.append(("figures", repr(err)))
+        finally:
+            self.timings["figures"] += time.perf_counter() - t0
+
+    def _finish(self, eid: str | None) -> None:
+        if eid is None or eid not in self.experiments:
+            return
+        exp = self.experiments[eid]
+        if eid == self._current:
+            self._current = None
+        if not exp.rasters():
+            return
+        if self._drawn.get(eid) != exp.version:
+            self._draw(exp)
+        if self.client is not None and self._exp_written.get(eid) != exp.version:
+            t0 = time.perf_counter()
+            try:
+                self._write_experiment(exp)
+            except Exception as err:  # noqa: BLE001
+                logger.exception("writing experiment %s to Tiled failed", eid)
+                self.errors.append(("tiled", repr(err)))
+            finally:
+                self.timings["tiled"] += time.perf_counter() - t0
+
+    def _write_experiment(self, exp: ExperimentReduction) -> None:
+        write_experiment(self._reduced_node(), exp, figures=self.figures.get(exp.experiment_id, []))
+        self._exp_written[exp.experiment_id] = exp.version
