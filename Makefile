@@ -14,10 +14,14 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# A short operando XCT experiment on the simulators, into the embedded Tiled under ./data.
+# Short versions of both experiments on the simulators, into the embedded Tiled
+# under ./data; figures under ./data/figures/<experiment id>/. The XCT time scale
+# is one the acquisition keeps up with (a 61-projection scan inside the 3 h OCV).
 demo: $(STAMP)
-	$(BIN)/operando run xct --cycles 2 --time-scale 2000 --projections 61 \
-		--postmortem-projections 31 --data-dir data
+	$(BIN)/operando run xct --cycles 2 --time-scale 300 --projections 61 \
+		--postmortem-projections 61 --data-dir data
+	$(BIN)/operando run saxs --cycles 1 --time-scale 2000 --grid 5x4 --data-dir data
+	@echo "Browse the catalog: $(BIN)/operando serve --data-dir data"
 
 # The whole suite against real IOC subprocesses and a real Tiled server.
 # pytest's exit code 5 (no tests collected) is a failure like any other.

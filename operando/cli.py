@@ -95,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     saxs.add_argument("--time-scale", type=float, default=1.0,
                       help="simulated clock speed-up (1 = real time; default 1)")
     saxs.add_argument("--figures", default=None,
-                      help="folder for the figures (default: DATA_DIR/figures/EXPERIMENT)")
+                      help="folder for the figures, one sub-folder per experiment "
+                           "(default: DATA_DIR/figures)")
     saxs.add_argument("--no-reduction", action="store_true", help="raw data only")
     saxs.add_argument("--prefix", help="PV prefix of IOCs already running")
     saxs.add_argument("--seed", type=int, default=0, help="simulator seed (default 0)")
@@ -182,7 +183,8 @@ def _run_saxs(args, target) -> int:
     experiment_id = args.experiment_id or f"saxs-{uuid.uuid4().hex[:8]}"
     figures = None
     if not args.no_reduction:
-        figures = Path(args.figures or Path(args.data_dir) / "figures" / experiment_id).resolve()
+        # The reducer writes into a sub-folder named after the experiment.
+        figures = Path(args.figures or Path(args.data_dir) / "figures").resolve()
         figures.mkdir(parents=True, exist_ok=True)
     report = run_saxs(target=target, beamline=args.beamline, cycles=args.cycles,
                       time_scale=args.time_scale, shape=args.grid,
@@ -193,7 +195,7 @@ def _run_saxs(args, target) -> int:
     _report(report, args)
     print(f"data: {report.data_dir} (detector frames under {report.frames_dir})")
     if figures:
-        print(f"figures: {figures}")
+        print(f"figures: {figures / report.experiment_id}")
     return 0
 
 
@@ -272,6 +274,9 @@ def cmd_serve(args) -> int:
 
 
 def main(argv=None) -> int:
+    # pyFAI and the reconstruction share 2-4 cores with the RunEngine: OpenMP
+    # threads that busy-wait between calls slow everyone else down.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
