@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 from tiled.client import from_uri
 
 from operando.tiled_server import DataLayout, TiledServer
@@ -53,3 +54,34 @@ def test_cli_rejects_bad_arguments(tmp_path):
                  str(tmp_path)], env={k: v for k, v in os.environ.items()
                                       if k != "TILED_API_KEY"})
     assert proc.returncode == 2 and "api-key" in proc.stderr
+
+
+def test_run_saxs_with_live_reduction_then_reduce_offline(tmp_path):
+    data = tmp_path / "data"
+    proc = _run(["run", "saxs", "--cycles", "1", "--time-scale", "5000", "--grid", "3x2",
+                 "--exposure", "1", "--experiment-id", "cli-saxs", "--data-dir", str(data)])
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    runs = re.findall(r"^\s+([0-9a-f-]{36})\s+(\w+)", proc.stdout, flags=re.M)
+    steps = [step for _, step in runs]
+    assert steps[:2] == ["background", "ocv"] and steps.count("operando") >= 2
+    figures = data / "figures" / "cli-saxs"
+    pngs = sorted(p.name for p in figures.glob("*.png"))
+    assert {"li2s_maps.png", "voltage_capacity.png", "waterfall.png"} <= set(pngs)
+    with TiledServer(DataLayout.at(data)) as server:
+        client = from_uri(server.uri, api_key=server.api_key, structure_clients="numpy")
+        last = runs[-1][0]
+        live = client["reduced"][last]
+        waxs_live = live["waxs"].read()
+        assert waxs_live.shape[0] == 6 and live["li2s_map"].read().shape == (2, 3)
+        assert live.metadata["raw_uid"] == last
+    # Offline, from the stored raw runs alone: the same curves.
+    proc = _run(["reduce", last, "--data-dir", str(data),
+                 "--figures", str(tmp_path / "offline")])
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "saxs_waxs" in proc.stdout
+    with TiledServer(DataLayout.at(data)) as server:
+        client = from_uri(server.uri, api_key=server.api_key, structure_clients="numpy")
+        offline = client["reduced"][last]
+        assert offline.metadata["reduction"]["mode"] == "offline"
+        np.testing.assert_allclose(offline["waxs"].read(), waxs_live, rtol=1e-6)
+    assert list((tmp_path / "offline").rglob("li2s_maps.png"))
