@@ -1,0 +1,241 @@
+"""Live reduction of the operando X-ray CT experiment: a bluesky callback.
+
+::
+
+    reducer = XCTLiveReducer(tiled_client, figures_dir="figures")
+    RE.subscribe(reducer)
+    RE(xct_operando(station))
+    reducer.close()          # waits for the queue, final figures
+
+What happens where
+------------------
+* ``reducer(name, doc)`` (the RunEngine thread) only copies the document onto a
+  queue: the RunEngine never waits on HDF5, reconstruction or Tiled.
+* One worker thread takes the documents in order and routes them through an
+  ``event_model.RunRouter`` to a :class:`~operando.callbacks.runs.RunCollector`
+  per run with ``technique="xct"`` and ``step`` ``scan3d``, ``plating`` or
+  ``postmortem`` (other runs are ignored). It keeps the columns of every
+  stream and, from ``stream_resource``/``stream_datum``, the HDF5 file and
+  index of every frame.
+* At the run's ``stop`` the frames are read from the detector's HDF5 files
+  (``h5py.File(path, "r", swmr=True)``, refreshed until every frame of the
+  run is there, up to ``frame_timeout`` s) a few detector rows at a time, and
+  the run is reduced (:func:`~operando.callbacks.xct_reduction.reduce_scan`
+  or :func:`~operando.callbacks.xct_reduction.reduce_plating`), added to the
+  experiment's :class:`~operando.callbacks.xct_reduction.ExperimentState` and
+  written to Tiled: ``reduced/<raw uid>`` (with the volume, for scans) and
+  ``reduced/<experiment_id>`` (replaced after every run). Then the figures of
+  the experiment are redrawn into ``figures_dir/<experiment_id>/``.
+* The volume is dropped from memory once written (the figures keep a few 2D
+  sections of each scan).
+
+Reconstructions run in worker processes (:func:`~operando.callbacks.tomography.reconstruct`;
+``ReductionParameters(workers=1)`` keeps them in the worker thread). In a
+process with threads (a RunEngine, this reducer) they start by ``forkserver``,
+which imports the main module: a script that makes the reducer must guard its
+body with ``if __name__ == "__main__":`` (IPython, pytest and ``operando``
+need nothing).
+
+``reconstruct=False`` skips the reconstructions (scans then give the layers of
+their mean projection only). ``flush(timeout)`` waits until everything queued
+so far is reduced and written. A failure in one run is logged and kept in
+``errors``; the worker goes on. Tiled being down leaves the reduction in memory
+(``experiments``) and an entry in ``errors``; the offline reduction
+(:mod:`~operando.callbacks.xct_offline`) redoes everything from the raw runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import queue
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from event_model import RunRouter
+
+from .runs import RunCollector
+from .xct_reduction import (
+    FRAME_KEY,
+    REDUCED_STEPS,
+    ExperimentState,
+    ReductionParameters,
+    RunData,
+    reduce_run,
+    write_experiment,
+    write_run,
+)
+
+__all__ = ["XCTLiveReducer", "run_data_from_collector"]
+
+logger = logging.getLogger(__name__)
+
+_STOP_WORKER = object()
+
+
+def run_data_from_collector(col: RunCollector, *, frame_timeout: float = 60.0) -> RunData:
+    """A :class:`RunData` over a finished run's documents; frames stay in their files."""
+    columns = {stream: col.column_arrays(stream) for stream in col.columns}
+    frames = {}
+    for stream in col.frame_locations:
+        stack = col.frames(stream, FRAME_KEY, timeout=frame_timeout)
+        if stack is not None:
+            frames[stream] = stack
+    configuration = {stream: col.configuration(stream) for stream in col.descriptors}
+    return RunData(start=col.start_doc, stop=col.stop_doc or {}, columns=columns, frames=frames,
+                   configuration=configuration)
+
+
+def _close_frames(run: RunData) -> None:
+    for stack in run.frames.values():
+        close = getattr(stack, "close", None)
+        if close is not None:
+            close()
+
+
+class XCTLiveReducer:
+    """Live XCT reduction into Tiled (see the module doc).
+
+    ``client``: a Tiled client (the root; results go to its ``reduced``
+    container) or None to reduce without writing. ``figures_dir``: where the
+    figures go (``<figures_dir>/<experiment_id>/*.png``), None for none.
+    ``reconstruct``: reconstruct the 3D scans (default). ``parameters``: a
+    :class:`~operando.callbacks.xct_reduction.ReductionParameters`.
+    """
+
+    def __init__(self, client, *, figures_dir=None, reconstruct: bool = True,
+                 parameters: ReductionParameters | None = None, frame_timeout: float = 60.0):
+        self.client = client
+        self.figures_dir = Path(figures_dir) if figures_dir is not None else None
+        self.parameters = replace(parameters or ReductionParameters(), reconstruct=bool(reconstruct))
+        self.frame_timeout = float(frame_timeout)
+        self.experiments: dict[str, ExperimentState] = {}
+        self.results: dict[str, object] = {}
+        self.figures: dict[str, list[str]] = {}
+        self.written: list[str] = []
+        self.errors: list[tuple[str, str]] = []
+        self.timings: dict[str, float] = {"reduce": 0.0, "tiled": 0.0, "figures": 0.0}
+        self._reduced = None
+        self._queue: queue.Queue = queue.Queue()
+        self._pending = 0
+        self._cond = threading.Condition()
+        self._router = RunRouter([self._factory])
+        self._thread = threading.Thread(target=self._work, name="xct-live-reducer", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ public
+    def __call__(self, name: str, doc: dict) -> None:
+        """Queue a document (cheap: a copy and a put)."""
+        with self._cond:
+            self._pending += 1
+        self._queue.put((name, copy.deepcopy(doc)))
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything queued is reduced and written; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._pending:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Wait for the queue, then stop the worker."""
+        if not self._thread.is_alive():
+            return True
+        done = self.flush(timeout)
+        self._queue.put(_STOP_WORKER)
+        self._thread.join(timeout=5)
+        return done
+
+    # ------------------------------------------------------------------ worker
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP_WORKER:
+                return
+            name, doc = item
+            try:
+                self._router(name, doc)
+            except Exception as err:  # noqa: BLE001 - the worker must survive
+                logger.exception("XCT live reduction failed on a %s document", name)
+                self.errors.append((name, repr(err)))
+            finally:
+                with self._cond:
+                    self._pending -= 1
+                    self._cond.notify_all()
+
+    def _factory(self, name, start):
+        if start.get("technique") != "xct" or start.get("step") not in REDUCED_STEPS:
+            return [], []
+        return [RunCollector(start, on_stop=self._run_done)], []
+
+    def _experiment(self, eid: str) -> ExperimentState:
+        exp = self.experiments.get(eid)
+        if exp is None:
+            exp = ExperimentState(eid, self.parameters, mode="live")
+            self.experiments[eid] = exp
+        return exp
+
+    def _reduced_node(self):
+        if self._reduced is None:
+            from operando.tiled_server import reduced_container
+
+            self._reduced = reduced_container(self.client)
+        return self._reduced
+
+    def _run_done(self, col: RunCollector) -> None:
+        uid = col.start_doc.get("uid", "")
+        t0 = time.perf_counter()
+        run = run_data_from_collector(col, frame_timeout=self.frame_timeout)
+        try:
+            res = reduce_run(run, self.parameters)
+        except Exception as err:  # noqa: BLE001
+            logger.exception("reducing XCT run %s failed", uid)
+            self.errors.append(("reduce", f"{uid}: {err!r}"))
+            return
+        finally:
+            _close_frames(run)
+            self.timings["reduce"] += time.perf_counter() - t0
+        if res is None:
+            return
+        self.results[uid] = res
+        exp = self._experiment(run.experiment_id)
+        volume = getattr(res, "volume", None)
+        exp.add(res)  # drops the volume from the state; ``volume`` still holds it
+        self._draw(exp)
+        if self.client is not None:
+            t0 = time.perf_counter()
+            try:
+                reduced = self._reduced_node()
+                if volume is not None:
+                    write_run(reduced, res, exp, volume=volume)
+                else:
+                    write_run(reduced, res, exp)
+                self.written.append(uid)
+                write_experiment(reduced, exp, figures=self.figures.get(exp.experiment_id, []))
+            except Exception as err:  # noqa: BLE001 - keep reducing when Tiled is down
+                logger.exception("writing the reduction of %s to Tiled failed", uid)
+                self.errors.append(("tiled", f"{uid}: {err!r}"))
+            finally:
+                self.timings["tiled"] += time.perf_counter() - t0
+        del volume
+
+    def _draw(self, exp: ExperimentState) -> None:
+        if self.figures_dir is None:
+            return
+        from .xct_figures import experiment_figures
+
+        t0 = time.perf_counter()
+        try:
+            self.figures[exp.experiment_id] = experiment_figures(
+                exp.figure_data(), self.figures_dir / (exp.experiment_id or "unnamed"))
+        except Exception as err:  # noqa: BLE001
+            logger.exception("figures of %s failed", exp.experiment_id)
+            self.errors.append(("figures", repr(err)))
+        finally:
+            self.timings["figures"] += time.perf_counter() - t0
