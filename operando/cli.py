@@ -16,6 +16,7 @@ import argparse
 import logging
 import os
 import sys
+import uuid
 from pathlib import Path
 
 DEFAULT_DATA_DIR = "data"
@@ -78,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     xct.add_argument("--seed", type=int, default=0, help="simulator seed (default 0)")
     xct.add_argument("--experiment-id", help="experiment id stored in every run")
     xct.add_argument("--no-progress", action="store_true", help="no progress bar")
+    xct.add_argument("--figures", default=None,
+                     help="folder for the figures, one sub-folder per experiment "
+                          "(default: DATA_DIR/figures)")
+    xct.add_argument("--no-reduction", action="store_true",
+                     help="raw data only (no live reconstruction, no figures)")
     _add_tiled_args(xct)
 
     saxs = run_sub.add_parser("saxs", help="the scanning operando SAXS/WAXS experiment")
@@ -148,23 +154,37 @@ def cmd_run(args) -> int:
     target = TiledTarget(args.tiled_uri, args.api_key, DataLayout.at(args.data_dir))
     if args.experiment == "saxs":
         return _run_saxs(args, target)
+    experiment_id = args.experiment_id or f"xct-{uuid.uuid4().hex[:8]}"
+    figures = _figures_dir(args)
     report = run_xct(target=target, cycles=args.cycles, time_scale=args.time_scale,
                      projections=args.projections, binning=args.binning, prefix=args.prefix,
                      seed=args.seed, exposure=args.exposure, images_per_projection=args.images,
                      postmortem=not args.no_postmortem,
                      postmortem_projections=args.postmortem_projections,
-                     experiment_id=args.experiment_id, progress=not args.no_progress,
-                     sample_every=args.sample_every)
+                     experiment_id=experiment_id, progress=not args.no_progress,
+                     sample_every=args.sample_every, figures_dir=figures,
+                     reduce=not args.no_reduction)
     _report(report, args)
     if report.failure:
         f = report.failure
         print(f"cell failed in cycle {f['cycle']} at {f['time_s'] / 3600:.2f} h: {f['reason']}")
     print(f"data: {report.data_dir} (detector frames under {report.frames_dir})")
+    if figures:
+        print(f"figures: {figures / report.experiment_id}")
     if args.tiled_uri:
         print(f"runs written to {report.tiled_uri}")
     else:
         print(f"browse: operando serve --data-dir {args.data_dir}")
     return 0
+
+
+def _figures_dir(args) -> Path | None:
+    """Where the live reducer writes figures (it adds a sub-folder per experiment)."""
+    if args.no_reduction:
+        return None
+    figures = Path(args.figures or Path(args.data_dir) / "figures").resolve()
+    figures.mkdir(parents=True, exist_ok=True)
+    return figures
 
 
 def _report(report, args) -> None:
@@ -176,16 +196,10 @@ def _report(report, args) -> None:
 
 
 def _run_saxs(args, target) -> int:
-    import uuid
-
     from .jobs import run_saxs
 
     experiment_id = args.experiment_id or f"saxs-{uuid.uuid4().hex[:8]}"
-    figures = None
-    if not args.no_reduction:
-        # The reducer writes into a sub-folder named after the experiment.
-        figures = Path(args.figures or Path(args.data_dir) / "figures").resolve()
-        figures.mkdir(parents=True, exist_ok=True)
+    figures = _figures_dir(args)
     report = run_saxs(target=target, beamline=args.beamline, cycles=args.cycles,
                       time_scale=args.time_scale, shape=args.grid,
                       raster_every=args.raster_every, prefix=args.prefix, seed=args.seed,

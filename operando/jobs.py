@@ -62,57 +62,54 @@ def simulators(module: str, *, prefix: str | None, args: list, log_path: Path):
         yield ioc
 
 
-def run_xct(*, target: TiledTarget, cycles: int, time_scale: float, projections: int,
-            binning: int, prefix: str | None = None, seed: int = 0,
-            exposure: float = 1.5, images_per_projection: int = 3,
-            postmortem: bool = True, postmortem_projections: int | None = None,
-            experiment_id: str | None = None, progress: bool = True,
-            ocv_hours: float = 3.0, plating_hours: float = 6.0,
-            sample_every: float = 60.0) -> JobReport:
-    """The operando XCT protocol on the simulated (or a real) station, into Tiled."""
+def _station_job(*, target: TiledTarget, station_name: str, make_station, ioc_args: list,
+                 prefix: str | None, plan_factory, reducer_factory, progress_hours: float,
+                 cycles: int, progress: bool, figures_dir: Path | None) -> tuple:
+    """Simulators (unless ``prefix``), Tiled, the station, a RunEngine with
+    TiledWriter (+ backup), the live reducer and the progress bar; runs the plan
+    made by ``plan_factory(station)`` and returns ``(plan result, uri, frames dir)``.
+    """
     import ophyd
 
-    from .devices.xct import make_xct_station
-    from .plans.xct import HOUR, xct_operando
-    from .progress import ExperimentProgress
     from .session import make_run_engine
 
     layout = target.layout
     layout.create()
-    frames = layout.frames / "xct"
+    frames = layout.frames / station_name
     frames.mkdir(parents=True, exist_ok=True)
-    args = ["--time-scale", time_scale, "--data-dir", frames, "--seed", seed,
-            "--binning", binning, "--truth-file", layout.root / "xct-truth.jsonl"]
-    t_wall = time.monotonic()
+    args = [*ioc_args, "--data-dir", frames,
+            "--truth-file", layout.root / f"{station_name}-truth.jsonl"]
     with tiled_client(target) as (client, uri), \
-            simulators("operando.iocs.xct", prefix=prefix, args=args,
-                       log_path=layout.root / "xct-ioc.log") as ioc:
-        pv_prefix = ioc.prefix if ioc else prefix
+            simulators(f"operando.iocs.{station_name}", prefix=prefix, args=args,
+                       log_path=layout.root / f"{station_name}-ioc.log") as ioc:
         ophyd.set_cl("caproto")
         ophyd.signal.EpicsSignalBase.set_defaults(timeout=10.0, connection_timeout=10.0)
-        station = make_xct_station(pv_prefix, write_path=frames)
+        station = make_station(ioc.prefix if ioc else prefix, write_path=frames)
         RE = make_run_engine(client, backup_directory=layout.backup)
+        reducer = reducer_factory(client, figures_dir) if reducer_factory else None
+        if reducer is not None:
+            RE.subscribe(reducer)
         progress_cb = None
         if progress:
-            total = cycles * (ocv_hours + plating_hours)
-            progress_cb = ExperimentProgress(total, cycles=cycles)
+            from .progress import ExperimentProgress
+
+            progress_cb = ExperimentProgress(progress_hours, cycles=cycles)
             RE.subscribe(progress_cb)
         if ioc is not None:
             ioc.release_hold()  # cell time 0: the assembled cell, as the protocol starts
         try:
-            result = RE(xct_operando(
-                station, cycles=cycles, num_projections=projections, exposure=exposure,
-                images_per_projection=images_per_projection, ocv_duration=ocv_hours * HOUR,
-                plating_duration=plating_hours * HOUR, sample_every=sample_every,
-                do_postmortem=postmortem, postmortem_projections=postmortem_projections,
-                experiment_id=experiment_id)).plan_result
+            result = RE(plan_factory(station)).plan_result
         finally:
             if progress_cb is not None:
                 progress_cb.close()
+            if reducer is not None:
+                reducer.flush(timeout=1800)
+                errors = getattr(reducer, "errors", None)
+                if errors:
+                    logger.error("live reduction reported %d error(s): %s", len(errors),
+                                 errors[:3])
             _disconnect(station)
-    return JobReport(experiment_id=result.experiment_id, runs=result.runs, tiled_uri=uri,
-                     data_dir=layout.root, frames_dir=frames,
-                     wall_s=time.monotonic() - t_wall, failure=result.failure)
+    return result, uri, frames
 
 
 def _disconnect(station) -> None:
@@ -121,59 +118,73 @@ def _disconnect(station) -> None:
         dev.destroy()
 
 
+def run_xct(*, target: TiledTarget, cycles: int, time_scale: float, projections: int,
+            binning: int, prefix: str | None = None, seed: int = 0,
+            exposure: float = 1.5, images_per_projection: int = 3,
+            postmortem: bool = True, postmortem_projections: int | None = None,
+            experiment_id: str | None = None, progress: bool = True,
+            ocv_hours: float = 3.0, plating_hours: float = 6.0,
+            sample_every: float = 60.0, figures_dir: Path | None = None,
+            reduce: bool = True) -> JobReport:
+    """The operando XCT protocol on the simulated (or a real) station, into Tiled,
+    reduced live (reconstructions, layers, particles, figures) unless ``reduce`` is off."""
+    from .devices.xct import make_xct_station
+    from .plans.xct import HOUR, xct_operando
+
+    def plan(station):
+        return xct_operando(
+            station, cycles=cycles, num_projections=projections, exposure=exposure,
+            images_per_projection=images_per_projection, ocv_duration=ocv_hours * HOUR,
+            plating_duration=plating_hours * HOUR, sample_every=sample_every,
+            do_postmortem=postmortem, postmortem_projections=postmortem_projections,
+            experiment_id=experiment_id)
+
+    def reducer(client, figures):
+        from .callbacks.xct_live import XCTLiveReducer
+
+        return XCTLiveReducer(client, figures_dir=figures)
+
+    t_wall = time.monotonic()
+    result, uri, frames = _station_job(
+        target=target, station_name="xct", make_station=make_xct_station,
+        ioc_args=["--time-scale", time_scale, "--seed", seed, "--binning", binning],
+        prefix=prefix, plan_factory=plan, reducer_factory=reducer if reduce else None,
+        progress_hours=cycles * (ocv_hours + plating_hours), cycles=cycles,
+        progress=progress, figures_dir=figures_dir)
+    return JobReport(experiment_id=result.experiment_id, runs=result.runs, tiled_uri=uri,
+                     data_dir=target.layout.root, frames_dir=frames,
+                     wall_s=time.monotonic() - t_wall, failure=result.failure,
+                     extra={"figures": figures_dir} if reduce else {})
+
+
 def run_saxs(*, target: TiledTarget, beamline: str, cycles: int, time_scale: float,
              shape: tuple[int, int], raster_every: float | None, prefix: str | None = None,
              seed: int = 0, c_rate: float = 1 / 20, exposure: float | None = None,
              experiment_id: str | None = None, progress: bool = True,
              figures_dir: Path | None = None, reduce: bool = True) -> JobReport:
-    """The scanning operando SAXS/WAXS experiment on the simulated (or a real) station."""
-    import ophyd
-
+    """The scanning operando SAXS/WAXS experiment on the simulated (or a real) station,
+    reduced live (pyFAI, maps, sizes, figures) unless ``reduce`` is off."""
     from .devices.saxs import make_saxs_station
     from .plans.saxs import saxs_waxs_operando
-    from .progress import ExperimentProgress
-    from .session import make_run_engine
 
-    layout = target.layout
-    layout.create()
-    frames = layout.frames / "saxs"
-    frames.mkdir(parents=True, exist_ok=True)
-    args = ["--time-scale", time_scale, "--data-dir", frames, "--seed", seed,
-            "--beamline", beamline, "--truth-file", layout.root / "saxs-truth.jsonl"]
+    def plan(station):
+        return saxs_waxs_operando(station, cycles=cycles, c_rate=c_rate, shape=shape,
+                                  raster_every=raster_every, exposure=exposure,
+                                  experiment_id=experiment_id)
+
+    def reducer(client, figures):
+        from .callbacks.saxs_live import SaxsLiveReducer
+
+        return SaxsLiveReducer(client, figures_dir=figures)
+
     t_wall = time.monotonic()
-    extra = {}
-    with tiled_client(target) as (client, uri), \
-            simulators("operando.iocs.saxs", prefix=prefix, args=args,
-                       log_path=layout.root / "saxs-ioc.log") as ioc:
-        pv_prefix = ioc.prefix if ioc else prefix
-        ophyd.set_cl("caproto")
-        ophyd.signal.EpicsSignalBase.set_defaults(timeout=10.0, connection_timeout=10.0)
-        station = make_saxs_station(pv_prefix, write_path=frames)
-        RE = make_run_engine(client, backup_directory=layout.backup)
-        reducer = None
-        if reduce:
-            from .callbacks.saxs_live import SaxsLiveReducer
-
-            reducer = SaxsLiveReducer(client, figures_dir=figures_dir)
-            RE.subscribe(reducer)
-        progress_cb = None
-        if progress:
-            progress_cb = ExperimentProgress(cycles / c_rate, cycles=cycles)
-            RE.subscribe(progress_cb)
-        if ioc is not None:
-            ioc.release_hold()
-        try:
-            result = RE(saxs_waxs_operando(
-                station, cycles=cycles, c_rate=c_rate, shape=shape, raster_every=raster_every,
-                exposure=exposure, experiment_id=experiment_id)).plan_result
-        finally:
-            if progress_cb is not None:
-                progress_cb.close()
-            if reducer is not None:
-                reducer.flush(timeout=600)
-            _disconnect(station)
-        if figures_dir is not None:
-            extra["figures"] = figures_dir
+    result, uri, frames = _station_job(
+        target=target, station_name="saxs", make_station=make_saxs_station,
+        ioc_args=["--time-scale", time_scale, "--seed", seed, "--beamline", beamline],
+        prefix=prefix, plan_factory=plan, reducer_factory=reducer if reduce else None,
+        progress_hours=cycles / c_rate, cycles=cycles, progress=progress,
+        figures_dir=figures_dir)
     return JobReport(experiment_id=result.experiment_id, runs=result.runs, tiled_uri=uri,
-                     data_dir=layout.root, frames_dir=frames,
-                     wall_s=time.monotonic() - t_wall, extra=extra)
+                     data_dir=target.layout.root, frames_dir=frames,
+                     wall_s=time.monotonic() - t_wall,
+                     extra={"figures": figures_dir} if reduce else {})
