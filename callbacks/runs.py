@@ -24,6 +24,12 @@ Nothing here imports the simulators or the acquisition code.
 
 from __future__ import annotations
 
+import threading
+
+import queue
+
+import copy
+
 import logging
 import math
 import time
@@ -446,3 +452,88 @@ def find_experiment_runs(raw, experiment_id_or_raw_uid: str, *,
         raise KeyError(f"no runs to reduce for {key!r}")
     runs.sort(key=lambda r: (r[0], r[1]))
     return eid, [(uid, run) for _, uid, run in runs]
+
+
+
+_STOP_WORKER = object()
+
+
+class QueuedReducer:
+    """A bluesky callback that reduces on a worker thread, off the RunEngine's.
+
+    ``__call__`` only copies the document onto a queue; the worker hands each
+    one to :meth:`_handle` (subclasses) and survives its errors (logged, kept
+    in ``errors``); :meth:`flush` waits until everything queued is done;
+    :meth:`close` also stops the worker. Results go under the ``reduced``
+    container of ``client`` (None: reduce without writing).
+    """
+
+    thread_name = "live-reducer"
+
+    def __init__(self, client):
+        self.client = client
+        self.errors: list[tuple[str, str]] = []
+        self._reduced = None
+        self._queue: queue.Queue = queue.Queue()
+        self._pending = 0
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._work, name=self.thread_name, daemon=True)
+        self._thread.start()
+
+    def __call__(self, name: str, doc: dict) -> None:
+        """Queue a document (cheap: a copy and a put)."""
+        if not self._thread.is_alive():
+            raise RuntimeError(f"{type(self).__name__} is closed")
+        with self._cond:
+            self._pending += 1
+        self._queue.put((name, copy.deepcopy(doc)))
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything queued is reduced and written; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._pending:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Wait for the queue (after :meth:`_before_close`), then stop the worker."""
+        if not self._thread.is_alive():
+            return True
+        self._before_close()
+        done = self.flush(timeout)
+        self._queue.put(_STOP_WORKER)
+        self._thread.join(timeout=5)
+        return done
+
+    def _before_close(self) -> None:
+        """Queue what must happen before the worker stops (subclasses)."""
+
+    def _handle(self, name: str, doc: dict) -> None:
+        raise NotImplementedError
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP_WORKER:
+                return
+            name, doc = item
+            try:
+                self._handle(name, doc)
+            except Exception as err:  # noqa: BLE001 - the worker must survive
+                logger.exception("%s failed on a %s document", type(self).__name__, name)
+                self.errors.append((name, repr(err)))
+            finally:
+                with self._cond:
+                    self._pending -= 1
+                    self._cond.notify_all()
+
+    def _reduced_node(self):
+        if self._reduced is None:
+            from operando.tiled_server import reduced_container
+
+            self._reduced = reduced_container(self.client)
+        return self._reduced

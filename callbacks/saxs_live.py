@@ -44,19 +44,15 @@ Tiled writes failing (server down) leave the reduction in memory
 
 from __future__ import annotations
 
-import copy
 import logging
-import queue
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from urllib.parse import urlparse
 
-import h5py
 import numpy as np
 from event_model import DocumentRouter, RunRouter
 
+from .runs import QueuedReducer, _SWMRFile, path_of_uri
 from .saxs_reduction import (
     REDUCED_STEPS,
     DetectorConfig,
@@ -75,67 +71,21 @@ __all__ = ["SaxsLiveReducer", "RunReducer", "FrameReader"]
 logger = logging.getLogger(__name__)
 
 _FINISH = "__finish_experiment__"
-_STOP_WORKER = object()
 
 
 class FrameReader:
-    """Frames of one HDF5 file being written (SWMR): ``reader[index]``.
-
-    Opens ``h5py.File(path, "r", swmr=True)`` (plain read mode if the file is not
-    SWMR-capable), refreshes the dataset when the index is not there yet and
-    waits up to ``timeout`` s for it."""
+    """Frames of one HDF5 file being written (SWMR): ``reader[index]``, waiting
+    up to ``timeout`` s for a frame not written yet (see ``runs._SWMRFile``)."""
 
     def __init__(self, path: str, dataset: str = "/entry/data/data", *, timeout: float = 60.0):
         self.path = path
-        self.dataset_name = dataset
-        self.timeout = float(timeout)
-        self._file = None
-        self._dset = None
-
-    def _open(self) -> None:
-        deadline = time.monotonic() + self.timeout
-        while True:
-            try:
-                try:
-                    self._file = h5py.File(self.path, "r", swmr=True)
-                except OSError:
-                    self._file = h5py.File(self.path, "r")
-                self._dset = self._file[self.dataset_name]
-                return
-            except (OSError, KeyError):
-                self.close()
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        self._file = _SWMRFile(path, dataset, timeout)
 
     def __getitem__(self, index: int) -> np.ndarray:
-        if self._dset is None:
-            self._open()
-        deadline = time.monotonic() + self.timeout
-        while index >= self._dset.shape[0]:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"frame {index} not in {self.path} after {self.timeout} s "
-                                   f"({self._dset.shape[0]} frames)")
-            time.sleep(0.02)
-            try:
-                self._dset.refresh()
-            except (AttributeError, RuntimeError, OSError):  # not SWMR: reopen
-                self.close()
-                self._open()
-        return np.asarray(self._dset[index])
+        return np.asarray(self._file.dataset(index + 1)[index])
 
     def close(self) -> None:
-        f, self._file, self._dset = self._file, None, None
-        if f is not None:
-            try:
-                f.close()
-            except Exception:  # noqa: BLE001 - closing is best effort
-                pass
-
-
-def _path_of(uri: str) -> str:
-    parsed = urlparse(uri)
-    return parsed.path if parsed.scheme in ("file", "") else uri
+        self._file.close()
 
 
 class RunReducer(DocumentRouter):
@@ -241,7 +191,7 @@ class RunReducer(DocumentRouter):
         reader = self.readers.get(res_uid)
         if reader is None:
             res = self.resources[res_uid]
-            reader = FrameReader(_path_of(res["uri"]),
+            reader = FrameReader(path_of_uri(res["uri"]),
                                  (res.get("parameters") or {}).get("dataset", "/entry/data/data"),
                                  timeout=self.frame_timeout)
             self.readers[res_uid] = reader
@@ -259,7 +209,7 @@ class RunReducer(DocumentRouter):
         return RasterData.from_columns(self.start_doc, cols, curves)
 
 
-class SaxsLiveReducer:
+class SaxsLiveReducer(QueuedReducer):
     """Live SAXS/WAXS reduction into Tiled (see the module doc).
 
     ``client``: a Tiled client (the root; results go to its ``reduced``
@@ -273,7 +223,6 @@ class SaxsLiveReducer:
     def __init__(self, client, *, figures_dir=None, npt: int = 1000,
                  parameters: ReductionParameters | None = None, pixel: tuple[int, int] | None = None,
                  frame_timeout: float = 60.0):
-        self.client = client
         self.figures_dir = Path(figures_dir) if figures_dir is not None else None
         self.parameters = replace(parameters or ReductionParameters(), npt=int(npt))
         self.pixel = pixel
@@ -281,77 +230,32 @@ class SaxsLiveReducer:
         self.experiments: dict[str, ExperimentReduction] = {}
         self.figures: dict[str, list[str]] = {}
         self.written: list[str] = []
-        self.errors: list[tuple[str, str]] = []
         self.timings: dict[str, float] = {"integrate_events": 0.0, "raster": 0.0, "tiled": 0.0,
                                           "figures": 0.0}
-        self._reduced = None
         self._drawn: dict[str, int] = {}
         self._exp_written: dict[str, int] = {}
         self._current: str | None = None
         self._warm: set = set()
-        self._queue: queue.Queue = queue.Queue()
-        self._pending = 0
-        self._cond = threading.Condition()
         self._router = RunRouter([self._factory])
-        self._thread = threading.Thread(target=self._work, name="saxs-live-reducer", daemon=True)
-        self._thread.start()
+        super().__init__(client)
 
     # ------------------------------------------------------------------ public
-    def __call__(self, name: str, doc: dict) -> None:
-        """Queue a document (cheap: a copy and a put)."""
-        if not self._thread.is_alive():
-            raise RuntimeError("SaxsLiveReducer is closed")
-        with self._cond:
-            self._pending += 1
-        self._queue.put((name, copy.deepcopy(doc)))
-
-    def flush(self, timeout: float | None = None) -> bool:
-        """Wait until everything queued is reduced and written; False on timeout."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while self._pending:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return False
-                self._cond.wait(left)
-        return True
-
     def finish_experiment(self, experiment_id: str | None = None) -> None:
         """Queue the end of an experiment (the current one by default): final
         experiment container and figures."""
         self(_FINISH, {"experiment_id": experiment_id})
 
-    def close(self, timeout: float | None = None) -> bool:
-        """Finish the current experiment, wait for the queue, stop the worker."""
-        if not self._thread.is_alive():
-            return True
-        self.finish_experiment()
-        done = self.flush(timeout)
-        self._queue.put(_STOP_WORKER)
-        self._thread.join(timeout=5)
-        return done
-
     # ------------------------------------------------------------------ worker
-    def _work(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is _STOP_WORKER:
-                return
-            name, doc = item
-            try:
-                if name == _FINISH:
-                    self._finish(doc.get("experiment_id") or self._current)
-                else:
-                    if name == "start":
-                        self._on_start(doc)
-                    self._router(name, doc)
-            except Exception as err:  # noqa: BLE001 - the worker must survive
-                logger.exception("SAXS live reduction failed on a %s document", name)
-                self.errors.append((name, repr(err)))
-            finally:
-                with self._cond:
-                    self._pending -= 1
-                    self._cond.notify_all()
+    def _before_close(self) -> None:
+        self.finish_experiment()
+
+    def _handle(self, name: str, doc: dict) -> None:
+        if name == _FINISH:
+            self._finish(doc.get("experiment_id") or self._current)
+            return
+        if name == "start":
+            self._on_start(doc)
+        self._router(name, doc)
 
     def _factory(self, name, start):
         if start.get("technique") != "saxs_waxs" or start.get("step") not in REDUCED_STEPS:
@@ -382,13 +286,6 @@ class SaxsLiveReducer:
             exp = ExperimentReduction(eid, self.parameters, pixel=self.pixel, mode="live")
             self.experiments[eid] = exp
         return exp
-
-    def _reduced_node(self):
-        if self._reduced is None:
-            from operando.tiled_server import reduced_container
-
-            self._reduced = reduced_container(self.client)
-        return self._reduced
 
     def _raster_done(self, raster: RasterData) -> None:
         t0 = time.perf_counter()

@@ -46,17 +46,14 @@ so far is reduced and written. A failure in one run is logged and kept in
 
 from __future__ import annotations
 
-import copy
 import logging
-import queue
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
 
 from event_model import RunRouter
 
-from .runs import RunCollector
+from .runs import QueuedReducer, RunCollector
 from .xct_reduction import (
     FRAME_KEY,
     REDUCED_STEPS,
@@ -72,7 +69,6 @@ __all__ = ["XCTLiveReducer", "run_data_from_collector"]
 
 logger = logging.getLogger(__name__)
 
-_STOP_WORKER = object()
 
 
 def run_data_from_collector(col: RunCollector, *, frame_timeout: float = 60.0) -> RunData:
@@ -95,7 +91,7 @@ def _close_frames(run: RunData) -> None:
             close()
 
 
-class XCTLiveReducer:
+class XCTLiveReducer(QueuedReducer):
     """Live XCT reduction into Tiled (see the module doc).
 
     ``client``: a Tiled client (the root; results go to its ``reduced``
@@ -107,7 +103,6 @@ class XCTLiveReducer:
 
     def __init__(self, client, *, figures_dir=None, reconstruct: bool = True,
                  parameters: ReductionParameters | None = None, frame_timeout: float = 60.0):
-        self.client = client
         self.figures_dir = Path(figures_dir) if figures_dir is not None else None
         self.parameters = replace(parameters or ReductionParameters(), reconstruct=bool(reconstruct))
         self.frame_timeout = float(frame_timeout)
@@ -115,59 +110,13 @@ class XCTLiveReducer:
         self.results: dict[str, object] = {}
         self.figures: dict[str, list[str]] = {}
         self.written: list[str] = []
-        self.errors: list[tuple[str, str]] = []
         self.timings: dict[str, float] = {"reduce": 0.0, "tiled": 0.0, "figures": 0.0}
-        self._reduced = None
-        self._queue: queue.Queue = queue.Queue()
-        self._pending = 0
-        self._cond = threading.Condition()
         self._router = RunRouter([self._factory])
-        self._thread = threading.Thread(target=self._work, name="xct-live-reducer", daemon=True)
-        self._thread.start()
-
-    # ------------------------------------------------------------------ public
-    def __call__(self, name: str, doc: dict) -> None:
-        """Queue a document (cheap: a copy and a put)."""
-        with self._cond:
-            self._pending += 1
-        self._queue.put((name, copy.deepcopy(doc)))
-
-    def flush(self, timeout: float | None = None) -> bool:
-        """Wait until everything queued is reduced and written; False on timeout."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while self._pending:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return False
-                self._cond.wait(left)
-        return True
-
-    def close(self, timeout: float | None = None) -> bool:
-        """Wait for the queue, then stop the worker."""
-        if not self._thread.is_alive():
-            return True
-        done = self.flush(timeout)
-        self._queue.put(_STOP_WORKER)
-        self._thread.join(timeout=5)
-        return done
+        super().__init__(client)
 
     # ------------------------------------------------------------------ worker
-    def _work(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is _STOP_WORKER:
-                return
-            name, doc = item
-            try:
-                self._router(name, doc)
-            except Exception as err:  # noqa: BLE001 - the worker must survive
-                logger.exception("XCT live reduction failed on a %s document", name)
-                self.errors.append((name, repr(err)))
-            finally:
-                with self._cond:
-                    self._pending -= 1
-                    self._cond.notify_all()
+    def _handle(self, name: str, doc: dict) -> None:
+        self._router(name, doc)
 
     def _factory(self, name, start):
         if start.get("technique") != "xct" or start.get("step") not in REDUCED_STEPS:
@@ -180,13 +129,6 @@ class XCTLiveReducer:
             exp = ExperimentState(eid, self.parameters, mode="live")
             self.experiments[eid] = exp
         return exp
-
-    def _reduced_node(self):
-        if self._reduced is None:
-            from operando.tiled_server import reduced_container
-
-            self._reduced = reduced_container(self.client)
-        return self._reduced
 
     def _run_done(self, col: RunCollector) -> None:
         uid = col.start_doc.get("uid", "")
