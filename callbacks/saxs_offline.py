@@ -44,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .runs import find_experiment_runs, stream_columns
 from .saxs_reduction import (
     REDUCED_STEPS,
     ExperimentReduction,
@@ -63,45 +64,17 @@ logger = logging.getLogger(__name__)
 FRAMES_PER_REQUEST = 4
 
 
+def _accept(start: dict) -> bool:
+    return start.get("technique") == "saxs_waxs" and start.get("step") in REDUCED_STEPS
+
+
 def find_runs(raw, experiment_id_or_raw_uid: str) -> tuple[str, list]:
     """``(experiment_id, [(uid, run), ...])`` of the experiment's reducible runs,
     in start-time order."""
-    from tiled.queries import Key
-
-    key = str(experiment_id_or_raw_uid)
-    eid = key
-    single = None
-    if key in raw:
-        single = raw[key]
-        eid = str(single.metadata["start"].get("experiment_id") or "")
-    if eid:
-        found = list(raw.search(Key("start.experiment_id") == eid).items())
-    elif single is not None:
-        found = [(key, single)]
-    else:
-        raise KeyError(f"no raw run or experiment {key!r}")
-    runs = []
-    for uid, run in found:
-        start = run.metadata.get("start", {})
-        if start.get("technique") == "saxs_waxs" and start.get("step") in REDUCED_STEPS:
-            runs.append((float(start.get("time", 0.0)), uid, run))
-    if not runs:
-        raise KeyError(f"no SAXS/WAXS runs to reduce for {key!r}")
-    runs.sort(key=lambda r: (r[0], r[1]))
-    return eid, [(uid, run) for _, uid, run in runs]
+    return find_experiment_runs(raw, experiment_id_or_raw_uid, accept=_accept)
 
 
-def _columns(stream) -> dict[str, np.ndarray]:
-    base = getattr(stream, "base", stream)
-    if "internal" in base:
-        table = base["internal"].read()
-        return {c: table[c].to_numpy() for c in table.columns}
-    out = {}
-    for key in stream:
-        node = stream[key]
-        if getattr(node, "ndim", None) == 1 or len(getattr(node, "shape", ())) == 1:
-            out[key] = np.asarray(node.read())
-    return out
+
 
 
 def load_raster(run, npt: int = 1000) -> RasterData | None:
@@ -111,7 +84,7 @@ def load_raster(run, npt: int = 1000) -> RasterData | None:
         return None
     stream = run["primary"]
     dets = detector_configs(stream.metadata.get("configuration", {}))
-    columns = {k: v for k, v in _columns(stream).items() if np.asarray(v).dtype.kind in "biuf"}
+    columns = {k: v for k, v in stream_columns(stream).items() if np.asarray(v).dtype.kind in "biuf"}
     curves = []
     for role in ("saxs", "waxs"):
         key = f"{role}_image"

@@ -114,6 +114,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from .runs import json_safe, replace_container
+
 from . import scattering as sc
 
 __all__ = [
@@ -167,7 +169,7 @@ class ReductionParameters:
     def as_dict(self) -> dict:
         d = asdict(self)
         d.update(unit="q_nm^-1", method=["full", "csr", "cython"], error_model="poisson")
-        return _json_safe(d)
+        return json_safe(d)
 
 
 @dataclass(frozen=True)
@@ -211,7 +213,7 @@ def detector_configs(configuration: dict) -> dict[str, DetectorConfig]:
         if geo is None and poni:
             import pyFAI
 
-            geo = _json_safe(pyFAI.load(poni).get_config())
+            geo = json_safe(pyFAI.load(poni).get_config())
         if geo is None:
             continue
         radius = float(data.get(f"{role}_cam_beamstop_radius") or 0.0)
@@ -236,7 +238,7 @@ def _as_config(geometry, beamstop_radius) -> DetectorConfig:
     if geo is None:  # a PONI file path
         import pyFAI
 
-        geo = _json_safe(pyFAI.load(str(geometry)).get_config())
+        geo = json_safe(pyFAI.load(str(geometry)).get_config())
     return DetectorConfig(geometry=geo, beamstop_radius=float(beamstop_radius or 0.0))
 
 
@@ -832,7 +834,7 @@ class ExperimentReduction:
         return out
 
     def reduction_metadata(self) -> dict:
-        return _json_safe({
+        return json_safe({
             "name": REDUCTION_NAME, "version": REDUCTION_VERSION, "mode": self.mode,
             "reduced_at": _time.time(), "parameters": self.parameters.as_dict(),
             "instrument_fwhm_nm": self.instrument_fwhm,
@@ -841,7 +843,7 @@ class ExperimentReduction:
 
     def summary(self) -> dict:
         """Numbers for a report (per raster: SODC, Li2S signal and size)."""
-        return _json_safe({
+        return json_safe({
             "experiment_id": self.experiment_id,
             "runs": [{"uid": r.uid, "step": r.raster.step, "cycle": r.raster.cycle,
                       "raster_index": r.raster.raster_index, "npoints": r.raster.n}
@@ -870,27 +872,6 @@ def _point_time(res: RasterResult, pix) -> float:
 # Tiled
 # --------------------------------------------------------------------------------------
 
-def _json_safe(obj):
-    """JSON-safe copy: numpy scalars → Python, NaN/inf → None, tuples → lists."""
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _json_safe(obj.tolist())
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def _replace_container(parent, key: str, metadata: dict):
-    if key in parent:
-        parent.delete_contents(key, recursive=True, external_only=False)
-    return parent.create_container(key, metadata=metadata)
-
-
 UNITS = {"q": "nm^-1", "saxs": "counts/sr (pyFAI, solid-angle corrected)", "time": "s (cell clock)",
          "ewe": "V", "current": "A", "capacity": "mAh (present half cycle)", "x": "mm", "y": "mm",
          "li2s": "relative (I/I_OCV - 1, 18.3-20.8 nm^-1)", "saxs_map": "relative to OCV (0.2-1 nm^-1)",
@@ -899,7 +880,7 @@ UNITS = {"q": "nm^-1", "saxs": "counts/sr (pyFAI, solid-angle corrected)", "time
 
 def _run_metadata(res: RasterResult, exp: ExperimentReduction) -> dict:
     r = res.raster
-    return _json_safe({
+    return json_safe({
         "raw_uid": r.uid, "experiment_id": r.experiment_id, "step": r.step, "cycle": r.cycle,
         "raster_index": r.raster_index, "technique": r.technique, "shape": list(r.shape),
         "extents": r.extents, "npoints": r.n,
@@ -913,7 +894,7 @@ def _run_metadata(res: RasterResult, exp: ExperimentReduction) -> dict:
 def write_raster(reduced, res: RasterResult, exp: ExperimentReduction):
     """Write (replace) ``reduced/<raw uid>``; returns the container client."""
     r = res.raster
-    node = _replace_container(reduced, r.uid, _run_metadata(res, exp))
+    node = replace_container(reduced, r.uid, _run_metadata(res, exp))
     for role in ("saxs", "waxs"):
         if getattr(res, role) is None:
             continue
@@ -937,7 +918,7 @@ def update_points(reduced, res: RasterResult, exp: ExperimentReduction) -> None:
     run already written (live: the first discharge has ended)."""
     node = reduced[res.uid]
     node["points"].write(res.points())
-    node.update_metadata(metadata={"sodc_final": exp.sodc_final, "q1_mah": _json_safe(exp.q1_mah)})
+    node.update_metadata(metadata={"sodc_final": exp.sodc_final, "q1_mah": json_safe(exp.q1_mah)})
 
 
 def write_experiment(reduced, exp: ExperimentReduction, *, figures: Iterable[str] = ()):
@@ -947,7 +928,7 @@ def write_experiment(reduced, exp: ExperimentReduction, *, figures: Iterable[str
         logger.warning("runs without an experiment_id: no experiment container written")
         return None
     data = exp.figure_data()
-    md = _json_safe({
+    md = json_safe({
         "experiment_id": exp.experiment_id, "technique": "saxs_waxs", "kind": "experiment",
         "runs": [{"uid": r.uid, "step": r.raster.step, "cycle": r.raster.cycle,
                   "raster_index": r.raster.raster_index} for r in exp.results.values()],
@@ -956,7 +937,7 @@ def write_experiment(reduced, exp: ExperimentReduction, *, figures: Iterable[str
         "map_uids": data.get("map_uids", []), "reduction": exp.reduction_metadata(),
         "figures": list(figures), "units": UNITS,
     })
-    node = _replace_container(reduced, exp.experiment_id, md)
+    node = replace_container(reduced, exp.experiment_id, md)
     if data["timeseries"]:
         node.write_table(data["timeseries"], key="timeseries")
     if data["rasters"]:
@@ -967,11 +948,11 @@ def write_experiment(reduced, exp: ExperimentReduction, *, figures: Iterable[str
             keys = [f"waterfall_{role}"] + (["waterfall_waxs_norm"] if role == "waxs" else [])
             for key in keys:
                 node.write_array(np.asarray(data[key], float), key=key, dims=["raster", "q"],
-                                 metadata=_json_safe({"pixel": data["pixel"],
+                                 metadata=json_safe({"pixel": data["pixel"],
                                                       "time": data[f"waterfall_{role}_time"]}))
     for key in ("li2s_maps", "saxs_maps", "li2s_size_maps"):
         if key in data:
             node.write_array(np.asarray(data[key], float), key=key, dims=["raster", "row", "col"],
-                             metadata=_json_safe({"sodc": data["map_sodc"], "time": data["map_time"],
+                             metadata=json_safe({"sodc": data["map_sodc"], "time": data["map_time"],
                                                   "uids": data["map_uids"]}))
     return node
