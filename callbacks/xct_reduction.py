@@ -443,19 +443,7 @@ def _find_center(frames, angles, flat, dark, rows: tuple[int, int]) -> float:
     return float(tomo.find_center_projections(li, angles, n_rows=min(8, b - a)))
 
 
-def _ring_profile(img: np.ndarray, center_yx, r_max: float, mask=None) -> np.ndarray:
-    ny, nx = img.shape
-    yy, xx = np.indices((ny, nx), dtype=np.float64)
-    r = np.hypot(yy - center_yx[0], xx - center_yx[1])
-    sel = r < r_max
-    if mask is not None:
-        sel &= mask
-    k = np.floor(r[sel]).astype(int)
-    n = int(math.ceil(r_max))
-    sums = np.bincount(k, weights=img[sel], minlength=n)[:n]
-    cnt = np.bincount(k, minlength=n)[:n]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return sums / cnt
+_ring_profile = tomo._radial_profile  # mean in 1-pixel rings about a centre
 
 
 def _footprint_radius(volume, lip_rows: Sequence[int], core_rows: tuple[int, int],
