@@ -94,3 +94,26 @@ def wait_for(predicate, timeout=10.0, period=0.02):
         if time.monotonic() > deadline:
             raise TimeoutError("condition not reached")
         time.sleep(period)
+
+
+def acquire_while_reading(acquire_pv, clock_pv, *, read_for=0.2, timeout=20.0):
+    """Start an acquisition, read ``clock_pv`` meanwhile, then acquire a second
+    frame (queued behind the first) with completion.
+
+    Returns ``(reads, elapsed)``: the clock values read during the first frame
+    (the IOC must keep answering: it awaits the clock and renders in a worker
+    thread) and the cell time the two frames took.
+    """
+    ctx = Context()
+    try:
+        acquire, clock = ctx.get_pvs(acquire_pv, clock_pv, timeout=5)
+        t0 = clock.read().data[0]
+        start = time.monotonic()
+        acquire.write(1, wait=False, callback=lambda *a: None)
+        reads = []
+        while time.monotonic() - start < read_for:
+            reads.append(clock.read(timeout=1).data[0])
+        acquire.write(1, wait=True, timeout=timeout)
+        return reads, clock.read().data[0] - t0
+    finally:
+        ctx.disconnect()

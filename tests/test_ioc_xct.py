@@ -13,10 +13,9 @@ import h5py
 import numpy as np
 import pytest
 from caproto import AlarmSeverity
-from caproto.threading.client import Context
 
 from . import ca_client as ca
-from .ca_client import ca_context, ctrl, get, get_enum, get_str, put_rejected, wait_for  # noqa: F401
+from .ca_client import acquire_while_reading, ca_context, ctrl, get, get_enum, get_str, put_rejected, wait_for  # noqa: F401
 from .conftest import start_xct_ioc
 
 FARADAY = 96485.33212
@@ -245,21 +244,7 @@ def test_acquire_takes_exposure_in_cell_time_and_loop_stays_free(xct_ioc, P):  #
     put(P + "det:cam:AcquireTime", 20.0, wait=True)  # 3 x 20 cell s = 0.3 s wall
     put(P + "det:cam:NumExposures", 3, wait=True)
 
-    ctx = Context()
-    try:
-        acquire, clock = ctx.get_pvs(P + "det:cam:Acquire", P + "clock:time", timeout=2)
-        t0 = clock.read().data[0]
-        start = time.monotonic()
-        acquire.write(1, wait=False, callback=lambda *a: None)
-        # the IOC answers during the acquisition (it awaits the clock, renders
-        # in a worker thread)
-        reads = []
-        while time.monotonic() - start < 0.2:
-            reads.append(clock.read(timeout=1).data[0])
-        acquire.write(1, wait=True, timeout=10)  # queued behind the first frame
-        elapsed_cell = clock.read().data[0] - t0
-    finally:
-        ctx.disconnect()
+    reads, elapsed_cell = acquire_while_reading(P + "det:cam:Acquire", P + "clock:time")
     assert len(reads) > 5 and reads == sorted(reads)
     assert elapsed_cell >= 2 * 60.0
     put(P + "det:cam:AcquireTime", 1.5, wait=True)
