@@ -50,15 +50,14 @@ def tiled_client(target: TiledTarget):
 
 @contextlib.contextmanager
 def simulators(module: str, *, prefix: str | None, args: list, log_path: Path):
-    """Start the station simulator unless ``prefix`` names IOCs already running."""
+    """Start the station simulator (clock held until the job releases it) unless
+    ``prefix`` names IOCs already running; yields the ``IOCProcess`` or None."""
+    epics_env.use_loopback_if_unset()
     if prefix:
-        epics_env.use_loopback_if_unset()
         yield None
         return
-    epics_env.use_loopback_if_unset()
     prefix = random_prefix(module.rsplit(".", 1)[-1].upper())
     with IOCProcess(module, prefix, args=[*args, "--hold"], log_path=log_path) as ioc:
-        ioc.clock_hold = True
         yield ioc
 
 

@@ -74,7 +74,7 @@ class CellRecorder:
         if self.last is None or t - self.last >= self.every:
             yield from self.sample()
 
-    def record_until(self, t_end: float, *, every_tick=None) -> MsgGenerator:
+    def record_until(self, t_end: float) -> MsgGenerator:
         """Sample every ``every`` cell seconds until ``t_end``, waiting on the clock."""
         t = yield from now(self.clock)
         if self.last is None:
@@ -83,6 +83,4 @@ class CellRecorder:
             t_next = min(self.last + self.every, t_end)
             yield from wait_until(self.clock, t_next)
             yield from self.sample()
-            if every_tick is not None:
-                yield from every_tick()
             t = self.last

@@ -244,7 +244,6 @@ class PlatingResult:
     short_time: float | None = None
     reason: str = ""
     radiograms: int = 0
-    samples: list = field(default_factory=list)
 
 
 def plating(station: XCTStation, *, current_density: float, duration: float = 6 * HOUR,
