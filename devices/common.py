@@ -53,6 +53,18 @@ class CharArraySignalRO(_CharArrayDescription, EpicsSignalRO):
         super().__init__(read_pv, **kwargs)
 
 
+class Station:
+    """Base of a station's dataclass of devices (one field per device, named as
+    the variable a user types)."""
+
+    def devices(self) -> dict:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+    def wait_for_connection(self, timeout: float = 10.0) -> None:
+        for dev in self.devices().values():
+            dev.wait_for_connection(timeout=timeout)
+
+
 class TwoStateDevice(Device):
     """A device with two named states driven by one put-with-completion PV.
 

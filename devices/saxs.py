@@ -14,7 +14,7 @@ from ophyd import Component as Cpt
 from ophyd import Device, EpicsMotor, EpicsSignal, EpicsSignalRO, Kind
 
 from .common import (CharArraySignalRO, HDF5AreaDetector, HDF5Cam, Potentiostat, SimClock,
-                     TwoStateDevice)
+                     Station, TwoStateDevice)
 
 
 class CyclingPotentiostat(Potentiostat):
@@ -95,7 +95,7 @@ class ScanStage(Device):
 
 
 @dataclass
-class SaxsStation:
+class SaxsStation(Station):
     clock: SimClock
     pstat: CyclingPotentiostat
     stage: ScanStage
@@ -105,13 +105,6 @@ class SaxsStation:
     beam: Beam
     saxs: SaxsDetector
     waxs: ScatteringDetector
-
-    def devices(self) -> dict:
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
-
-    def wait_for_connection(self, timeout: float = 10.0) -> None:
-        for dev in self.devices().values():
-            dev.wait_for_connection(timeout=timeout)
 
 
 def make_saxs_station(prefix: str = "SAXS:", *, write_path: str | Path = "",

@@ -13,7 +13,8 @@ from pathlib import Path
 from ophyd import Component as Cpt
 from ophyd import Device, EpicsMotor, EpicsSignal, EpicsSignalRO, Kind
 
-from .common import HDF5AreaDetector, HDF5Cam, Potentiostat, SimClock, TwoStateDevice
+from .common import (HDF5AreaDetector, HDF5Cam, Potentiostat, SimClock, Station,
+                     TwoStateDevice)
 
 
 class ForceSensor(Device):
@@ -70,7 +71,7 @@ class SampleStage(Device):
 
 
 @dataclass
-class XCTStation:
+class XCTStation(Station):
     """Every device of the station, named as the variables a user types."""
 
     clock: SimClock
@@ -79,14 +80,6 @@ class XCTStation:
     source: XraySource
     ct_det: CTDetector
     stage: SampleStage
-
-    def devices(self) -> dict:
-        return {"clock": self.clock, "pstat": self.pstat, "force": self.force,
-                "source": self.source, "ct_det": self.ct_det, "stage": self.stage}
-
-    def wait_for_connection(self, timeout: float = 10.0) -> None:
-        for dev in self.devices().values():
-            dev.wait_for_connection(timeout=timeout)
 
 
 def make_xct_station(prefix: str = "XCT:", *, write_path: str | Path = "",
