@@ -50,15 +50,8 @@ def _particles_of(geom):
 # -- clock is in clock.py; motors in motor.py; shared groups in common.py ------------
 
 class Potentiostat(common.Potentiostat):
-    """BioLogic SP-150e-like potentiostat: OCV and constant-current (CC) techniques.
-
-    PVs
-    ---
-    mode (enum OCV/CC), current_sp (A, clipped to +-0.8), duration (s > 0),
-    e_min/e_max (V, clipped to +-10; stop a CC technique when Ewe leaves them),
-    start (put 1: start; returns at once; a running technique is aborted first),
-    stop (put 1: abort; the cell goes to OCV), state (idle/running/done/limit/
-    aborted), ewe (V), i (A), charge (C), elapsed (s).
+    """The shared SP-150e-like potentiostat (PVs: see :class:`common.Potentiostat`)
+    on the XCT cell.
 
     The XCT cell model (:class:`XCTCell`: ``t``, ``potential_v``) is advanced
     every ``tick`` s wall with the applied current; a technique ends exactly at
