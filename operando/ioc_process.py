@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import signal
@@ -13,21 +12,6 @@ import time
 from pathlib import Path
 
 from . import epics_env
-
-
-@contextlib.contextmanager
-def _epics_env(env: dict):
-    """The IOC's EPICS_* variables in ``os.environ`` for a sync client call."""
-    saved = {k: os.environ.get(k) for k in env if k.startswith("EPICS_")}
-    os.environ.update({k: v for k, v in env.items() if k.startswith("EPICS_")})
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def random_prefix(stem: str = "SIM") -> str:
@@ -74,28 +58,27 @@ class IOCProcess:
     def wait_ready(self) -> None:
         from caproto.sync.client import read
 
-        with _epics_env(self.env):
-            deadline = time.monotonic() + self.startup_timeout
-            pv = self.prefix + self.ready_pv
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"IOC {self.module} exited with code "
-                                       f"{self.process.returncode} (log: {self.log_path})")
-                try:
-                    read(pv, timeout=0.5, repeater=False)
-                    return
-                except Exception:
-                    continue
-            self.stop()
-            raise TimeoutError(f"IOC {self.module} did not serve {pv} within "
-                               f"{self.startup_timeout} s")
+        # start() put this IOC's 127.0.0.1:port in the clients' address list.
+        deadline = time.monotonic() + self.startup_timeout
+        pv = self.prefix + self.ready_pv
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"IOC {self.module} exited with code "
+                                   f"{self.process.returncode} (log: {self.log_path})")
+            try:
+                read(pv, timeout=0.5, repeater=False)
+                return
+            except Exception:
+                continue
+        self.stop()
+        raise TimeoutError(f"IOC {self.module} did not serve {pv} within "
+                           f"{self.startup_timeout} s")
 
     def release_hold(self) -> None:
         """Start the simulated clock of an IOC started with ``--hold`` (cell time 0 = now)."""
         from caproto.sync.client import write
 
-        with _epics_env(self.env):
-            write(self.prefix + "clock:hold", 0, notify=True, timeout=5.0, repeater=False)
+        write(self.prefix + "clock:hold", 0, notify=True, timeout=5.0, repeater=False)
 
     def stop(self) -> None:
         proc, self.process = self.process, None
