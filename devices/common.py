@@ -7,7 +7,6 @@ the potentiostat and the clock are the same on both stations.
 from __future__ import annotations
 
 import itertools
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 from event_model import ComposeStreamResource
 from ophyd import Component as Cpt
 from ophyd import Device, EpicsSignal, EpicsSignalRO, Kind
-from ophyd.status import DeviceStatus, Status, SubscriptionStatus
+from ophyd.status import DeviceStatus, Status
 
 TECHNIQUE_END_STATES = ("done", "limit", "aborted")
 
@@ -95,12 +94,16 @@ class SimClock(Device):
     ``clock.set(t)`` returns a status that finishes when the clock reaches ``t``
     (a put with completion on ``clock:wait``), so plans wait on the hardware's
     time, never on the wall clock. On a real station the same PVs are served by a
-    soft IOC at scale 1.
+    soft IOC at scale 1. ``virtual`` is 1 when the simulators run on virtual
+    time (see :func:`operando.session.synchronize_clock`).
     """
 
     time = Cpt(EpicsSignalRO, "time", kind=Kind.hinted)
     scale = Cpt(EpicsSignalRO, "scale", kind=Kind.config)
+    virtual = Cpt(EpicsSignalRO, "virtual", kind=Kind.config)
     wait = Cpt(EpicsSignal, "wait", put_complete=True, kind=Kind.omitted)
+    sync = Cpt(EpicsSignal, "sync", kind=Kind.omitted)
+    waiting = Cpt(EpicsSignal, "waiting", kind=Kind.omitted)
 
     def set(self, value: float) -> Status:
         return self.wait.set(float(value))
@@ -147,9 +150,17 @@ class Potentiostat(Device):
     """SP-150e-like potentiostat: OCV and constant-current techniques.
 
     ``set(Technique(...))`` configures and starts a technique and returns a status
-    that finishes when the technique ends by itself (duration reached, or a
-    potential limit: ``state`` is then ``done`` or ``limit``). ``stop()`` aborts
-    and leaves the cell at open circuit.
+    that finishes when the technique ends (duration reached, or a potential
+    limit: ``state`` is then ``done`` or ``limit``): ``bps.mv(pstat, technique)``
+    runs a whole technique. To run one in the background while the plan does
+    other things, as a flyer: ``bps.prepare(pstat, technique, wait=True)``,
+    ``bps.kickoff(pstat, wait=True)`` (finishes once it runs), then later
+    ``bps.complete(pstat, wait=True)`` (finishes when it has ended).
+    ``stop()`` aborts and leaves the cell at open circuit.
+
+    The end of a technique is waited for with a put-with-completion on
+    ``pstat:wait``, an operation of the station: on virtual time the clock
+    advances to the technique's end only while someone waits for it.
     """
 
     mode = Cpt(EpicsSignal, "mode", string=True, kind=Kind.config)
@@ -157,7 +168,8 @@ class Potentiostat(Device):
     duration = Cpt(EpicsSignal, "duration", kind=Kind.config)
     e_min = Cpt(EpicsSignal, "e_min", kind=Kind.config)
     e_max = Cpt(EpicsSignal, "e_max", kind=Kind.config)
-    start_cmd = Cpt(EpicsSignal, "start", kind=Kind.omitted)
+    start_cmd = Cpt(EpicsSignal, "start", put_complete=True, kind=Kind.omitted)
+    wait_cmd = Cpt(EpicsSignal, "wait", put_complete=True, kind=Kind.omitted)
     abort_cmd = Cpt(EpicsSignal, "stop", kind=Kind.omitted)
     state = Cpt(EpicsSignalRO, "state", string=True, kind=Kind.normal)
     ewe = Cpt(EpicsSignalRO, "ewe", kind=Kind.hinted)
@@ -169,9 +181,10 @@ class Potentiostat(Device):
         """The largest current the instrument delivers (from the PV's control limits)."""
         return tuple(self.current_sp.limits)
 
-    def set(self, technique: Technique) -> Status:
+    def prepare(self, technique: Technique) -> Status:
+        """Configure ``technique`` (mode, current, duration, limits); nothing starts."""
         if not isinstance(technique, Technique):
-            raise TypeError(f"Potentiostat.set takes a Technique, not {technique!r}")
+            raise TypeError(f"{self.name} takes a Technique, not {technique!r}")
         settings = [(self.mode, technique.mode), (self.duration, technique.duration),
                     (self.current_sp, technique.current), (self.e_min, technique.e_min),
                     (self.e_max, technique.e_max)]
@@ -181,16 +194,26 @@ class Potentiostat(Device):
             settings.append((self.cycles, technique.cycles))
         for sig, value in settings:
             sig.put(value, wait=True)
-        started = time.time()
-
-        def ended(*, value, timestamp, **kwargs):
-            # The state's timestamp distinguishes this technique's end from the
-            # previous one's still cached by the monitor.
-            return value in TECHNIQUE_END_STATES and timestamp >= started
-
-        status = SubscriptionStatus(self.state, ended, run=False)
-        self.start_cmd.put(1, wait=True)
+        status = Status(obj=self)
+        status.set_finished()
         return status
+
+    def kickoff(self) -> Status:
+        """Start the prepared technique; finishes once it runs."""
+        return self.start_cmd.set(1)
+
+    def complete(self) -> Status:
+        """Finishes when the running technique has ended (at once if none runs)."""
+        return self.wait_cmd.set(1)
+
+    def set(self, technique: Technique) -> Status:
+        self.prepare(technique)
+        self.kickoff().wait(timeout=10.0)
+        return self.complete()
+
+    def is_running(self) -> bool:
+        """A fresh read of the technique state (not a monitor's cached value)."""
+        return self.state.get(use_monitor=False) == "running"
 
     def stop(self, *, success: bool = False) -> None:
         self.abort_cmd.put(1, wait=True)

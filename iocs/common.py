@@ -38,13 +38,13 @@ from caproto import ChannelType
 from caproto.server import PVGroup, SubGroup, pvproperty, run, template_arg_parser
 from caproto.server.server import PvpropertyDouble, PvpropertyInteger
 
-from .clock import SimClock
+from .clock import VIRTUAL, make_clock, parse_time_scale
 from .hdf5_writer import HDF5FrameWriter
 
 __all__ = [
     "TECHNIQUE_STATES", "ClippedDouble", "ClippedInteger", "TruthLog", "Potentiostat",
     "DetectorCam", "HDF1", "FrameDetector", "Station", "station_arg_parser",
-    "station_kwargs", "serve",
+    "station_kwargs", "serve", "keyed_normal",
 ]
 
 TECHNIQUE_STATES = ("idle", "running", "done", "limit", "aborted")
@@ -82,6 +82,17 @@ class ClippedInteger(PvpropertyInteger):
                           self.upper_ctrl_limit))
         result = await super().verify_value(value)
         return value if result is None else result
+
+
+def keyed_normal(seed: int, stream: int, t: float, sigma: float) -> float:
+    """Gaussian noise (rms ``sigma``) that is a function of the cell time ``t``.
+
+    A reading's noise depends on the seed, the signal (``stream``) and the cell
+    time of the reading (to the microsecond), never on how often a loop ran or
+    a client read: the same experiment gives the same readings.
+    """
+    key = int(round(float(t) * 1e6))
+    return float(np.random.default_rng([int(seed), int(stream), key]).normal(0.0, sigma))
 
 
 def char_pv(name: str, value: str = "", *, max_length: int = 256, read_only: bool = False,
@@ -146,13 +157,16 @@ class Potentiostat(PVGroup):
     ---
     mode (enum OCV/CC), current_sp (A, clipped to +-0.8), duration (s > 0),
     e_min/e_max (V, clipped to +-10; stop a CC technique when Ewe leaves them),
-    start (put 1: start; returns at once; a running technique is aborted first),
-    stop (put 1: abort; the cell goes to OCV), state (idle/running/done/limit/
-    aborted), ewe (V), i (A), charge (C), elapsed (s).
+    start (put 1: start; completes once the technique runs; a running technique
+    is aborted first), stop (put 1: abort; the cell goes to OCV), wait (put 1
+    with completion: completes when the running technique ends, at once if none
+    runs), state (idle/running/done/limit/aborted), ewe (V), i (A), charge (C),
+    elapsed (s).
 
-    The cell model (``station.cell``) is advanced every ``tick`` s wall with the
-    applied current, and exactly to every technique event (its duration, an
-    exact potential limit from :meth:`limit_time`), so a technique's end never
+    The cell model (``station.cell``) is advanced with the applied current every
+    ``tick`` s wall (scaled time) or at every advance of the clock (virtual
+    time), and exactly to every technique event (its duration, an exact
+    potential limit from :meth:`limit_time`), so a technique's end never
     depends on the loop tick.
 
     Hooks for a station's cell model: :meth:`cell_time`, :meth:`cell_voltage`,
@@ -180,7 +194,9 @@ class Potentiostat(PVGroup):
                        upper_ctrl_limit=10.0, units="V", precision=4,
                        doc="Upper Ewe limit of the CC technique (V)")
     start_cmd = pvproperty(name="start", value=0,
-                           doc="Put 1: start the technique (returns at once)")
+                           doc="Put 1: start the technique (completes once it runs)")
+    wait_cmd = pvproperty(name="wait", value=0,
+                          doc="Put 1 with completion: completes when the technique ends")
     stop_cmd = pvproperty(name="stop", value=0,
                           doc="Put 1: abort the running technique; cell to OCV")
     state = pvproperty(value="idle", enum_strings=TECHNIQUE_STATES,
@@ -198,7 +214,9 @@ class Potentiostat(PVGroup):
         self.applied_current = 0.0
         self.technique: dict | None = None
         self._wake = asyncio.Event()
-        self._rng = np.random.default_rng([self.parent.seed, self.rng_stream])
+        self._ended = asyncio.Event()
+        self._ended.set()
+        self._lock = asyncio.Lock()
 
     @property
     def station(self):
@@ -284,6 +302,7 @@ class Potentiostat(PVGroup):
         await self.publish_technique(t_end)
         self.technique = None
         self.applied_current = 0.0
+        self._ended.set()
         await self.elapsed.write(elapsed)
         await self.charge.write(charge)
         await self.i.write(0.0)
@@ -303,26 +322,42 @@ class Potentiostat(PVGroup):
         Returns the cell time it advanced to. Everything that needs the cell at
         "now" calls this, so a technique never runs past its events.
         """
-        now = self.station.simclock.now()
-        while self.technique is not None:
-            t_event, kind = self.next_event()
-            if t_event > now:
-                break
-            self.advance_cell(t_event)
-            await self.handle_event(kind, t_event)
-        self.advance_cell(now)
-        ewe = self.cell_voltage(self.applied_current) + self._rng.normal(0.0, self.noise_v)
-        await self.ewe.write(ewe)
-        tech = self.technique
-        if tech is not None:
-            await self.publish_technique(now)
-            if tech["mode"] == "CC" and not tech["e_min"] <= ewe <= tech["e_max"]:
-                await self._finish("limit", now)
-        return now
+        async with self._lock:
+            now = self.station.simclock.now()
+            while self.technique is not None:
+                t_event, kind = self.next_event()
+                if t_event > now:
+                    break
+                self.advance_cell(t_event)
+                await self.handle_event(kind, t_event)
+            self.advance_cell(now)
+            ewe = self.cell_voltage(self.applied_current) + keyed_normal(
+                self.station.seed, self.rng_stream, now, self.noise_v)
+            await self.ewe.write(ewe)
+            tech = self.technique
+            if tech is not None:
+                await self.publish_technique(now)
+                if tech["mode"] == "CC" and not tech["e_min"] <= ewe <= tech["e_max"]:
+                    await self._finish("limit", now)
+            return now
+
+    def next_event_time(self) -> float:
+        """Cell time of the running technique's next event (``inf``: none)."""
+        return self.next_event()[0] if self.technique is not None else math.inf
+
+    async def _step(self, t: float) -> None:
+        await self.update()
 
     @ewe.startup
     async def ewe(self, instance, async_lib):
         clock = self.station.simclock
+        if clock.virtual:
+            # Virtual time: the clock stops at every technique event and the
+            # cell catches up at every advance; no loop of our own.
+            clock.add_event_source(self.next_event_time)
+            clock.add_step_hook(self._step)
+            await self.update()
+            return
         while True:
             await self.update()
             wall = self.tick
@@ -351,6 +386,7 @@ class Potentiostat(PVGroup):
             await self._finish("aborted", now)
         tech = self.begin_technique(now)
         self.technique = tech
+        self._ended.clear()
         self.applied_current = tech["current"]
         await self.elapsed.write(0.0)
         await self.charge.write(0.0)
@@ -364,6 +400,17 @@ class Potentiostat(PVGroup):
                                   **{k: tech[k] for k in ("cycles",) if k in tech},
                                   **self.technique_truth(tech)})
         self._wake.set()
+        return 0
+
+    @wait_cmd.putter
+    async def wait_cmd(self, instance, value):
+        """Wait until the running technique ends (an operation: in virtual time
+        the clock advances to the technique's next event while this waits)."""
+        clock = self.station.simclock
+        while self.technique is not None:
+            if await clock.sleep_until_or(self.next_event_time(), self._ended):
+                break
+            await self.update()  # the event is due: handle it now
         return 0
 
     @stop_cmd.putter
@@ -616,7 +663,7 @@ class Station(PVGroup):
         self.seed = int(seed)
         self.data_dir = Path(data_dir).expanduser().absolute()
         self.truth = TruthLog(truth_file)
-        self.simclock = SimClock(time_scale, hold=hold)
+        self.simclock = make_clock(time_scale, hold=hold)
         super().__init__(*args, **kwargs)
 
     def start_info(self) -> dict:
@@ -635,7 +682,7 @@ class Station(PVGroup):
         """
         self.simclock.restart(0.0)
         self.truth.write({"event": "ioc_start", "t": self.simclock.now(),
-                          "prefix": self.prefix, "time_scale": self.simclock.scale,
+                          "prefix": self.prefix, "time_scale": VIRTUAL if self.simclock.virtual else self.simclock.scale,
                           "seed": self.seed, "held": self.simclock.held,
                           **self.start_info()})
         if threading.current_thread() is threading.main_thread():
@@ -659,8 +706,9 @@ def station_arg_parser(station_cls, *, default_prefix: str, default_data_dir: st
     parser, split_args = template_arg_parser(
         default_prefix=default_prefix, desc=dedent(station_cls.__doc__ or ""),
         supported_async_libs=("asyncio",), argv=argv)
-    parser.add_argument("--time-scale", type=float, default=1.0, metavar="S",
-                        help="cell seconds per wall second (default 1)")
+    parser.add_argument("--time-scale", type=parse_time_scale, default=1.0, metavar="S",
+                        help="cell seconds per wall second (default 1), or 'virtual': "
+                             "cell time advances only by what the operations take")
     parser.add_argument("--data-dir", default=default_data_dir, metavar="D",
                         help=f"default FilePath of the HDF5 files (default {default_data_dir})")
     parser.add_argument("--seed", type=int, default=0, metavar="N",
@@ -674,8 +722,6 @@ def station_arg_parser(station_cls, *, default_prefix: str, default_data_dir: st
 
 def station_kwargs(parser, args) -> dict:
     """The common station keyword arguments from parsed ``args`` (validated)."""
-    if not args.time_scale > 0:
-        parser.error("--time-scale must be > 0")
     return dict(time_scale=args.time_scale, seed=args.seed, data_dir=args.data_dir,
                 truth_file=args.truth_file, hold=args.hold)
 

@@ -277,7 +277,12 @@ class SimMotor(PVGroup):
                 self._idle.set()
 
     async def _move(self, instance):
-        """Move to ``self._target`` in cell time; retarget on a new put, stop on STOP."""
+        """Move to ``self._target`` in cell time; retarget on a new put, stop on STOP.
+
+        Scaled time: the readback is published every ``tick`` s wall on the way.
+        Virtual time: the move is one operation on the clock, from its start to
+        its end (the clock jumps there unless a retarget or STOP comes first).
+        """
         fields = instance.field_inst
         clock = self.simclock
         while True:
@@ -294,22 +299,26 @@ class SimMotor(PVGroup):
                 if self._stop_requested:
                     self._stop_requested = False
                     self._wake.clear()
-                    pos = self.position
+                    pos = start + profile(min(clock.now() - t0, duration))
+                    await self._write_readback(pos)
                     self._target = pos
                     await instance.write(pos, verify_value=False)
                     return
-                t = clock.now() - t0
-                if t >= duration:
+                t_end = t0 + duration
+                if clock.now() >= t_end:  # absolute times: no rounding in t - t0
                     await self._write_readback(target)
                     return
-                await self._write_readback(start + profile(t))
-                wall = min(self.tick, clock.wall_delay(duration - t))
-                try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=max(wall, 1e-4))
-                except asyncio.TimeoutError:
+                await self._write_readback(start + profile(clock.now() - t0))
+                until = t_end
+                if not clock.virtual:
+                    until = min(until, clock.now() + self.tick * clock.scale)
+                if not await clock.sleep_until_or(until, self._wake):
                     continue
                 self._wake.clear()
                 if not self._stop_requested:
+                    # retarget from where the motor is now
+                    await self._write_readback(start + profile(min(clock.now() - t0,
+                                                                   duration)))
                     retarget = True
                     break
             if not retarget:

@@ -48,7 +48,8 @@ from caproto.server import PVGroup, SubGroup, pvproperty
 
 from . import common
 from .clock import ClockGroup
-from .common import (ClippedInteger, DetectorCam, FrameDetector, Station, char_pv, serve,
+from .common import (ClippedInteger, DetectorCam, FrameDetector, Station, char_pv, keyed_normal,
+                     serve,
                      station_arg_parser, station_kwargs)
 from .motor import SimMotor
 from .physics import scattering_frames as sf
@@ -270,24 +271,31 @@ class Diode(PVGroup):
     trans = pvproperty(value=0.0, read_only=True, precision=8,
                        doc="Transmitted fraction at the present position (0: closed)")
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._rng = np.random.default_rng([self.parent.seed, 6])
+    rng_stream = 6
 
     async def measure(self) -> float:
         station = self.parent
         if not station.shutter.is_open:
             return 0.0
-        await station.pstat.update()  # the cell now (through any technique event)
+        t_cell = await station.pstat.update()  # the cell now (through any technique event)
         t = station.footprint().transmission
-        return max(float(t) * (1.0 + self._rng.normal(0.0, self.rel_noise)), 0.0)
+        noise = keyed_normal(station.seed, self.rng_stream, t_cell, self.rel_noise)
+        return max(float(t) * (1.0 + noise), 0.0)
+
+    async def _publish(self, t: float | None = None) -> None:
+        value = await self.measure()
+        if value != self.trans.value:
+            await self.trans.write(value)
 
     @trans.startup
     async def trans(self, instance, async_lib):
+        clock = self.parent.simclock
+        if clock.virtual:
+            clock.add_step_hook(self._publish)
+            await self._publish()
+            return
         while True:
-            value = await self.measure()
-            if value != instance.value:
-                await instance.write(value)
+            await self._publish()
             await async_lib.library.sleep(self.period)
 
     @trans.getter

@@ -26,7 +26,7 @@ from caproto.server import PVGroup, SubGroup, pvproperty
 from . import common
 from .clock import ClockGroup
 from .common import (ClippedDouble, ClippedInteger, DetectorCam, FrameDetector, Station,
-                     TruthLog, serve, station_arg_parser, station_kwargs)
+                     TruthLog, keyed_normal, serve, station_arg_parser, station_kwargs)
 from .motor import SimMotor
 from .physics.materials import effective_energy_kev, i0_rate, objective_flux_factor
 from .physics.xct_cell import CellParams, XCTCell
@@ -94,7 +94,7 @@ class ForceSensor(PVGroup):
     full_scale_mv_v = 2.0
     warning_n = 450.0
     noise_n = 0.02
-    period = 0.1  # wall s
+    period = 0.1  # wall s between updates (scaled time; virtual: at every advance)
 
     bridge = pvproperty(value=0.0, read_only=True, units="mV/V", precision=6,
                         doc="GSV-3USB bridge signal (2 mV/V at 500 N)")
@@ -105,13 +105,16 @@ class ForceSensor(PVGroup):
     offset = pvproperty(value=0.0, read_only=True, units="N", precision=3,
                         doc="Tare offset (N)")
 
+    rng_stream = 2
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._rng = np.random.default_rng([self.parent.seed, 2])
         self._load = 0.0
 
-    async def _update(self) -> None:
-        load = float(self.parent.cell.force_n) + self._rng.normal(0.0, self.noise_n)
+    async def _update(self, t: float | None = None) -> None:
+        cell = self.parent.cell
+        load = float(cell.force_n) + keyed_normal(self.parent.seed, self.rng_stream,
+                                                  float(cell.t), self.noise_n)
         load = min(load, self.full_scale_n)
         self._load = load
         bridge = load / self.full_scale_n * self.full_scale_mv_v
@@ -125,9 +128,16 @@ class ForceSensor(PVGroup):
         await self.bridge.write(bridge, verify_value=False, status=status, severity=severity)
         await self.force.write(force, verify_value=False, status=status, severity=severity)
 
-    @force.scan(period=period)
+    @force.startup
     async def force(self, instance, async_lib):
-        await self._update()
+        clock = self.parent.simclock
+        if clock.virtual:
+            clock.add_step_hook(self._update)  # after the potentiostat's: the cell is at t
+            await self._update()
+            return
+        while True:
+            await self._update()
+            await async_lib.library.sleep(self.period)
 
     @tare.putter
     async def tare(self, instance, value):

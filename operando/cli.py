@@ -5,6 +5,7 @@
                      [--tiled-uri URI --api-key KEY] [--prefix P] [--data-dir D]
     operando run saxs [--beamline synchrotron|lab] [--cycles N] [--grid NXxNY]
                       [--raster-every SECONDS] [--time-scale S] [--tiled-uri URI --api-key KEY]
+    operando rehearse xct|saxs [run options]    (the run on virtual time, timed)
     operando reduce UID [--figures DIR] [--tiled-uri URI --api-key KEY] [--data-dir D]
     operando replay [--data-dir D] [--tiled-uri URI --api-key KEY]
     operando serve [--data-dir D] [--port P]
@@ -32,6 +33,21 @@ def _add_tiled_args(p: argparse.ArgumentParser) -> None:
                    help="catalog, detector files and logs (default: ./data)")
 
 
+def _time_scale(text: str):
+    """A time scale: a number > 0 or 'virtual'."""
+    from .iocs.clock import parse_time_scale
+
+    try:
+        return parse_time_scale(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+TIME_SCALE_HELP = ("cell seconds per wall second (1 = real time), or 'virtual': cell time "
+                   "advances only by what the station's operations take, as fast as the "
+                   "machine allows (default {default})")
+
+
 def _grid(text: str) -> tuple[int, int]:
     """'5x4' (points in x by points in y) -> (ny, nx)."""
     try:
@@ -43,26 +59,15 @@ def _grid(text: str) -> tuple[int, int]:
     return ny, nx
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="operando", description=__doc__.split("\n\n")[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    iocs = sub.add_parser("iocs", help="run a station's simulators in the foreground",
-                          add_help=False)
-    iocs.add_argument("station", choices=sorted(IOC_MODULES))
-    iocs.add_argument("ioc_args", nargs=argparse.REMAINDER,
-                      help="caproto IOC options: --prefix, --time-scale, --data-dir, "
-                           "--list-pvs, ... (see `operando iocs xct --help`)")
-
-    run = sub.add_parser("run", help="run an experiment headless")
-    run_sub = run.add_subparsers(dest="experiment", required=True)
+def _add_experiments(parser: argparse.ArgumentParser, *, default_scale) -> None:
+    """The experiments ``run`` and ``rehearse`` take, with their options."""
+    run_sub = parser.add_subparsers(dest="experiment", required=True)
     xct = run_sub.add_parser("xct", help="the operando XCT protocol (pressurized cell)")
     xct.add_argument("--cycles", type=int, default=20,
                      help="cycles at most; the run stops earlier when the cell fails "
                           "(default 20)")
-    xct.add_argument("--time-scale", type=float, default=1.0,
-                     help="simulated clock speed-up (1 = real time; default 1)")
+    xct.add_argument("--time-scale", type=_time_scale, default=default_scale,
+                     help=TIME_SCALE_HELP.format(default=default_scale))
     xct.add_argument("--projections", type=int, default=1601,
                      help="projections per 3D scan (default 1601)")
     xct.add_argument("--postmortem-projections", type=int, default=None,
@@ -98,8 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     saxs.add_argument("--c-rate", type=float, default=1 / 20, help="C-rate (default 1/20)")
     saxs.add_argument("--exposure", type=float, default=None,
                       help="exposure per point, s (default 7 s synchrotron, 80 s lab)")
-    saxs.add_argument("--time-scale", type=float, default=1.0,
-                      help="simulated clock speed-up (1 = real time; default 1)")
+    saxs.add_argument("--time-scale", type=_time_scale, default=default_scale,
+                      help=TIME_SCALE_HELP.format(default=default_scale))
     saxs.add_argument("--figures", default=None,
                       help="folder for the figures, one sub-folder per experiment "
                            "(default: DATA_DIR/figures)")
@@ -109,6 +114,25 @@ def build_parser() -> argparse.ArgumentParser:
     saxs.add_argument("--experiment-id", help="experiment id stored in every run")
     saxs.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_tiled_args(saxs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="operando", description=__doc__.split("\n\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    iocs = sub.add_parser("iocs", help="run a station's simulators in the foreground",
+                          add_help=False)
+    iocs.add_argument("station", choices=sorted(IOC_MODULES))
+    iocs.add_argument("ioc_args", nargs=argparse.REMAINDER,
+                      help="caproto IOC options: --prefix, --time-scale, --data-dir, "
+                           "--list-pvs, ... (see `operando iocs xct --help`)")
+
+    run = sub.add_parser("run", help="run an experiment headless")
+    _add_experiments(run, default_scale=1.0)
+    rehearse = sub.add_parser("rehearse", help="rehearse an experiment on the simulators "
+                              "on virtual time, as fast as the machine allows, and time it")
+    _add_experiments(rehearse, default_scale="virtual")
 
     reduce = sub.add_parser("reduce", help="reduce a stored raw run (or experiment) again, "
                             "offline, from Tiled")
@@ -148,9 +172,6 @@ def cmd_run(args) -> int:
     if args.tiled_uri and not args.api_key:
         print("operando: --tiled-uri needs --api-key (or $TILED_API_KEY)", file=sys.stderr)
         return 2
-    if args.time_scale <= 0:
-        print("operando: --time-scale must be > 0", file=sys.stderr)
-        return 2
     target = TiledTarget(args.tiled_uri, args.api_key, DataLayout.at(args.data_dir))
     if args.experiment == "saxs":
         return _run_saxs(args, target)
@@ -164,6 +185,7 @@ def cmd_run(args) -> int:
                      experiment_id=experiment_id, progress=not args.no_progress,
                      sample_every=args.sample_every, figures_dir=figures,
                      reduce=not args.no_reduction)
+    args.report = report
     _report(report, args)
     if report.failure:
         f = report.failure
@@ -176,6 +198,18 @@ def cmd_run(args) -> int:
     else:
         print(f"browse: operando serve --data-dir {args.data_dir}")
     return 0
+
+
+def cmd_rehearse(args) -> int:
+    """``operando run`` on virtual time (by default), then how fast it went."""
+    code = cmd_run(args)
+    report = getattr(args, "report", None)
+    if report is not None:
+        cell_h = report.extra.get("cell_time_s", 0.0) / 3600.0
+        ratio = report.extra.get("cell_time_s", 0.0) / report.wall_s if report.wall_s else 0.0
+        print(f"rehearsal: {cell_h:.2f} h of cell time in {report.wall_s:.1f} s of wall time "
+              f"({ratio:.0f}x, time scale {args.time_scale})")
+    return code
 
 
 def _figures_dir(args) -> Path | None:
@@ -206,6 +240,7 @@ def _run_saxs(args, target) -> int:
                       c_rate=args.c_rate, exposure=args.exposure, experiment_id=experiment_id,
                       progress=not args.no_progress, figures_dir=figures,
                       reduce=not args.no_reduction)
+    args.report = report
     _report(report, args)
     print(f"data: {report.data_dir} (detector frames under {report.frames_dir})")
     if figures:
@@ -295,8 +330,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    handlers = {"iocs": cmd_iocs, "run": cmd_run, "serve": cmd_serve, "reduce": cmd_reduce,
-                "replay": cmd_replay}
+    handlers = {"iocs": cmd_iocs, "run": cmd_run, "rehearse": cmd_rehearse,
+                "serve": cmd_serve, "reduce": cmd_reduce, "replay": cmd_replay}
     return handlers[args.command](args) or 0
 
 

@@ -67,6 +67,7 @@ def _station_job(*, target: TiledTarget, station_name: str, make_station, ioc_ar
     """Simulators (unless ``prefix``), Tiled, the station, a RunEngine with
     TiledWriter (+ backup), the live reducer and the progress bar; runs the plan
     made by ``plan_factory(station)`` and returns ``(plan result, uri, frames dir)``.
+    The plan result gains ``cell_time_s``, the station's cell time at the end.
     """
     import ophyd
 
@@ -84,7 +85,7 @@ def _station_job(*, target: TiledTarget, station_name: str, make_station, ioc_ar
         ophyd.set_cl("caproto")
         ophyd.signal.EpicsSignalBase.set_defaults(timeout=10.0, connection_timeout=10.0)
         station = make_station(ioc.prefix if ioc else prefix, write_path=frames)
-        RE = make_run_engine(client, backup_directory=layout.backup)
+        RE = make_run_engine(client, backup_directory=layout.backup, clock=station.clock)
         reducer = reducer_factory(client, figures_dir) if reducer_factory else None
         if reducer is not None:
             RE.subscribe(reducer)
@@ -98,6 +99,7 @@ def _station_job(*, target: TiledTarget, station_name: str, make_station, ioc_ar
             ioc.release_hold()  # cell time 0: the assembled cell, as the protocol starts
         try:
             result = RE(plan_factory(station)).plan_result
+            result.cell_time_s = float(station.clock.time.get())
         finally:
             if progress_cb is not None:
                 progress_cb.close()
@@ -111,13 +113,20 @@ def _station_job(*, target: TiledTarget, station_name: str, make_station, ioc_ar
     return result, uri, frames
 
 
+def _extra(result, figures_dir) -> dict:
+    extra = {"cell_time_s": result.cell_time_s}
+    if figures_dir is not None:
+        extra["figures"] = figures_dir
+    return extra
+
+
 def _disconnect(station) -> None:
     """Drop the devices' subscriptions before the simulators stop."""
     for dev in station.devices().values():
         dev.destroy()
 
 
-def run_xct(*, target: TiledTarget, cycles: int, time_scale: float, projections: int,
+def run_xct(*, target: TiledTarget, cycles: int, time_scale: float | str, projections: int,
             binning: int, prefix: str | None = None, seed: int = 0,
             exposure: float = 1.5, images_per_projection: int = 3,
             postmortem: bool = True, postmortem_projections: int | None = None,
@@ -153,10 +162,10 @@ def run_xct(*, target: TiledTarget, cycles: int, time_scale: float, projections:
     return JobReport(experiment_id=result.experiment_id, runs=result.runs, tiled_uri=uri,
                      data_dir=target.layout.root, frames_dir=frames,
                      wall_s=time.monotonic() - t_wall, failure=result.failure,
-                     extra={"figures": figures_dir} if reduce else {})
+                     extra=_extra(result, figures_dir if reduce else None))
 
 
-def run_saxs(*, target: TiledTarget, beamline: str, cycles: int, time_scale: float,
+def run_saxs(*, target: TiledTarget, beamline: str, cycles: int, time_scale: float | str,
              shape: tuple[int, int], raster_every: float | None, prefix: str | None = None,
              seed: int = 0, c_rate: float = 1 / 20, exposure: float | None = None,
              experiment_id: str | None = None, progress: bool = True,
@@ -186,4 +195,4 @@ def run_saxs(*, target: TiledTarget, beamline: str, cycles: int, time_scale: flo
     return JobReport(experiment_id=result.experiment_id, runs=result.runs, tiled_uri=uri,
                      data_dir=target.layout.root, frames_dir=frames,
                      wall_s=time.monotonic() - t_wall,
-                     extra={"figures": figures_dir} if reduce else {})
+                     extra=_extra(result, figures_dir if reduce else None))

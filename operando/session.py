@@ -29,13 +29,48 @@ def make_tiled_writer(client, *, backup_directory: str | Path | None = None,
 
 
 def make_run_engine(tiled_client=None, *, backup_directory=None, md: dict | None = None,
-                    main_thread: bool = True) -> RunEngine:
-    """A RunEngine writing every run into Tiled (when a client is given)."""
+                    main_thread: bool = True, clock=None, loop=None) -> RunEngine:
+    """A RunEngine writing every run into Tiled (when a client is given).
+
+    With the station's ``clock`` device, a simulator on virtual time is
+    synchronized with it (:func:`synchronize_clock`).
+    """
     kwargs = {} if main_thread else {"context_managers": []}
+    if loop is not None:
+        kwargs["loop"] = loop
     RE = RunEngine(dict(md or {}), call_returns_result=True, **kwargs)
     if tiled_client is not None:
         RE.subscribe(make_tiled_writer(tiled_client, backup_directory=backup_directory))
+    if clock is not None:
+        synchronize_clock(RE, clock)
     return RE
+
+
+def synchronize_clock(RE: RunEngine, clock) -> bool:
+    """Let a simulator on virtual time advance only while ``RE`` waits on the hardware.
+
+    The RunEngine's ``wait`` puts ``clock:waiting`` 1 before it waits and 0 after,
+    and ``clock:sync`` 1 tells the simulator to advance only meanwhile. Every
+    operation a plan starts before a wait (two exposures, two moves) then starts
+    at the same cell time, and nothing the plan does between waits (reading,
+    writing to Tiled, its own logic) takes cell time. Returns False (and does
+    nothing) when the clock is not virtual (a real or a scaled station).
+    """
+    if not int(clock.virtual.get()):
+        return False
+    wait = RE._command_registry["wait"]
+
+    async def wait_on_hardware(msg):
+        clock.waiting.put(1, wait=False)
+        try:
+            return await wait(msg)
+        finally:
+            clock.waiting.put(0, wait=False)
+
+    RE.register_command("wait", wait_on_hardware)
+    clock.waiting.put(0, wait=True)
+    clock.sync.put(1, wait=True)
+    return True
 
 
 def backup_files(backup_directory: str | Path) -> list[Path]:

@@ -27,7 +27,8 @@ from ..devices.common import Technique
 from ..devices.saxs import SaxsStation
 from . import validation as check
 from .alignment import GridBounds, cathode_layer, segment_profile, window_extent
-from .stubs import MsgGenerator, experiment_md, now, wait_until
+from .stubs import (MsgGenerator, experiment_md, now, start_technique, technique_running,
+                    wait_technique, wait_until)
 
 HOUR = 3600.0
 #: Exposure per point and detector, by beamline (paper: 7 s at Elettra, 80 s on the Xeuss).
@@ -257,16 +258,16 @@ def saxs_waxs_operando(station: SaxsStation, *, cycles: int = 1, c_rate: float =
         for k in range(ocv_rasters):
             yield from one_raster("ocv", 0, k)
         technique = Technique.cycling(current, e_min=e_min, e_max=e_max, cycles=cycles)
-        status = yield from bps.abs_set(station.pstat, technique, group="cycling")
+        yield from start_technique(station.pstat, technique)
         t0 = yield from now(station.clock)
         index = 0
-        while not status.done:
+        while (yield from technique_running(station.pstat)):
             half = yield from bps.rd(station.pstat.half_cycle)
             yield from one_raster("operando", int(half) // 2 + 1, index)
             index += 1
-            if raster_every is not None and not status.done:
+            if raster_every is not None and (yield from technique_running(station.pstat)):
                 yield from wait_until(station.clock, t0 + index * raster_every)
-        yield from bps.wait(group="cycling")
+        yield from wait_technique(station.pstat)
         result.end_state = str((yield from bps.rd(station.pstat.state)))
         yield from one_raster("operando", cycles, index)
         return result

@@ -41,6 +41,29 @@ def wait_until(clock, t: float) -> MsgGenerator:
     yield from bps.mv(clock, float(t))
 
 
+def start_technique(pstat, technique) -> MsgGenerator:
+    """Configure and start a potentiostat technique that runs in the background.
+
+    The plan goes on at once; it learns of the technique's end from
+    :func:`technique_running` (a fresh read of the state, never a monitor that
+    may arrive late) or waits for it with :func:`wait_technique`.
+    """
+    yield from bps.prepare(pstat, technique, wait=True)
+    yield from bps.mv(pstat.start_cmd, 1)
+
+
+def technique_running(pstat) -> MsgGenerator:
+    """True while the potentiostat's technique runs (read from the hardware now)."""
+    state = yield from bps.rd(pstat.state)
+    return state == "running"
+
+
+def wait_technique(pstat) -> MsgGenerator:
+    """Wait until the running technique has ended: a hardware wait (on virtual time
+    the clock advances to the technique's end)."""
+    yield from bps.mv(pstat.wait_cmd, 1)
+
+
 def now(clock) -> MsgGenerator:
     """The station's cell time (s)."""
     value = yield from bps.rd(clock.time)

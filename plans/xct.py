@@ -30,7 +30,8 @@ import numpy as np
 from ..devices.common import Technique
 from ..devices.xct import XCTStation
 from . import validation as check
-from .stubs import CellRecorder, MsgGenerator, experiment_md, now, wait_until
+from .stubs import (CellRecorder, MsgGenerator, experiment_md, now, start_technique,
+                    technique_running, wait_technique, wait_until)
 
 logger = logging.getLogger(__name__)
 
@@ -182,11 +183,9 @@ def scan3d(station: XCTStation, *, num_projections: int = 1601, exposure: float 
 
     def body():
         yield from recorder.sample()
-        technique = None
         t_ocv = yield from now(station.clock)
         if ocv_duration is not None:
-            technique = yield from bps.abs_set(station.pstat, Technique.ocv(ocv_duration),
-                                               group="technique")
+            yield from start_technique(station.pstat, Technique.ocv(ocv_duration))
         yield from bps.mv(station.source.kv, kv, station.source.filter, filter)
         yield from _configure_detector(station, exposure, k, objective)
         yield from _darks_and_flats(station, num_darks, num_flats, flat_offset, recorder)
@@ -200,13 +199,10 @@ def scan3d(station: XCTStation, *, num_projections: int = 1601, exposure: float 
             logger.warning("3D scan overran the %.2f h OCV step by %.2f h of cell time: "
                            "lower the time scale or the number of projections",
                            ocv_duration / HOUR, overrun["s"] / HOUR)
-        if technique is not None:
+        if ocv_duration is not None:
             # Keep recording the cell until the OCV step ends by itself.
-            t_end = yield from now(station.clock)
-            elapsed = yield from bps.rd(station.pstat.elapsed)
-            t_end += max(0.0, ocv_duration - float(elapsed))
-            yield from recorder.record_until(t_end)
-            yield from bps.wait(group="technique")
+            yield from recorder.record_until(t_ocv + ocv_duration)
+            yield from wait_technique(station.pstat)
         yield from recorder.sample()
 
     def run():
@@ -307,12 +303,12 @@ def plating(station: XCTStation, *, current_density: float, duration: float = 6 
         yield from _darks_and_flats(station, num_darks, num_flats, flat_offset, None)
         yield from bps.stage(det)
         t0 = yield from now(station.clock)
-        status = yield from bps.abs_set(station.pstat, technique, group="technique")
+        yield from start_technique(station.pstat, technique)
         yield from radiogram(station)
         result.radiograms += 1
         next_radiogram = t0 + radiogram_every
         t_end = t0 + duration
-        while not status.done:
+        while (yield from technique_running(station.pstat)):
             yield from bps.checkpoint()
             t_next = min(recorder.last + sample_every, next_radiogram, t_end)
             yield from wait_until(station.clock, t_next)
@@ -320,13 +316,13 @@ def plating(station: XCTStation, *, current_density: float, duration: float = 6 
             # Radiograms on the grid strictly inside the plating window; the
             # last one is taken after the technique has ended.
             due = recorder.last >= next_radiogram - 1e-6 and next_radiogram < t_end - 1e-6
-            if due and not status.done:
+            if due and (yield from technique_running(station.pstat)):
                 yield from radiogram(station)
                 result.radiograms += 1
                 next_radiogram += radiogram_every
             if recorder.last >= t_end:
                 break
-        yield from bps.wait(group="technique")
+        yield from wait_technique(station.pstat)
         state = yield from bps.rd(station.pstat.state)
         ewe = yield from bps.rd(station.pstat.ewe)
         t = yield from now(station.clock)

@@ -23,6 +23,7 @@ import ophyd  # noqa: E402
 
 ophyd.set_cl("caproto")
 
+from operando.iocs.clock import parse_time_scale  # noqa: E402
 from operando.ioc_process import IOCProcess, random_prefix  # noqa: E402
 from operando.tiled_server import DataLayout, TiledServer  # noqa: E402
 
@@ -72,7 +73,8 @@ def start_simulator(module, tmp_dir, *, time_scale, seed=0, extra=()):
     ioc = IOCProcess(module, random_prefix("T"), log_path=tmp_dir / "ioc.log",
                      args=["--time-scale", time_scale, "--data-dir", frames, "--seed", seed,
                            "--truth-file", truth, *extra])
-    ioc.frames_dir, ioc.truth_file, ioc.scale = frames, truth, float(time_scale)
+    ioc.frames_dir, ioc.truth_file = frames, truth
+    ioc.scale = parse_time_scale(time_scale)
     return ioc.start()
 
 

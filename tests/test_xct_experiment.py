@@ -1,4 +1,4 @@
-"""The whole operando XCT protocol on the simulator, default seed, at high time scale.
+"""The whole operando XCT protocol on the simulator, default seed, on virtual time.
 
 One module-scoped run of ``xct_operando`` (cycles until failure, then the
 post-mortem scans) with its own IOC; the tests check the protocol's documents
@@ -15,14 +15,14 @@ from collections import defaultdict
 
 import numpy as np
 import pytest
-from bluesky import RunEngine
 
 from operando.devices.xct import make_xct_station
 from operando.plans.xct import HOUR, current_for_density, xct_operando
+from operando.session import make_run_engine
 
 from .conftest import start_xct_ioc
 
-SCALE = 6000.0
+SCALE = "virtual"
 M_LI, RHO_LI, FARADAY = 6.94, 0.534, 96485.332
 
 
@@ -31,7 +31,7 @@ def experiment(tmp_path_factory):
     ioc = start_xct_ioc(tmp_path_factory.mktemp("xct-exp"), time_scale=SCALE, seed=0,
                         extra=["--hold"])
     station = make_xct_station(ioc.prefix, write_path=ioc.frames_dir, timeout=15)
-    RE = RunEngine({}, loop=asyncio.new_event_loop(), call_returns_result=True)
+    RE = make_run_engine(loop=asyncio.new_event_loop(), clock=station.clock)
     docs = []
     RE.subscribe(lambda name, doc: docs.append((name, doc)))
     ioc.release_hold()   # cell time 0 = the assembled cell, as the protocol starts
