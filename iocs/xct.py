@@ -19,6 +19,8 @@ IOC appends one JSON object per line for every event of interest (``ioc_start``,
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from caproto import AlarmSeverity, AlarmStatus, ChannelType
 from caproto.server import PVGroup, SubGroup, pvproperty
@@ -68,6 +70,15 @@ class Potentiostat(common.Potentiostat):
     def cell_voltage(self, current_a: float) -> float:
         return float(self.cell.potential_v(current_a))
 
+    def limit_time(self, current_a: float, e_min: float, e_max: float) -> float:
+        """The short circuit, exactly: Ewe drops to I·R_short when the ionic
+        throughput reaches the cell's threshold; a limit if that is outside
+        [e_min, e_max]."""
+        shorted_ewe = current_a * self.cell.params.r_short_ohm
+        if e_min <= shorted_ewe <= e_max:
+            return math.inf
+        return float(self.cell.time_to_short(current_a))
+
     def advance_cell(self, t: float) -> None:
         super().advance_cell(t)
         cell = self.cell
@@ -112,9 +123,10 @@ class ForceSensor(PVGroup):
         self._load = 0.0
 
     async def _update(self, t: float | None = None) -> None:
-        cell = self.parent.cell
-        load = float(cell.force_n) + keyed_normal(self.parent.seed, self.rng_stream,
-                                                  float(cell.t), self.noise_n)
+        station = self.parent
+        noise = keyed_normal(station.seed, self.rng_stream, station.simclock.now(),
+                             self.noise_n)
+        load = float(station.cell.force_n) + noise
         load = min(load, self.full_scale_n)
         self._load = load
         bridge = load / self.full_scale_n * self.full_scale_mv_v

@@ -205,11 +205,27 @@ def cmd_rehearse(args) -> int:
     code = cmd_run(args)
     report = getattr(args, "report", None)
     if report is not None:
-        cell_h = report.extra.get("cell_time_s", 0.0) / 3600.0
-        ratio = report.extra.get("cell_time_s", 0.0) / report.wall_s if report.wall_s else 0.0
-        print(f"rehearsal: {cell_h:.2f} h of cell time in {report.wall_s:.1f} s of wall time "
-              f"({ratio:.0f}x, time scale {args.time_scale})")
+        for line in rehearsal_summary(report, args.time_scale):
+            print(line)
     return code
+
+
+def rehearsal_summary(report, time_scale) -> list[str]:
+    """Cell time simulated, wall time, their ratio and where the wall time went."""
+    cell_s = report.extra.get("cell_time_s", 0.0)
+    timing = report.extra.get("timing", {})
+    busy = timing.get("plan_s", 0.0) + timing.get("reduction_flush_s", 0.0)
+    tiled = timing.get("tiled_writer_s", 0.0)
+    reduction = timing.get("reducer_callback_s", 0.0) + timing.get("reduction_flush_s", 0.0)
+    acquisition = timing.get("plan_s", 0.0) - tiled - timing.get("reducer_callback_s", 0.0)
+    lines = [f"rehearsal: {cell_s / 3600:.2f} h of cell time in {report.wall_s:.1f} s of wall "
+             f"time ({cell_s / report.wall_s if report.wall_s else 0:.0f}x; time scale "
+             f"{time_scale})"]
+    if busy > 0:
+        lines.append(f"  wall time: acquisition {acquisition / busy:.0%}, Tiled writing "
+                     f"{tiled / busy:.0%}, live reduction (on the RunEngine thread and after "
+                     f"the last run) {reduction / busy:.0%}")
+    return lines
 
 
 def _figures_dir(args) -> Path | None:

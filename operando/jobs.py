@@ -71,7 +71,7 @@ def _station_job(*, target: TiledTarget, station_name: str, make_station, ioc_ar
     """
     import ophyd
 
-    from .session import make_run_engine
+    from .session import TimedCallback, make_run_engine, make_tiled_writer
 
     layout = target.layout
     layout.create()
@@ -85,10 +85,13 @@ def _station_job(*, target: TiledTarget, station_name: str, make_station, ioc_ar
         ophyd.set_cl("caproto")
         ophyd.signal.EpicsSignalBase.set_defaults(timeout=10.0, connection_timeout=10.0)
         station = make_station(ioc.prefix if ioc else prefix, write_path=frames)
-        RE = make_run_engine(client, backup_directory=layout.backup, clock=station.clock)
+        RE = make_run_engine(clock=station.clock)
+        writer = TimedCallback(make_tiled_writer(client, backup_directory=layout.backup))
+        RE.subscribe(writer)
         reducer = reducer_factory(client, figures_dir) if reducer_factory else None
-        if reducer is not None:
-            RE.subscribe(reducer)
+        reducer_cb = TimedCallback(reducer) if reducer is not None else None
+        if reducer_cb is not None:
+            RE.subscribe(reducer_cb)
         progress_cb = None
         if progress:
             from .progress import ExperimentProgress
@@ -97,24 +100,33 @@ def _station_job(*, target: TiledTarget, station_name: str, make_station, ioc_ar
             RE.subscribe(progress_cb)
         if ioc is not None:
             ioc.release_hold()  # cell time 0: the assembled cell, as the protocol starts
+        t0 = time.perf_counter()
         try:
             result = RE(plan_factory(station)).plan_result
             result.cell_time_s = float(station.clock.time.get())
         finally:
+            t_plan = time.perf_counter() - t0
             if progress_cb is not None:
                 progress_cb.close()
             if reducer is not None:
                 reducer.flush(timeout=1800)
+            t_flush = time.perf_counter() - t0 - t_plan
                 errors = getattr(reducer, "errors", None)
                 if errors:
                     logger.error("live reduction reported %d error(s): %s", len(errors),
                                  errors[:3])
             _disconnect(station)
+    result.timing = {
+        "plan_s": t_plan,  # the RunEngine's wall time, callbacks on its thread included
+        "tiled_writer_s": writer.seconds,
+        "reducer_callback_s": reducer_cb.seconds if reducer_cb else 0.0,
+        "reduction_flush_s": t_flush,  # live reduction finishing after the plan
+    }
     return result, uri, frames
 
 
 def _extra(result, figures_dir) -> dict:
-    extra = {"cell_time_s": result.cell_time_s}
+    extra = {"cell_time_s": result.cell_time_s, "timing": result.timing}
     if figures_dir is not None:
         extra["figures"] = figures_dir
     return extra

@@ -4,7 +4,8 @@ Configuration, all optional:
 
 - ``OPERANDO_XCT_PREFIX``: PV prefix of a running XCT station. Unset: the
   simulators are started for the session (and stopped when it ends).
-- ``OPERANDO_TIME_SCALE``: the simulators' clock speed-up (default 1).
+- ``OPERANDO_TIME_SCALE``: the simulators' clock speed-up (default 1), or
+  ``virtual`` (cell time advances only while the RunEngine waits on the station).
 - ``OPERANDO_TILED_URI`` + ``TILED_API_KEY``: an existing Tiled server. Unset:
   the embedded catalog under ``OPERANDO_DATA_DIR`` (default ``./data``).
 """

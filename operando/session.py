@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 from bluesky import RunEngine
@@ -71,6 +72,23 @@ def synchronize_clock(RE: RunEngine, clock) -> bool:
     clock.waiting.put(0, wait=True)
     clock.sync.put(1, wait=True)
     return True
+
+
+class TimedCallback:
+    """A document callback that also counts the wall seconds it spends (``seconds``)."""
+
+    def __init__(self, callback):
+        self.callback = callback
+        self.seconds = 0.0
+        self.calls = 0
+
+    def __call__(self, name, doc):
+        t0 = time.perf_counter()
+        try:
+            return self.callback(name, doc)
+        finally:
+            self.seconds += time.perf_counter() - t0
+            self.calls += 1
 
 
 def backup_files(backup_directory: str | Path) -> list[Path]:

@@ -22,7 +22,7 @@ def _run(args, **kwargs):
 
 def test_run_xct_headless_into_embedded_tiled(tmp_path):
     data = tmp_path / "data"
-    proc = _run(["run", "xct", "--cycles", "1", "--time-scale", "2000", "--projections", "11",
+    proc = _run(["run", "xct", "--cycles", "1", "--time-scale", "virtual", "--projections", "11",
                  "--images", "1", "--no-postmortem", "--experiment-id", "cli-test",
                  "--data-dir", str(data)])
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
@@ -46,8 +46,9 @@ def test_run_xct_headless_into_embedded_tiled(tmp_path):
 
 
 def test_cli_rejects_bad_arguments(tmp_path):
-    proc = _run(["run", "xct", "--time-scale", "0", "--data-dir", str(tmp_path)])
-    assert proc.returncode == 2 and "time-scale" in proc.stderr
+    for bad in ("0", "-1", "nan", "inf", "fast"):
+        proc = _run(["run", "xct", "--time-scale", bad, "--data-dir", str(tmp_path)])
+        assert proc.returncode == 2 and "time-scale" in proc.stderr, bad
     proc = _run(["run", "saxs", "--grid", "0x4", "--data-dir", str(tmp_path)])
     assert proc.returncode == 2 and "grid" in proc.stderr
     proc = _run(["run", "xct", "--tiled-uri", "http://127.0.0.1:1", "--data-dir",
@@ -58,9 +59,13 @@ def test_cli_rejects_bad_arguments(tmp_path):
 
 def test_run_saxs_with_live_reduction_then_reduce_offline(tmp_path):
     data = tmp_path / "data"
-    proc = _run(["run", "saxs", "--cycles", "1", "--time-scale", "5000", "--grid", "3x2",
+    proc = _run(["rehearse", "saxs", "--cycles", "1", "--grid", "3x2", "--raster-every", "7200",
                  "--exposure", "1", "--experiment-id", "cli-saxs", "--data-dir", str(data)])
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    # the rehearsal's summary: cell hours, wall seconds, where the time went
+    summary = re.search(r"rehearsal: ([\d.]+) h of cell time in ([\d.]+) s of wall", proc.stdout)
+    assert summary and float(summary.group(1)) > 10.0  # a C/20 cycle is ~12 h
+    assert "Tiled writing" in proc.stdout
     runs = re.findall(r"^\s+([0-9a-f-]{36})\s+(\w+)", proc.stdout, flags=re.M)
     steps = [step for _, step in runs]
     assert steps[:2] == ["background", "ocv"] and steps.count("operando") >= 2

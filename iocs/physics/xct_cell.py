@@ -140,7 +140,7 @@ stay inside the HSE layer as it thins.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from math import exp, expm1, pi, tanh
+from math import exp, expm1, inf, pi, tanh
 
 import numpy as np
 
@@ -437,7 +437,7 @@ class XCTCell:
         if not self.shorted and current_a != 0.0:
             rate = abs(current_a) * self._um_per_c
             remaining = self.short_threshold_um - self._thr_um
-            if rate * dt >= remaining:
+            if rate * dt >= remaining - 1e-9:  # (µm) a step to time_to_short() shorts
                 dt1 = max(0.0, remaining / rate)
                 self._step(dt1, current_a)
                 self._thr_um = self.short_threshold_um
@@ -446,6 +446,17 @@ class XCTCell:
                 dt = t_new - self.t
         self._step(dt, current_a)
         self.t = t_new  # avoid drift from summing dt's
+
+    def time_to_short(self, current_a: float) -> float:
+        """Seconds of ``current_a`` from now until the cell shorts (``inf``: never).
+
+        The ionic throughput grows at |I| (in µm of Li per coulomb) until it
+        reaches the cell's threshold, exactly as :meth:`advance` integrates it.
+        """
+        if self.shorted or current_a == 0.0:
+            return inf
+        remaining = self.short_threshold_um - self._thr_um
+        return max(0.0, remaining / (abs(float(current_a)) * self._um_per_c))
 
     # ------------------------------------------------------------------ observables
     @property
