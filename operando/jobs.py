@@ -110,11 +110,11 @@ def _station_job(*, target: TiledTarget, station_name: str, make_station, ioc_ar
                 progress_cb.close()
             if reducer is not None:
                 reducer.flush(timeout=1800)
-            t_flush = time.perf_counter() - t0 - t_plan
                 errors = getattr(reducer, "errors", None)
                 if errors:
                     logger.error("live reduction reported %d error(s): %s", len(errors),
                                  errors[:3])
+            t_flush = time.perf_counter() - t0 - t_plan
             _disconnect(station)
     result.timing = {
         "plan_s": t_plan,  # the RunEngine's wall time, callbacks on its thread included
