@@ -14,13 +14,13 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Short versions of both experiments on the simulators, into the embedded Tiled
-# under ./data; figures under ./data/figures/<experiment id>/. The XCT time scale
-# is one the acquisition keeps up with (a 61-projection scan inside the 3 h OCV).
+# Both experiments on the simulators on virtual time (as fast as the machine
+# allows, the same result whatever its load), into the embedded Tiled under
+# ./data, reduced live; figures under ./data/figures/<experiment id>/.
 demo: $(STAMP)
-	$(BIN)/operando run xct --cycles 2 --time-scale 300 --projections 61 \
+	$(BIN)/operando rehearse xct --cycles 2 --projections 61 \
 		--postmortem-projections 61 --data-dir data
-	$(BIN)/operando run saxs --cycles 1 --time-scale 2000 --grid 5x4 --data-dir data
+	$(BIN)/operando rehearse saxs --cycles 1 --grid 5x4 --raster-every 3600 --data-dir data
 	@echo "Browse the catalog: $(BIN)/operando serve --data-dir data"
 
 # The whole suite against real IOC subprocesses and a real Tiled server.
