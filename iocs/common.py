@@ -323,23 +323,27 @@ class Potentiostat(PVGroup):
         "now" calls this, so a technique never runs past its events.
         """
         async with self._lock:
-            now = self.station.simclock.now()
-            while self.technique is not None:
-                t_event, kind = self.next_event()
-                if t_event > now:
-                    break
-                self.advance_cell(t_event)
-                await self.handle_event(kind, t_event)
-            self.advance_cell(now)
-            ewe = self.cell_voltage(self.applied_current) + keyed_normal(
-                self.station.seed, self.rng_stream, now, self.noise_v)
-            await self.ewe.write(ewe)
-            tech = self.technique
-            if tech is not None:
-                await self.publish_technique(now)
-                if tech["mode"] == "CC" and not tech["e_min"] <= ewe <= tech["e_max"]:
-                    await self._finish("limit", now)
-            return now
+            return await self._update()
+
+    async def _update(self) -> float:
+        """:meth:`update`, the lock held (one change of the technique at a time)."""
+        now = self.station.simclock.now()
+        while self.technique is not None:
+            t_event, kind = self.next_event()
+            if t_event > now:
+                break
+            self.advance_cell(t_event)
+            await self.handle_event(kind, t_event)
+        self.advance_cell(now)
+        ewe = self.cell_voltage(self.applied_current) + keyed_normal(
+            self.station.seed, self.rng_stream, now, self.noise_v)
+        await self.ewe.write(ewe)
+        tech = self.technique
+        if tech is not None:
+            await self.publish_technique(now)
+            if tech["mode"] == "CC" and not tech["e_min"] <= ewe <= tech["e_max"]:
+                await self._finish("limit", now)
+        return now
 
     def next_event_time(self) -> float:
         """Cell time of the running technique's next event (``inf``: none)."""
@@ -381,7 +385,13 @@ class Potentiostat(PVGroup):
     async def start_cmd(self, instance, value):
         if not value:
             return 0
-        now = await self.update()
+        async with self._lock:
+            await self._start()
+        self._wake.set()
+        return 0
+
+    async def _start(self) -> None:
+        now = await self._update()
         if self.technique is not None:
             await self._finish("aborted", now)
         tech = self.begin_technique(now)
@@ -399,8 +409,6 @@ class Potentiostat(PVGroup):
                                   "e_min": tech["e_min"], "e_max": tech["e_max"],
                                   **{k: tech[k] for k in ("cycles",) if k in tech},
                                   **self.technique_truth(tech)})
-        self._wake.set()
-        return 0
 
     @wait_cmd.putter
     async def wait_cmd(self, instance, value):
@@ -416,9 +424,10 @@ class Potentiostat(PVGroup):
     @stop_cmd.putter
     async def stop_cmd(self, instance, value):
         if value and self.technique is not None:
-            now = await self.update()
-            if self.technique is not None:
-                await self._finish("aborted", now)
+            async with self._lock:
+                now = await self._update()
+                if self.technique is not None:
+                    await self._finish("aborted", now)
             self._wake.set()
         return 0
 
