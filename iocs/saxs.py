@@ -8,7 +8,8 @@ and frame rendering); this is a thin shell that advances the cell on the
 simulated clock, turns puts into technique/stage/shutter/sample changes, and
 renders SAXS and WAXS frames into HDF5 files. The building blocks (clock,
 motor records, potentiostat, detector + HDF5 plugin, station start-up) are
-shared with the XCT station (``common.py``, ``clock.py``, ``motor.py``).
+shared with the XCT station (``potentiostat.py``, ``detector.py``, ``station.py``,
+``clock.py``, ``motor.py``, ``pvs.py``).
 
 Run it::
 
@@ -46,11 +47,11 @@ import numpy as np
 from caproto import ChannelType
 from caproto.server import PVGroup, SubGroup, pvproperty
 
-from . import common
+from . import potentiostat
 from .clock import ClockGroup
-from .common import (ClippedInteger, DetectorCam, FrameDetector, Station, char_pv, keyed_normal,
-                     serve,
-                     station_arg_parser, station_kwargs)
+from .detector import DetectorCam, FrameDetector
+from .pvs import ClippedInteger, char_pv, keyed_normal
+from .station import Station, serve, station_arg_parser, station_kwargs
 from .motor import SimMotor
 from .physics import scattering_frames as sf
 from .physics.saxs_cell import SaxsCell, SaxsCellParams
@@ -67,7 +68,7 @@ def _direction(current_a: float) -> str:
     return "rest" if current_a == 0 else ("discharge" if current_a > 0 else "charge")
 
 
-class CyclingPotentiostat(common.Potentiostat):
+class CyclingPotentiostat(potentiostat.Potentiostat):
     """BioLogic-like potentiostat with OCV, CC and GCPL (galvanostatic cycling).
 
     PVs

@@ -25,10 +25,11 @@ import numpy as np
 from caproto import AlarmSeverity, AlarmStatus, ChannelType
 from caproto.server import PVGroup, SubGroup, pvproperty
 
-from . import common
+from . import potentiostat
 from .clock import ClockGroup
-from .common import (ClippedDouble, ClippedInteger, DetectorCam, FrameDetector, Station,
-                     TruthLog, keyed_normal, serve, station_arg_parser, station_kwargs)
+from .detector import DetectorCam, FrameDetector
+from .pvs import ClippedDouble, ClippedInteger, TruthLog, keyed_normal
+from .station import Station, serve, station_arg_parser, station_kwargs
 from .motor import SimMotor
 from .physics.materials import effective_energy_kev, i0_rate, objective_flux_factor
 from .physics.xct_cell import CellParams, XCTCell
@@ -36,7 +37,7 @@ from .physics.xct_phantom import DetectorGeometry, Projector
 
 __all__ = ["XCTStation", "ClippedDouble", "ClippedInteger", "TruthLog", "main"]
 
-TECHNIQUE_STATES = common.TECHNIQUE_STATES
+TECHNIQUE_STATES = potentiostat.TECHNIQUE_STATES
 FILTERS = ("None", "LE1", "LE2", "LE3", "HE1")
 OBJECTIVES = ("4X", "4X-wide", "20X")
 BINNINGS = (1, 2, 4)
@@ -49,10 +50,10 @@ def _particles_of(geom):
     return getattr(geom, "particles", None)
 
 
-# -- clock is in clock.py; motors in motor.py; shared groups in common.py ------------
+# -- clock.py: the clock; motor.py: motors; potentiostat.py, detector.py, station.py --
 
-class Potentiostat(common.Potentiostat):
-    """The shared SP-150e-like potentiostat (PVs: see :class:`common.Potentiostat`)
+class Potentiostat(potentiostat.Potentiostat):
+    """The shared SP-150e-like potentiostat (PVs: see :class:`potentiostat.Potentiostat`)
     on the XCT cell.
 
     The XCT cell model (:class:`XCTCell`: ``t``, ``potential_v``) is advanced

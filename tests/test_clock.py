@@ -9,7 +9,7 @@ import pytest
 
 from operando.iocs.clock import (VIRTUAL, SimClock, VirtualClock, make_clock,
                                  parse_time_scale)
-from operando.iocs.common import keyed_normal
+from operando.iocs.pvs import keyed_normal
 
 
 def run(coro, timeout=5.0):
