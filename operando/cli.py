@@ -213,18 +213,17 @@ def cmd_rehearse(args) -> int:
 def rehearsal_summary(report, time_scale) -> list[str]:
     """Cell time simulated, wall time, their ratio and where the wall time went."""
     cell_s = report.extra.get("cell_time_s", 0.0)
-    timing = report.extra.get("timing", {})
-    busy = timing.get("plan_s", 0.0) + timing.get("reduction_flush_s", 0.0)
-    tiled = timing.get("tiled_writer_s", 0.0)
-    reduction = timing.get("reducer_callback_s", 0.0) + timing.get("reduction_flush_s", 0.0)
-    acquisition = timing.get("plan_s", 0.0) - tiled - timing.get("reducer_callback_s", 0.0)
-    lines = [f"rehearsal: {cell_s / 3600:.2f} h of cell time in {report.wall_s:.1f} s of wall "
-             f"time ({cell_s / report.wall_s if report.wall_s else 0:.0f}x; time scale "
-             f"{time_scale})"]
-    if busy > 0:
-        lines.append(f"  wall time: acquisition {acquisition / busy:.0%}, Tiled writing "
-                     f"{tiled / busy:.0%}, live reduction (on the RunEngine thread and after "
-                     f"the last run) {reduction / busy:.0%}")
+    t = report.extra.get("timing", {})
+    wall = report.wall_s
+    acquisition = t.get("plan_s", 0.0) - t.get("reducer_callback_s", 0.0)
+    lines = [f"rehearsal: {cell_s / 3600:.2f} h of cell time in {wall:.1f} s of wall time "
+             f"({cell_s / wall if wall else 0:.0f}x; time scale {time_scale})"]
+    if wall > 0:
+        lines.append(
+            f"  share of the wall time: acquisition (RunEngine) {acquisition / wall:.0%}; "
+            f"Tiled writing {t.get('tiled_writer_s', 0.0) / wall:.0%} busy on its own thread, "
+            f"{t.get('ingest_drain_s', 0.0) / wall:.0%} draining after the plan; live "
+            f"reduction {t.get('reduction_flush_s', 0.0) / wall:.0%} finishing after that")
     return lines
 
 

@@ -65,7 +65,7 @@ def test_run_saxs_with_live_reduction_then_reduce_offline(tmp_path):
     # the rehearsal's summary: cell hours, wall seconds, where the time went
     summary = re.search(r"rehearsal: ([\d.]+) h of cell time in ([\d.]+) s of wall", proc.stdout)
     assert summary and float(summary.group(1)) > 10.0  # a C/20 cycle is ~12 h
-    assert "Tiled writing" in proc.stdout
+    assert "Tiled writing" in proc.stdout and "acquisition" in proc.stdout
     runs = re.findall(r"^\s+([0-9a-f-]{36})\s+(\w+)", proc.stdout, flags=re.M)
     steps = [step for _, step in runs]
     assert steps[:2] == ["background", "ocv"] and steps.count("operando") >= 2
