@@ -21,6 +21,8 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
+from operando.constants import FARADAY, HOUR, M_LI, RHO_LI, SPRING_K_N_PER_MM
+
 __all__ = [
     "FARADAY",
     "M_LI",
@@ -38,12 +40,6 @@ __all__ = [
     "cycle_peaks",
     "failure_summary",
 ]
-
-FARADAY = 96485.33212  # C/mol
-M_LI = 6.94  # g/mol
-RHO_LI = 0.534  # g/cm³
-SPRING_K_N_PER_MM = 72.78
-
 
 def electrode_area_cm2(diameter_mm: float) -> float:
     """Area of a disc electrode of ``diameter_mm`` in cm²."""
@@ -72,7 +68,7 @@ def plated_thickness_um(charge_c: Any, area_cm2: float, *, molar_mass: float = M
 
 def faraday_thickness_um(j_uA_cm2: Any, hours: Any, **kwargs: Any) -> Any:
     """Li thickness after ``hours`` at ``j_uA_cm2``: 40 µA/cm², 6 h → 1.16 µm."""
-    charge_per_cm2 = np.asarray(j_uA_cm2, dtype=float) * 1e-6 * np.asarray(hours, dtype=float) * 3600.0
+    charge_per_cm2 = np.asarray(j_uA_cm2, dtype=float) * 1e-6 * np.asarray(hours, dtype=float) * HOUR
     return plated_thickness_um(charge_per_cm2, 1.0, **kwargs)
 
 

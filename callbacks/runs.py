@@ -39,6 +39,8 @@ from urllib.parse import urlparse
 import numpy as np
 from event_model import DocumentRouter
 
+from operando.constants import FRAME_DATASET
+
 __all__ = [
     "RunCollector",
     "FrameStack",
@@ -52,7 +54,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_DATASET = "/entry/data/data"
+DEFAULT_DATASET = FRAME_DATASET
 
 
 # --------------------------------------------------------------------------------------

@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from operando.constants import HOUR
+
 __all__ = ["voltage_capacity", "waterfalls", "li2s_maps", "li2s_size_series", "experiment_figures"]
 
 _DPI = 110
@@ -102,7 +104,7 @@ def waterfalls(time_s, q_saxs, saxs, q_waxs, waxs, path, *, ewe_time_s=None, ewe
     beside the potential.  ``saxs``/``waxs``: (n_times, nq); either may be None.
     With ``waxs_norm`` (I/I_OCV, same shape) the WAXS panel shows it (linear),
     where Li2S stands out, instead of log I."""
-    t_h = np.asarray(time_s, float) / 3600.0
+    t_h = np.asarray(time_s, float) / HOUR
     panels = [p for p in (("saxs", q_saxs, saxs), ("waxs", q_waxs, waxs)) if p[2] is not None]
     fig = Figure(figsize=(4 + 3.6 * len(panels), 4.5), layout="constrained")
     widths = [1.0] + [2.2] * len(panels)
@@ -110,7 +112,7 @@ def waterfalls(time_s, q_saxs, saxs, q_waxs, waxs, path, *, ewe_time_s=None, ewe
     axes = np.atleast_1d(axes)
     ax0 = axes[0]
     if ewe is not None and ewe_time_s is not None:
-        et = np.asarray(ewe_time_s, float) / 3600.0
+        et = np.asarray(ewe_time_s, float) / HOUR
         order = np.argsort(et)
         ax0.plot(np.asarray(ewe, float)[order], et[order], ".-", ms=2, lw=1, color="k")
     ax0.set_xlabel("Ewe (V)")
@@ -168,7 +170,7 @@ def li2s_size_series(time_s, size_max_nm, size_median_nm, li2s_mean, path, *, so
                      title: str = "") -> str:
     """Li2S crystallite size (max and median over the map) and the mean relative
     Li2S signal against cell time (h); SODC (%) annotated when given."""
-    t = np.asarray(time_s, float) / 3600.0
+    t = np.asarray(time_s, float) / HOUR
     fig = Figure(figsize=(6.0, 4.2), layout="constrained")
     ax, ax2 = fig.subplots(2, 1, sharex=True)
     ax.plot(t, size_max_nm, "o-", ms=3, label="max")

@@ -52,6 +52,8 @@ from pathlib import Path
 import numpy as np
 from event_model import DocumentRouter, RunRouter
 
+from operando.constants import FRAME_DATASET
+
 from .runs import QueuedReducer, _SWMRFile, path_of_uri
 from .saxs_reduction import (
     REDUCED_STEPS,
@@ -77,7 +79,7 @@ class FrameReader:
     """Frames of one HDF5 file being written (SWMR): ``reader[index]``, waiting
     up to ``timeout`` s for a frame not written yet (see ``runs._SWMRFile``)."""
 
-    def __init__(self, path: str, dataset: str = "/entry/data/data", *, timeout: float = 60.0):
+    def __init__(self, path: str, dataset: str = FRAME_DATASET, *, timeout: float = 60.0):
         self.path = path
         self._file = _SWMRFile(path, dataset, timeout)
 
@@ -192,7 +194,7 @@ class RunReducer(DocumentRouter):
         if reader is None:
             res = self.resources[res_uid]
             reader = FrameReader(path_of_uri(res["uri"]),
-                                 (res.get("parameters") or {}).get("dataset", "/entry/data/data"),
+                                 (res.get("parameters") or {}).get("dataset", FRAME_DATASET),
                                  timeout=self.frame_timeout)
             self.readers[res_uid] = reader
         return reader

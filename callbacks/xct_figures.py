@@ -36,11 +36,12 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle
 
+from operando.constants import HOUR
+
 __all__ = ["timeseries", "cross_sections", "trajectories", "postmortem_overview",
            "select_scans", "experiment_figures"]
 
 _DPI = 110
-HOUR = 3600.0
 
 
 def _save(fig: Figure, path) -> str:

@@ -153,6 +153,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from operando.constants import LI_ELECTRODE_DIAMETER_MM
+
 from . import cell as cellmod
 from . import radiography, tomography as tomo
 from .runs import RowWindow, json_safe, replace_container
@@ -222,7 +224,7 @@ class ReductionParameters:
     #: particles of consecutive scans further apart than this are not matched
     match_max_voxels: float = 3.5
     #: the electrode the current density refers to, when the run does not say
-    nominal_diameter_mm: float = 4.0
+    nominal_diameter_mm: float = LI_ELECTRODE_DIAMETER_MM
     spring_n_per_mm: float = cellmod.SPRING_K_N_PER_MM
     #: bytes per chunk of the stored volume (whole slices per chunk)
     volume_chunk_bytes: int = 1 << 20
@@ -504,7 +506,7 @@ def _footprint_radius(volume, lip_rows: Sequence[int], core_rows: tuple[int, int
 
 
 def electrode_measurement(volume, layers_vol: dict, pixel_um: float, *,
-                          nominal_diameter_um: float = 4000.0,
+                          nominal_diameter_um: float = 1000.0 * LI_ELECTRODE_DIAMETER_MM,
                           max_edge_fraction: float = 0.85) -> dict:
     """Li electrode diameters in a volume whose layers (rows of this volume) are known.
 

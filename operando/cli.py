@@ -142,6 +142,7 @@ def cmd_iocs(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from .constants import HOUR
     from .jobs import TiledTarget, run_xct
     from .tiled_server import DataLayout
 
@@ -167,7 +168,7 @@ def cmd_run(args) -> int:
     _report(report, args)
     if report.failure:
         f = report.failure
-        print(f"cell failed in cycle {f['cycle']} at {f['time_s'] / 3600:.2f} h: {f['reason']}")
+        print(f"cell failed in cycle {f['cycle']} at {f['time_s'] / HOUR:.2f} h: {f['reason']}")
     print(f"data: {report.data_dir} (detector frames under {report.frames_dir})")
     if figures:
         print(f"figures: {figures / report.experiment_id}")

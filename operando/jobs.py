@@ -127,8 +127,9 @@ def run_xct(*, target: TiledTarget, cycles: int, time_scale: float, projections:
             reduce: bool = True) -> JobReport:
     """The operando XCT protocol on the simulated (or a real) station, into Tiled,
     reduced live (reconstructions, layers, particles, figures) unless ``reduce`` is off."""
+    from .constants import HOUR
     from .devices.xct import make_xct_station
-    from .plans.xct import HOUR, xct_operando
+    from .plans.xct import xct_operando
 
     def plan(station):
         return xct_operando(
