@@ -12,8 +12,8 @@ What happens where
 * ``reducer(name, doc)`` (the RunEngine thread) only copies the document onto a
   queue: the RunEngine never waits on HDF5, pyFAI, fits or Tiled.
 * One worker thread takes the documents in order and routes them through an
-  ``event_model.RunRouter`` to one :class:`RunReducer` (a ``DocumentRouter``)
-  per SAXS/WAXS run whose ``step`` is ``background``, ``ocv`` or
+  ``event_model.RunRouter`` to one :class:`RasterCollector` (a
+  :class:`~operando.callbacks.core.RunCollector`) per SAXS/WAXS run whose ``step`` is ``background``, ``ocv`` or
   ``operando`` (alignment scans and other techniques are ignored).
 * ``descriptor``: the detectors' pyFAI geometries and the beamstop radius are
   taken from the descriptor's configuration (``saxs_cam_geometry``, ...), and the
@@ -50,11 +50,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from event_model import DocumentRouter, RunRouter
 
-from operando.constants import FRAME_DATASET
-
-from .runs import QueuedReducer, _SWMRFile, path_of_uri
+from .core import FrameReader, LiveReducer, RunCollector
 from .saxs_reduction import (
     REDUCED_STEPS,
     DetectorConfig,
@@ -68,58 +65,37 @@ from .saxs_reduction import (
     write_raster,
 )
 
-__all__ = ["SaxsLiveReducer", "RunReducer", "FrameReader"]
+__all__ = ["SaxsLiveReducer", "RasterCollector"]
 
 logger = logging.getLogger(__name__)
 
 _FINISH = "__finish_experiment__"
 
 
-class FrameReader:
-    """Frames of one HDF5 file being written (SWMR): ``reader[index]``, waiting
-    up to ``timeout`` s for a frame not written yet (see ``runs._SWMRFile``)."""
-
-    def __init__(self, path: str, dataset: str = FRAME_DATASET, *, timeout: float = 60.0):
-        self.path = path
-        self._file = _SWMRFile(path, dataset, timeout)
-
-    def __getitem__(self, index: int) -> np.ndarray:
-        return np.asarray(self._file.dataset(index + 1)[index])
-
-    def close(self) -> None:
-        self._file.close()
-
-
-class RunReducer(DocumentRouter):
-    """The documents of one run → its integrated points; at ``stop`` the
-    :class:`RasterData` goes to ``on_raster`` (all in the worker thread)."""
+class RasterCollector(RunCollector):
+    """The documents of one run → its integrated points, each event's frames
+    integrated as it comes; at ``stop`` the :class:`RasterData` goes to
+    ``on_raster`` (all in the worker thread)."""
 
     IMAGE_KEYS = {"saxs": "saxs_image", "waxs": "waxs_image"}
 
     def __init__(self, start: dict, *, npt: int, on_raster, warm_up=None, frame_timeout: float = 60.0,
                  timings: dict | None = None):
-        super().__init__()
+        super().__init__(start)
         self.timings = timings if timings is not None else {}
-        self.start_doc = start
         self.npt = int(npt)
         self.on_raster = on_raster
         self.warm_up = warm_up
         self.frame_timeout = frame_timeout
         self.descriptor_uid: str | None = None
         self.detectors: dict[str, DetectorConfig] = {}
-        self.resources: dict[str, dict] = {}
-        self.readers: dict[str, FrameReader] = {}
-        self.datums: dict[tuple[str, int], tuple[str, int]] = {}
-        self.pending: list[dict] = []
-        self.columns: dict[str, list] = {}
+        self.readers: dict[tuple[str, str], FrameReader] = {}
         self.curves: dict[str, list] = {"saxs": [], "waxs": []}
         self.q: dict[str, np.ndarray] = {}
 
     # ------------------------------------------------------------------ documents
-    def start(self, doc):
-        self.start_doc = doc
-
     def descriptor(self, doc):
+        super().descriptor(doc)
         if doc.get("name") != "primary" or self.descriptor_uid is not None:
             return
         self.descriptor_uid = doc["uid"]
@@ -134,69 +110,31 @@ class RunReducer(DocumentRouter):
             for cfg in self.detectors.values():
                 self.warm_up(cfg)
 
-    def stream_resource(self, doc):
-        self.resources[doc["uid"]] = doc
-
-    def stream_datum(self, doc):
-        if self.descriptor_uid is not None and doc.get("descriptor") not in ("", self.descriptor_uid):
-            return
-        res = self.resources.get(doc["stream_resource"])
-        if res is None:
-            return
-        seq, idx = doc["seq_nums"], doc["indices"]
-        for s, i in zip(range(seq["start"], seq["stop"]), range(idx["start"], idx["stop"])):
-            self.datums[(res["data_key"], int(s))] = (res["uid"], int(i))
-        if self.pending:
-            waiting, self.pending = self.pending, []
-            for ev in waiting:
-                self.event(ev)
-
-    def event(self, doc):
+    def event_frames(self, stream, doc, frames):
         if doc.get("descriptor") != self.descriptor_uid:
             return
-        seq = int(doc["seq_num"])
-        where = {}
-        for role in self.detectors:
-            loc = self.datums.get((self.IMAGE_KEYS[role], seq))
-            if loc is None:
-                self.pending.append(doc)  # its stream_datum has not come yet
-                return
-            where[role] = loc
         t0 = time.perf_counter()
-        for role, (res_uid, index) in where.items():
-            q, i, s = integrate_frame(self._reader(res_uid)[index], self.detectors[role], self.npt)
+        for role in self.detectors:
+            path, dataset, index = frames[self.IMAGE_KEYS[role]]
+            q, i, s = integrate_frame(self._reader(path, dataset)[index], self.detectors[role], self.npt)
             self.q[role] = q
             self.curves[role].append((i, s))
         self.timings["integrate_events"] = self.timings.get("integrate_events", 0.0) + time.perf_counter() - t0
-        self.columns.setdefault("seq_num", []).append(seq)
-        for key, value in doc.get("data", {}).items():
-            if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
-                self.columns.setdefault(key, []).append(float(value))
-        # keep the columns aligned when a key is missing in an event
-        n = len(self.columns["seq_num"])
-        for key, vals in self.columns.items():
-            if len(vals) < n:
-                vals.extend([np.nan] * (n - len(vals)))
 
     def stop(self, doc):
-        for ev in self.pending:
-            logger.warning("run %s: event %s never got its frames", self.start_doc["uid"], ev.get("seq_num"))
+        super().stop(doc)
         for reader in self.readers.values():
             reader.close()
         self.readers.clear()
-        if self.descriptor_uid is None or not self.columns.get("seq_num"):
+        if self.descriptor_uid is None or not self.columns.get("primary", {}).get("seq_num"):
             return
         self.on_raster(self.raster())
 
     # ------------------------------------------------------------------ helpers
-    def _reader(self, res_uid: str) -> FrameReader:
-        reader = self.readers.get(res_uid)
+    def _reader(self, path: str, dataset: str) -> FrameReader:
+        reader = self.readers.get((path, dataset))
         if reader is None:
-            res = self.resources[res_uid]
-            reader = FrameReader(path_of_uri(res["uri"]),
-                                 (res.get("parameters") or {}).get("dataset", FRAME_DATASET),
-                                 timeout=self.frame_timeout)
-            self.readers[res_uid] = reader
+            reader = self.readers[(path, dataset)] = FrameReader(path, dataset, timeout=self.frame_timeout)
         return reader
 
     def raster(self) -> RasterData:
@@ -207,11 +145,10 @@ class RunReducer(DocumentRouter):
                     np.array([c[1] for c in self.curves[role]]))
 
         curves = (*stack("saxs"), *stack("waxs"))
-        cols = {k: np.asarray(v) for k, v in self.columns.items()}
-        return RasterData.from_columns(self.start_doc, cols, curves)
+        return RasterData.from_columns(self.start_doc, self.column_arrays("primary"), curves)
 
 
-class SaxsLiveReducer(QueuedReducer):
+class SaxsLiveReducer(LiveReducer):
     """Live SAXS/WAXS reduction into Tiled (see the module doc).
 
     ``client``: a Tiled client (the root; results go to its ``reduced``
@@ -222,24 +159,20 @@ class SaxsLiveReducer(QueuedReducer):
     is replaced by ``npt``).  ``pixel``: (row, col) of the waterfall point.
     """
 
+    technique = "saxs_waxs"
+    steps = REDUCED_STEPS
+    timing_keys = ("integrate_events", "raster", "tiled", "figures")
+
     def __init__(self, client, *, figures_dir=None, npt: int = 1000,
                  parameters: ReductionParameters | None = None, pixel: tuple[int, int] | None = None,
                  frame_timeout: float = 60.0):
-        self.figures_dir = Path(figures_dir) if figures_dir is not None else None
         self.parameters = replace(parameters or ReductionParameters(), npt=int(npt))
         self.pixel = pixel
-        self.frame_timeout = frame_timeout
-        self.experiments: dict[str, ExperimentReduction] = {}
-        self.figures: dict[str, list[str]] = {}
-        self.written: list[str] = []
-        self.timings: dict[str, float] = {"integrate_events": 0.0, "raster": 0.0, "tiled": 0.0,
-                                          "figures": 0.0}
         self._drawn: dict[str, int] = {}
         self._exp_written: dict[str, int] = {}
         self._current: str | None = None
         self._warm: set = set()
-        self._router = RunRouter([self._factory])
-        super().__init__(client)
+        super().__init__(client, figures_dir=figures_dir, frame_timeout=frame_timeout)
 
     # ------------------------------------------------------------------ public
     def finish_experiment(self, experiment_id: str | None = None) -> None:
@@ -257,17 +190,23 @@ class SaxsLiveReducer(QueuedReducer):
             return
         if name == "start":
             self._on_start(doc)
-        self._router(name, doc)
+        super()._handle(name, doc)
 
-    def _factory(self, name, start):
-        if start.get("technique") != "saxs_waxs" or start.get("step") not in REDUCED_STEPS:
-            return [], []
-        return [RunReducer(start, npt=self.parameters.npt, on_raster=self._raster_done,
-                           warm_up=self._warm_up, frame_timeout=self.frame_timeout,
-                           timings=self.timings)], []
+    def _collector(self, start: dict) -> RasterCollector:
+        return RasterCollector(start, npt=self.parameters.npt, on_raster=self._raster_done,
+                               warm_up=self._warm_up, frame_timeout=self.frame_timeout,
+                               timings=self.timings)
+
+    def _new_experiment(self, eid: str) -> ExperimentReduction:
+        return ExperimentReduction(eid, self.parameters, pixel=self.pixel, mode="live")
+
+    def _figures(self, exp: ExperimentReduction, directory: Path) -> list[str]:
+        from .saxs_figures import experiment_figures
+
+        return experiment_figures(exp.figure_data(), directory, title=exp.experiment_id)
 
     def _on_start(self, doc) -> None:
-        if doc.get("technique") != "saxs_waxs" or doc.get("step") not in REDUCED_STEPS:
+        if not self.accepts(doc):
             return
         eid = str(doc.get("experiment_id") or "")
         if self._current is not None and eid != self._current:
@@ -281,13 +220,6 @@ class SaxsLiveReducer(QueuedReducer):
         if key not in self._warm:
             cfg.warm_up(self.parameters.npt)
             self._warm.add(key)
-
-    def _experiment(self, eid: str) -> ExperimentReduction:
-        exp = self.experiments.get(eid)
-        if exp is None:
-            exp = ExperimentReduction(eid, self.parameters, pixel=self.pixel, mode="live")
-            self.experiments[eid] = exp
-        return exp
 
     def _raster_done(self, raster: RasterData) -> None:
         t0 = time.perf_counter()
@@ -315,22 +247,11 @@ class SaxsLiveReducer(QueuedReducer):
         finally:
             self.timings["tiled"] += time.perf_counter() - t0
 
-    def _draw(self, exp: ExperimentReduction) -> None:
-        if self.figures_dir is None:
-            return
-        from .saxs_figures import experiment_figures
-
-        t0 = time.perf_counter()
-        try:
-            paths = experiment_figures(exp.figure_data(), self.figures_dir / (exp.experiment_id or "unnamed"),
-                                       title=exp.experiment_id)
-            self.figures[exp.experiment_id] = paths
+    def _draw(self, exp: ExperimentReduction) -> bool:
+        drawn = super()._draw(exp)
+        if drawn:
             self._drawn[exp.experiment_id] = exp.version
-        except Exception as err:  # noqa: BLE001
-            logger.exception("figures of %s failed", exp.experiment_id)
-            self.errors.append(("figures", repr(err)))
-        finally:
-            self.timings["figures"] += time.perf_counter() - t0
+        return drawn
 
     def _finish(self, eid: str | None) -> None:
         if eid is None or eid not in self.experiments:

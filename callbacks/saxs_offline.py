@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .runs import find_experiment_runs, stream_columns
+from .core import find_experiment_runs, stream_columns
 from .saxs_reduction import (
     REDUCED_STEPS,
     ExperimentReduction,

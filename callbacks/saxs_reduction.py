@@ -114,7 +114,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .runs import json_safe, replace_container
+from .core import json_safe, replace_container
 
 from . import scattering as sc
 

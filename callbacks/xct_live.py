@@ -51,9 +51,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from event_model import RunRouter
-
-from .runs import QueuedReducer, RunCollector
+from .core import LiveReducer, RunCollector
 from .xct_reduction import (
     FRAME_KEY,
     REDUCED_STEPS,
@@ -91,7 +89,7 @@ def _close_frames(run: RunData) -> None:
             close()
 
 
-class XCTLiveReducer(QueuedReducer):
+class XCTLiveReducer(LiveReducer):
     """Live XCT reduction into Tiled (see the module doc).
 
     ``client``: a Tiled client (the root; results go to its ``reduced``
@@ -101,34 +99,27 @@ class XCTLiveReducer(QueuedReducer):
     :class:`~operando.callbacks.xct_reduction.ReductionParameters`.
     """
 
+    technique = "xct"
+    steps = REDUCED_STEPS
+    timing_keys = ("reduce", "tiled", "figures")
+
     def __init__(self, client, *, figures_dir=None, reconstruct: bool = True,
                  parameters: ReductionParameters | None = None, frame_timeout: float = 60.0):
-        self.figures_dir = Path(figures_dir) if figures_dir is not None else None
         self.parameters = replace(parameters or ReductionParameters(), reconstruct=bool(reconstruct))
-        self.frame_timeout = float(frame_timeout)
-        self.experiments: dict[str, ExperimentState] = {}
         self.results: dict[str, object] = {}
-        self.figures: dict[str, list[str]] = {}
-        self.written: list[str] = []
-        self.timings: dict[str, float] = {"reduce": 0.0, "tiled": 0.0, "figures": 0.0}
-        self._router = RunRouter([self._factory])
-        super().__init__(client)
+        super().__init__(client, figures_dir=figures_dir, frame_timeout=frame_timeout)
 
     # ------------------------------------------------------------------ worker
-    def _handle(self, name: str, doc: dict) -> None:
-        self._router(name, doc)
+    def _collector(self, start: dict) -> RunCollector:
+        return RunCollector(start, on_stop=self._run_done)
 
-    def _factory(self, name, start):
-        if start.get("technique") != "xct" or start.get("step") not in REDUCED_STEPS:
-            return [], []
-        return [RunCollector(start, on_stop=self._run_done)], []
+    def _new_experiment(self, eid: str) -> ExperimentState:
+        return ExperimentState(eid, self.parameters, mode="live")
 
-    def _experiment(self, eid: str) -> ExperimentState:
-        exp = self.experiments.get(eid)
-        if exp is None:
-            exp = ExperimentState(eid, self.parameters, mode="live")
-            self.experiments[eid] = exp
-        return exp
+    def _figures(self, exp: ExperimentState, directory: Path) -> list[str]:
+        from .xct_figures import experiment_figures
+
+        return experiment_figures(exp.figure_data(), directory)
 
     def _run_done(self, col: RunCollector) -> None:
         uid = col.start_doc.get("uid", "")
@@ -166,18 +157,3 @@ class XCTLiveReducer(QueuedReducer):
             finally:
                 self.timings["tiled"] += time.perf_counter() - t0
         del volume
-
-    def _draw(self, exp: ExperimentState) -> None:
-        if self.figures_dir is None:
-            return
-        from .xct_figures import experiment_figures
-
-        t0 = time.perf_counter()
-        try:
-            self.figures[exp.experiment_id] = experiment_figures(
-                exp.figure_data(), self.figures_dir / (exp.experiment_id or "unnamed"))
-        except Exception as err:  # noqa: BLE001
-            logger.exception("figures of %s failed", exp.experiment_id)
-            self.errors.append(("figures", repr(err)))
-        finally:
-            self.timings["figures"] += time.perf_counter() - t0

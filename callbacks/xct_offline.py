@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .runs import find_experiment_runs, stream_columns
+from .core import find_experiment_runs, stream_columns
 from .xct_reduction import (
     FRAME_KEY,
     REDUCED_STEPS,

@@ -157,7 +157,7 @@ from operando.constants import LI_ELECTRODE_DIAMETER_MM
 
 from . import cell as cellmod
 from . import radiography, tomography as tomo
-from .runs import RowWindow, json_safe, replace_container
+from .core import RowWindow, json_safe, replace_container
 
 __all__ = [
     "REDUCTION_NAME",
