@@ -236,7 +236,7 @@ def cmd_reduce(args) -> int:
     with tiled_client(target) as (client, uri):
         technique = _find_technique(client, args.uid)
         if technique == "xct":
-            from .callbacks.xct_offline import reduce_xct as reduce_offline
+            from .callbacks.xct.offline import reduce_experiment as reduce_offline
         elif technique == "saxs_waxs":
             from .callbacks.saxs_offline import reduce_experiment as reduce_offline
         else:

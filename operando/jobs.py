@@ -140,7 +140,7 @@ def run_xct(*, target: TiledTarget, cycles: int, time_scale: float, projections:
             experiment_id=experiment_id)
 
     def reducer(client, figures):
-        from .callbacks.xct_live import XCTLiveReducer
+        from .callbacks.xct.live import XCTLiveReducer
 
         return XCTLiveReducer(client, figures_dir=figures)
 

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from operando.callbacks import cell
+from operando.callbacks.xct.science import cell
 
 
 def test_pressure_on_the_electrode():

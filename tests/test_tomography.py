@@ -13,7 +13,8 @@ import math
 import numpy as np
 import pytest
 
-from operando.callbacks import radiography, tomography as tomo
+from operando.callbacks.xct import science as tomo
+from operando.callbacks.xct.science import radiography
 
 PIXEL_UM = 5.0
 NCOL = 128

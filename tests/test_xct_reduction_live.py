@@ -36,14 +36,11 @@ import numpy as np
 import pytest
 from bluesky import RunEngine
 
-from operando.callbacks import cell as cellmod
-from operando.callbacks.xct_live import XCTLiveReducer
-from operando.callbacks.xct_offline import reduce_xct
-from operando.callbacks.xct_reduction import (
-    ExperimentState,
-    PlatingResult,
-    ReductionParameters,
-)
+from operando.callbacks.xct.experiment import ExperimentState
+from operando.callbacks.xct.live import XCTLiveReducer
+from operando.callbacks.xct.model import PlatingResult, ReductionParameters
+from operando.callbacks.xct.offline import reduce_experiment as reduce_xct
+from operando.callbacks.xct.science import cell as cellmod
 from operando.devices.xct import make_xct_station
 from operando.plans.xct import HOUR, plating, postmortem, scan3d
 from operando.session import make_tiled_writer
@@ -430,7 +427,8 @@ def _synthetic_plating(uid, cycle, t0, hours, j, *, short_at=None, sample=300.0,
                         detector={"pixel_um": 13.6}, pixel_um=13.6, current_density_uA_cm2=j,
                         current_a=i, electrode_diameter_mm=4.0, duration_s=hours * HOUR,
                         cell=cell)
-    from operando.callbacks.xct_reduction import _locate_short, _technique_times
+    from operando.callbacks.xct.pipeline import detect_short as _locate_short
+    from operando.callbacks.xct.pipeline import technique_times as _technique_times
 
     res.t_technique_start, res.t_technique_end, res.charge_c = _technique_times(cell)
     res.plated_um = cellmod.plated_thickness_um(res.charge_c, area)

@@ -1,28 +1,9 @@
-"""Figures of the operando XCT experiment: pure functions, arrays in, PNG out.
+"""Figures of the XCT experiment: pure functions, arrays in, PNG out.
 
-Headless and thread-safe: each function builds a ``matplotlib.figure.Figure``
-directly (Agg, no pyplot state), so the live reducer can draw from its worker
-thread. Each returns the path written (written to a temporary name and renamed).
-
-* :func:`timeseries` — stack force, homogeneous plated Li thickness and
-  potential against time, the plating cycles marked by dashed lines, the short
-  circuit by a red line (paper Fig. 6c).
-* :func:`cross_sections` — vertical sections through the axis of the scans
-  after selected plating cycles: one with the contrast on the ceramic
-  particles (Fig. 6a, a maximum over ±2 voxels so that particles near the plane
-  show), one with the contrast on the layers, the measured top Li and
-  Cu-to-Cu thicknesses marked (Fig. 6b).
-* :func:`trajectories` — particles of the first and last operando scan, seen
-  from above, each matched one joined by an arrow, and the radial displacement
-  against the starting radius (Fig. 7).
-* :func:`postmortem_overview` — the post-mortem overview scan: a vertical
-  section and the top Li rows against the Cu face seen from above with the
-  measured core and footprint diameters (Fig. 8a).
-* :func:`experiment_figures` — all of the above from
-  ``ExperimentState.figure_data()`` into a directory.
-
-Sections are in µm: ``x`` from the rotation axis, height above the bottom Cu
-face (detector rows when the layers were not found).
+Headless and thread-safe (a ``matplotlib.figure.Figure`` each, no pyplot state),
+so the live reducer draws from its worker thread; each returns the path written.
+:func:`experiment_figures` draws them all from ``ExperimentState.figure_data()``.
+Which figure of the source paper each one reproduces: ``docs/reduction-xct.md``.
 """
 
 from __future__ import annotations
@@ -167,7 +148,7 @@ def _z_of(scan: dict, row: float) -> float:
 
 def cross_sections(scans: Sequence[tuple[str, dict]], path_particles, path_layers, *,
                    title: str = "") -> list[str]:
-    """Two figures of vertical sections (see the module doc); ``scans`` as from
+    """Two figures of vertical sections (``docs/reduction-xct.md``); ``scans`` as from
     :func:`select_scans`. Returns the paths written."""
     if not scans:
         return []

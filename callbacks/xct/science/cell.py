@@ -2,15 +2,9 @@
 
 Units are in the names: forces in N, lengths in mm or µm, current densities in
 µA/cm², charges in C, times in the units of the series given (seconds for the
-recorded streams), potentials in V.
-
-The paper's argument (spring k = 72.78 N/mm):
-
-* a force change of 0.3 N is a height change of 0.3 / 72.78 mm = 4.12 µm;
-* homogeneous plating for 6 h at 40 µA/cm² moves 1.16 µm of Li (Faraday);
-* explaining 4.12 µm needs ~3.6x (the paper rounds to 4x, 160 µA/cm², 4.65 µm)
-  the current density locally, i.e. only ~1/4 of the area in contact: ~75 %
-  of the contact area lost (:func:`contact_area_loss`).
+recorded streams), potentials in V. The spring and contact-area argument they
+serve (Weckelmann et al. 2025, doi:10.1515/mim-2025-0010), with its numbers:
+``docs/reduction-xct.md``.
 """
 
 from __future__ import annotations
@@ -97,7 +91,7 @@ def contact_area_loss(height_um: float, plated_um: float, *, whole_factor: bool 
     Plating only on a fraction ``a`` of the area raises the local current
     density by ``1/a`` and the local thickness to ``plated_um / a``; matching
     ``height_um`` gives ``a = plated_um / height_um`` and a loss ``1 - a``
-    (4.12 µm vs 1.16 µm: 72 %). ``whole_factor=True`` follows the paper, which
+    (4.12 µm vs 1.16 µm: 72 %). ``whole_factor=True`` follows the source paper, which
     rounds the current-density factor up to a whole number (4x → 75 %).
     Zero when the height change is within what homogeneous plating explains.
     """
@@ -129,7 +123,7 @@ def plating_windows(times: Any, current: Any, *, threshold: float | None = None,
                     min_samples: int = 2) -> list[tuple[float, float]]:
     """``(t_start, t_end)`` of each period with current on (|I| > ``threshold``).
 
-    Default threshold: 1 % of the largest |I| (the paper's current density
+    Default threshold: 1 % of the largest |I| (the protocol's current density
     steps 20x between cycle 1 and the last cycles).
     """
     t = np.asarray(times, dtype=float)

@@ -4,7 +4,7 @@ A radiogram is one detector frame ``(row, column)`` taken during plating. The
 cell's layers are horizontal, so the rows cross the stack: the profile of −ln T
 along the rows shows the two Cu coatings as narrow peaks and the strongly
 absorbing hybrid electrolyte between two low-absorbing Li layers. The layer
-finding is shared with the 3D scans (:func:`operando.callbacks.tomography.find_layers`).
+finding is shared with the 3D scans (:func:`~operando.callbacks.xct.science.layers.find_layers`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from .tomography import find_layers, minus_log, normalize
+from .layers import find_layers
+from .projections import minus_log, normalize
 
 __all__ = ["normalize", "minus_log", "vertical_profile", "find_layers", "analyze",
            "analyze_series"]

@@ -1,4 +1,4 @@
-"""Live reduction of the operando X-ray CT experiment: a bluesky callback.
+"""Live XCT reduction: a bluesky callback that reduces each run at its stop.
 
 ::
 
@@ -7,41 +7,9 @@
     RE(xct_operando(station))
     reducer.close()          # waits for the queue, final figures
 
-What happens where
-------------------
-* ``reducer(name, doc)`` (the RunEngine thread) only copies the document onto a
-  queue: the RunEngine never waits on HDF5, reconstruction or Tiled.
-* One worker thread takes the documents in order and routes them through an
-  ``event_model.RunRouter`` to a :class:`~operando.callbacks.runs.RunCollector`
-  per run with ``technique="xct"`` and ``step`` ``scan3d``, ``plating`` or
-  ``postmortem`` (other runs are ignored). It keeps the columns of every
-  stream and, from ``stream_resource``/``stream_datum``, the HDF5 file and
-  index of every frame.
-* At the run's ``stop`` the frames are read from the detector's HDF5 files
-  (``h5py.File(path, "r", swmr=True)``, refreshed until every frame of the
-  run is there, up to ``frame_timeout`` s) a few detector rows at a time, and
-  the run is reduced (:func:`~operando.callbacks.xct_reduction.reduce_scan`
-  or :func:`~operando.callbacks.xct_reduction.reduce_plating`), added to the
-  experiment's :class:`~operando.callbacks.xct_reduction.ExperimentState` and
-  written to Tiled: ``reduced/<raw uid>`` (with the volume, for scans) and
-  ``reduced/<experiment_id>`` (replaced after every run). Then the figures of
-  the experiment are redrawn into ``figures_dir/<experiment_id>/``.
-* The volume is dropped from memory once written (the figures keep a few 2D
-  sections of each scan).
-
-Reconstructions run in worker processes (:func:`~operando.callbacks.tomography.reconstruct`;
-``ReductionParameters(workers=1)`` keeps them in the worker thread). In a
-process with threads (a RunEngine, this reducer) they start by ``forkserver``,
-which imports the main module: a script that makes the reducer must guard its
-body with ``if __name__ == "__main__":`` (IPython, pytest and ``operando``
-need nothing).
-
-``reconstruct=False`` skips the reconstructions (scans then give the layers of
-their mean projection only). ``flush(timeout)`` waits until everything queued
-so far is reduced and written. A failure in one run is logged and kept in
-``errors``; the worker goes on. Tiled being down leaves the reduction in memory
-(``experiments``) and an entry in ``errors``; the offline reduction
-(:mod:`~operando.callbacks.xct_offline`) redoes everything from the raw runs.
+Reconstructions run in worker processes started by ``forkserver`` in a process
+with threads: a script that makes the reducer must guard its body with
+``if __name__ == "__main__":``. What happens where: ``docs/reduction-xct.md``.
 """
 
 from __future__ import annotations
@@ -51,22 +19,15 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from .core import LiveReducer, RunCollector
-from .xct_reduction import (
-    FRAME_KEY,
-    REDUCED_STEPS,
-    ExperimentState,
-    ReductionParameters,
-    RunData,
-    reduce_run,
-    write_experiment,
-    write_run,
-)
+from ..core import LiveReducer, RunCollector
+from .experiment import ExperimentState
+from .model import FRAME_KEY, REDUCED_STEPS, TECHNIQUE, ReductionParameters, RunData
+from .pipeline import reduce_run
+from .store import write_experiment, write_run
 
 __all__ = ["XCTLiveReducer", "run_data_from_collector"]
 
 logger = logging.getLogger(__name__)
-
 
 
 def run_data_from_collector(col: RunCollector, *, frame_timeout: float = 60.0) -> RunData:
@@ -90,16 +51,16 @@ def _close_frames(run: RunData) -> None:
 
 
 class XCTLiveReducer(LiveReducer):
-    """Live XCT reduction into Tiled (see the module doc).
+    """Live XCT reduction into Tiled.
 
     ``client``: a Tiled client (the root; results go to its ``reduced``
     container) or None to reduce without writing. ``figures_dir``: where the
     figures go (``<figures_dir>/<experiment_id>/*.png``), None for none.
     ``reconstruct``: reconstruct the 3D scans (default). ``parameters``: a
-    :class:`~operando.callbacks.xct_reduction.ReductionParameters`.
+    :class:`~operando.callbacks.xct.model.ReductionParameters`.
     """
 
-    technique = "xct"
+    technique = TECHNIQUE
     steps = REDUCED_STEPS
     timing_keys = ("reduce", "tiled", "figures")
 
@@ -117,7 +78,7 @@ class XCTLiveReducer(LiveReducer):
         return ExperimentState(eid, self.parameters, mode="live")
 
     def _figures(self, exp: ExperimentState, directory: Path) -> list[str]:
-        from .xct_figures import experiment_figures
+        from .figures import experiment_figures
 
         return experiment_figures(exp.figure_data(), directory)
 
