@@ -238,7 +238,7 @@ def cmd_reduce(args) -> int:
         if technique == "xct":
             from .callbacks.xct.offline import reduce_experiment as reduce_offline
         elif technique == "saxs_waxs":
-            from .callbacks.saxs_offline import reduce_experiment as reduce_offline
+            from .callbacks.saxs.offline import reduce_experiment as reduce_offline
         else:
             print(f"operando: no reduction for technique {technique!r}", file=sys.stderr)
             return 2

@@ -173,9 +173,9 @@ def run_saxs(*, target: TiledTarget, beamline: str, cycles: int, time_scale: flo
                                   experiment_id=experiment_id)
 
     def reducer(client, figures):
-        from .callbacks.saxs_live import SaxsLiveReducer
+        from .callbacks.saxs.live import SAXSLiveReducer
 
-        return SaxsLiveReducer(client, figures_dir=figures)
+        return SAXSLiveReducer(client, figures_dir=figures)
 
     t_wall = time.monotonic()
     result, uri, frames = _station_job(

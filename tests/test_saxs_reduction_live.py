@@ -26,10 +26,16 @@ import numpy as np
 import pytest
 from event_model import compose_run
 
-from operando.callbacks import saxs_figures, saxs_live, saxs_offline, saxs_reduction
-from operando.callbacks import scattering as sc
-from operando.callbacks.saxs_live import SaxsLiveReducer
-from operando.callbacks.saxs_offline import reduce_experiment
+from operando.callbacks.saxs import experiment as saxs_experiment
+from operando.callbacks.saxs import figures as saxs_figures
+from operando.callbacks.saxs import live as saxs_live
+from operando.callbacks.saxs import model as saxs_model
+from operando.callbacks.saxs import offline as saxs_offline
+from operando.callbacks.saxs import pipeline as saxs_pipeline
+from operando.callbacks.saxs import science as sc
+from operando.callbacks.saxs import store as saxs_store
+from operando.callbacks.saxs.live import SAXSLiveReducer
+from operando.callbacks.saxs.offline import reduce_experiment
 from operando.iocs.hdf5_writer import HDF5FrameWriter
 from operando.iocs.physics import phases as ph
 from operando.iocs.physics import scattering_frames as sf
@@ -234,7 +240,7 @@ def experiment(tiled_server, tmp_path_factory):
     figures = tmp_path_factory.mktemp("saxs-figures")
     client = tiled_server.client()
     writer = TiledWriter(runs_container(client))
-    reducer = SaxsLiveReducer(client, figures_dir=figures / "live", npt=1000)
+    reducer = SAXSLiveReducer(client, figures_dir=figures / "live", npt=1000)
     sim = SyntheticExperiment(frames_dir, eid)
     t0 = time.perf_counter()
     uids = []
@@ -274,7 +280,8 @@ def _run(experiment, step, index=None):
 
 # ------------------------------------------------------------------------------ tests
 def test_callbacks_do_not_import_the_simulators():
-    for mod in (saxs_reduction, saxs_live, saxs_offline, saxs_figures):
+    for mod in (saxs_model, saxs_pipeline, saxs_experiment, saxs_store, saxs_live, saxs_offline,
+                saxs_figures):
         for node in ast.walk(ast.parse(Path(mod.__file__).read_text())):
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
@@ -302,7 +309,7 @@ def test_reduced_curves_read_back_with_plain_client(experiment):
     bg_uid = _run(experiment, "background")
     bg = live[bg_uid]
     assert bg["metadata"]["raw_uid"] == bg_uid and bg["metadata"]["step"] == "background"
-    assert bg["metadata"]["reduction"]["name"] == saxs_reduction.REDUCTION_NAME
+    assert bg["metadata"]["reduction"]["name"] == saxs_model.REDUCTION_NAME
     assert bg["metadata"]["reduction"]["parameters"]["npt"] == 1000
     assert bg["q_saxs"].shape == (1000,) and bg["saxs"].shape == (1, 1000)
     assert bg["q_saxs"][0] == pytest.approx(0.03, rel=0.1) and bg["q_saxs"][-1] == pytest.approx(6.71, rel=0.02)
@@ -317,7 +324,7 @@ def test_reduced_curves_read_back_with_plain_client(experiment):
         with h5py.File(frames_dir / f"{uid[:8]}-{role}.h5", "r") as f:
             return f["/entry/data/data"][()]
 
-    qs, i_s, _, qw, i_w, _ = saxs_reduction.reduce_frames(
+    qs, i_s, _, qw, i_w, _ = sc.reduce_frames(
         frames(bg_uid, "saxs"), frames(bg_uid, "waxs"), geo_s, geo_w,
         beamstop_radius=BL.saxs.beamstop_radius_m, npt=1000)
     np.testing.assert_allclose(bg["saxs"], i_s, rtol=1e-12)
@@ -329,7 +336,7 @@ def test_reduced_curves_read_back_with_plain_client(experiment):
     assert op["li2s_map"].shape == SHAPE and op["li2s_size_nm"].shape == SHAPE
     pts = op["points"]
     k = 7
-    _, _, _, _, w, _ = saxs_reduction.reduce_frames(None, frames(uid, "waxs")[k:k + 1], None, geo_w, npt=1000)
+    _, _, _, _, w, _ = sc.reduce_frames(None, frames(uid, "waxs")[k:k + 1], None, geo_w, npt=1000)
     t_bg = live[bg_uid]["points"]["diode"].mean()
     expected = w[0] - pts["diode"][k] / t_bg * i_w[0]
     np.testing.assert_allclose(op["waxs"][k], expected, rtol=1e-9, atol=1e-9 * np.nanmax(expected))
@@ -473,19 +480,19 @@ def test_figure_functions_are_pure(tmp_path):
 def test_net_capacity_and_sodc():
     h = [0, 0, 0, 1, 1, 2]
     c = [0.0, 0.2, 0.4, 0.1, 0.15, 0.05]
-    q, q1, final = saxs_reduction.net_capacity(h, c)
+    q, q1, final = sc.net_capacity(h, c)
     assert final and q1 == 0.4
     np.testing.assert_allclose(q, [0, 0.2, 0.4, 0.3, 0.25, 0.3])
-    q, q1, final = saxs_reduction.net_capacity([0, 0], [0.0, 0.2])
+    q, q1, final = sc.net_capacity([0, 0], [0.0, 0.2])
     assert not final
-    assert saxs_reduction._sodc(q, q1, final).tolist()[0] == 0.0
-    assert math.isnan(saxs_reduction._sodc(q, q1, final)[1])
+    assert sc.sodc(q, q1, final).tolist()[0] == 0.0
+    assert math.isnan(sc.sodc(q, q1, final)[1])
 
 
 def test_grid_indices_from_positions_and_order():
     x = [0, 1, 2, 2, 1, 0]
     y = [0, 0, 0, 1, 1, 1]
-    rows, cols = saxs_reduction.grid_indices(x, y, (2, 3), [[0, 1], [0, 2]])
+    rows, cols = sc.grid_indices(x, y, (2, 3), [[0, 1], [0, 2]])
     assert rows.tolist() == [0, 0, 0, 1, 1, 1] and cols.tolist() == x
-    rows, cols = saxs_reduction.grid_indices([np.nan] * 6, y, (2, 3), None, [False, True])
+    rows, cols = sc.grid_indices([np.nan] * 6, y, (2, 3), None, [False, True])
     assert cols.tolist() == x

@@ -1,4 +1,4 @@
-"""The SAXS/WAXS reduction (``operando.callbacks.scattering``) recovers the
+"""The SAXS/WAXS reduction (``operando.callbacks.saxs.science``) recovers the
 simulated truth from rendered frames alone.
 
 The simulators are imported here only to make frames and to compare with the
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from scipy.special import erf
 
-from operando.callbacks import scattering as sc
+from operando.callbacks.saxs import science as sc
 from operando.iocs.physics import phases as ph
 from operando.iocs.physics import scattering_frames as sf
 from operando.iocs.physics.saxs_cell import Footprint, SaxsCell
@@ -112,7 +112,7 @@ def test_integrate_accepts_poni_file_and_dict(tmp_path):
     # a flat I(q) stays flat after the solid-angle correction
     good = np.isfinite(i1) & (i1 > 0)
     assert np.std(i1[good]) / np.mean(i1[good]) < 0.01
-    assert sc._integrator(BL.geometry("waxs")) is sc._integrator(BL.geometry("waxs"))
+    assert sc.integrator(BL.geometry("waxs")) is sc.integrator(BL.geometry("waxs"))
 
 
 def test_round_trip_recovers_lattice_positions():

@@ -1,19 +1,9 @@
-"""Figures of the scanning SAXS/WAXS experiment: pure functions, arrays in, PNG out.
+"""Figures of the SAXS/WAXS experiment: pure functions, arrays in, PNG out.
 
-Headless and thread-safe: each function builds a ``matplotlib.figure.Figure``
-directly (Agg, no pyplot state), so the live reducer can draw from its worker
-thread.  Each returns the path written.
-
-* :func:`voltage_capacity` — potential vs capacity per half cycle, discharge
-  blue, charge red (paper Fig. 3a).
-* :func:`waterfalls` — one raster point's SAXS and WAXS I(q) against time, with
-  the potential (paper Fig. 1c right panel, Fig. 2a).
-* :func:`li2s_maps` — relative Li2S maps per state of discharge (paper Fig. 1c
-  centre, Fig. 2b).
-* :func:`li2s_size_series` — Li2S crystallite size and relative Li2S signal
-  against time (paper Fig. 3b).
-* :func:`experiment_figures` — all of the above from the dict of arrays
-  ``ExperimentReduction.figure_data()`` returns, into ``directory``.
+Headless and thread-safe (a ``matplotlib.figure.Figure`` each, no pyplot state),
+so the live reducer draws from its worker thread; each returns the path written.
+:func:`experiment_figures` draws them all from ``ExperimentState.figure_data()``.
+Which figure of the source paper each one reproduces: ``docs/reduction-saxs.md``.
 """
 
 from __future__ import annotations
@@ -199,7 +189,7 @@ def _sodc_label(sodc, capacity, half_cycle) -> str:
 
 def experiment_figures(data: dict, directory, *, title: str = "") -> list[str]:
     """Write every figure of an experiment from ``data`` (arrays, as
-    ``ExperimentReduction.figure_data()`` returns them) into ``directory``:
+    ``ExperimentState.figure_data()`` returns them) into ``directory``:
     ``voltage_capacity.png``, ``waterfall.png``, ``li2s_maps.png``,
     ``li2s_size.png`` (the last two once operando maps exist)."""
     d = Path(directory)

@@ -1,45 +1,14 @@
-"""Live reduction of the scanning SAXS/WAXS experiment: a bluesky callback.
+"""Live SAXS/WAXS reduction: a bluesky callback that integrates every frame as
+its event comes and reduces each raster at its stop.
 
 ::
 
-    reducer = SaxsLiveReducer(tiled_client, figures_dir="figures")
+    reducer = SAXSLiveReducer(tiled_client, figures_dir="figures")
     RE.subscribe(reducer)
     RE(saxs_waxs_operando(station))
     reducer.close()                 # waits, writes the experiment's final figures
 
-What happens where
-------------------
-* ``reducer(name, doc)`` (the RunEngine thread) only copies the document onto a
-  queue: the RunEngine never waits on HDF5, pyFAI, fits or Tiled.
-* One worker thread takes the documents in order and routes them through an
-  ``event_model.RunRouter`` to one :class:`RasterCollector` (a
-  :class:`~operando.callbacks.core.RunCollector`) per SAXS/WAXS run whose ``step`` is ``background``, ``ocv`` or
-  ``operando`` (alignment scans and other techniques are ignored).
-* ``descriptor``: the detectors' pyFAI geometries and the beamstop radius are
-  taken from the descriptor's configuration (``saxs_cam_geometry``, ...), and the
-  integrators are warmed up (the CSR matrix, 0.2–1 s per geometry, built once).
-* ``stream_resource`` / ``stream_datum``: the HDF5 file and frame index of every
-  ``saxs_image`` / ``waxs_image`` of every event.
-* ``event``: the two frames are read from the HDF5 files (``h5py.File(path, "r",
-  swmr=True)``, the dataset refreshed until the frame is there, up to
-  ``frame_timeout`` s) and integrated at once; the curves stay in memory.
-* ``stop``: the run is handed to the experiment's
-  :class:`~operando.callbacks.saxs_reduction.ExperimentReduction` (background,
-  OCV reference, maps, sizes, SODC) and written to Tiled (``reduced/<raw uid>``
-  and ``reduced/<experiment_id>``, see :mod:`~operando.callbacks.saxs_reduction`);
-  after an operando raster the figures are redrawn in
-  ``figures_dir/<experiment_id>/`` and ``reduced/<experiment_id>`` is
-  rewritten.  When the first discharge has ended, the SODC of the earlier
-  rasters becomes final and their ``points`` tables are rewritten.
-* The experiment ends when a run of another experiment starts, or on
-  :meth:`SaxsLiveReducer.finish_experiment` / :meth:`SaxsLiveReducer.close`:
-  final figures and experiment container.
-
-``flush(timeout)`` waits until everything queued so far is reduced and written.
-A failure in one document is logged and kept in ``errors``; the worker goes on.
-Tiled writes failing (server down) leave the reduction in memory
-(``experiments``) and are recorded in ``errors``; the offline reduction
-(:mod:`~operando.callbacks.saxs_offline`) can redo them from the raw runs.
+What happens where: ``docs/reduction-saxs.md``.
 """
 
 from __future__ import annotations
@@ -51,21 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .core import FrameReader, LiveReducer, RunCollector
-from .saxs_reduction import (
-    REDUCED_STEPS,
-    DetectorConfig,
-    ExperimentReduction,
-    RasterData,
-    ReductionParameters,
-    detector_configs,
-    integrate_frame,
-    update_points,
-    write_experiment,
-    write_raster,
-)
+from ..core import FrameReader, LiveReducer, RunCollector
+from .experiment import ExperimentState
+from .model import REDUCED_STEPS, TECHNIQUE, RasterData, ReductionParameters
+from .science.integration import DetectorConfig, detector_configs, integrate_frame
+from .store import update_points, write_experiment, write_run
 
-__all__ = ["SaxsLiveReducer", "RasterCollector"]
+__all__ = ["SAXSLiveReducer", "RasterCollector"]
 
 logger = logging.getLogger(__name__)
 
@@ -148,18 +109,18 @@ class RasterCollector(RunCollector):
         return RasterData.from_columns(self.start_doc, self.column_arrays("primary"), curves)
 
 
-class SaxsLiveReducer(LiveReducer):
-    """Live SAXS/WAXS reduction into Tiled (see the module doc).
+class SAXSLiveReducer(LiveReducer):
+    """Live SAXS/WAXS reduction into Tiled.
 
     ``client``: a Tiled client (the root; results go to its ``reduced``
     container) or None to reduce without writing.  ``figures_dir``: where the
     figures go (``<figures_dir>/<experiment_id>/*.png``), None for none.
     ``npt``: q bins per curve.  ``parameters``: a
-    :class:`~operando.callbacks.saxs_reduction.ReductionParameters` (its ``npt``
+    :class:`~operando.callbacks.saxs.model.ReductionParameters` (its ``npt``
     is replaced by ``npt``).  ``pixel``: (row, col) of the waterfall point.
     """
 
-    technique = "saxs_waxs"
+    technique = TECHNIQUE
     steps = REDUCED_STEPS
     timing_keys = ("integrate_events", "raster", "tiled", "figures")
 
@@ -197,11 +158,11 @@ class SaxsLiveReducer(LiveReducer):
                                warm_up=self._warm_up, frame_timeout=self.frame_timeout,
                                timings=self.timings)
 
-    def _new_experiment(self, eid: str) -> ExperimentReduction:
-        return ExperimentReduction(eid, self.parameters, pixel=self.pixel, mode="live")
+    def _new_experiment(self, eid: str) -> ExperimentState:
+        return ExperimentState(eid, self.parameters, pixel=self.pixel, mode="live")
 
-    def _figures(self, exp: ExperimentReduction, directory: Path) -> list[str]:
-        from .saxs_figures import experiment_figures
+    def _figures(self, exp: ExperimentState, directory: Path) -> list[str]:
+        from .figures import experiment_figures
 
         return experiment_figures(exp.figure_data(), directory, title=exp.experiment_id)
 
@@ -235,7 +196,7 @@ class SaxsLiveReducer(LiveReducer):
         t0 = time.perf_counter()
         try:
             reduced = self._reduced_node()
-            write_raster(reduced, res, exp)
+            write_run(reduced, res, exp)
             self.written.append(raster.uid)
             for uid in exp.changed_sodc:
                 update_points(reduced, exp.results[uid], exp)
@@ -247,7 +208,7 @@ class SaxsLiveReducer(LiveReducer):
         finally:
             self.timings["tiled"] += time.perf_counter() - t0
 
-    def _draw(self, exp: ExperimentReduction) -> bool:
+    def _draw(self, exp: ExperimentState) -> bool:
         drawn = super()._draw(exp)
         if drawn:
             self._drawn[exp.experiment_id] = exp.version
@@ -273,6 +234,6 @@ class SaxsLiveReducer(LiveReducer):
             finally:
                 self.timings["tiled"] += time.perf_counter() - t0
 
-    def _write_experiment(self, exp: ExperimentReduction) -> None:
+    def _write_experiment(self, exp: ExperimentState) -> None:
         write_experiment(self._reduced_node(), exp, figures=self.figures.get(exp.experiment_id, []))
         self._exp_written[exp.experiment_id] = exp.version
