@@ -227,6 +227,7 @@ def _find_technique(client, key: str) -> str:
 
 
 def cmd_reduce(args) -> int:
+    from . import techniques
     from .jobs import TiledTarget, tiled_client
     from .tiled_server import DataLayout
 
@@ -235,14 +236,11 @@ def cmd_reduce(args) -> int:
     figures.mkdir(parents=True, exist_ok=True)
     with tiled_client(target) as (client, uri):
         technique = _find_technique(client, args.uid)
-        if technique == "xct":
-            from .callbacks.xct.offline import reduce_experiment as reduce_offline
-        elif technique == "saxs_waxs":
-            from .callbacks.saxs.offline import reduce_experiment as reduce_offline
-        else:
+        found = techniques.for_run({"technique": technique})
+        if found is None:
             print(f"operando: no reduction for technique {technique!r}", file=sys.stderr)
             return 2
-        summary = reduce_offline(client, args.uid, figures_dir=figures)
+        summary = found.reduce_offline(client, args.uid, figures_dir=figures)
     print(f"reduced {args.uid} ({technique}) into {uri} under 'reduced/'")
     if isinstance(summary, dict):
         for key, value in summary.items():

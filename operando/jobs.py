@@ -140,9 +140,9 @@ def run_xct(*, target: TiledTarget, cycles: int, time_scale: float, projections:
             experiment_id=experiment_id)
 
     def reducer(client, figures):
-        from .callbacks.xct.live import XCTLiveReducer
+        from .techniques import get
 
-        return XCTLiveReducer(client, figures_dir=figures)
+        return get("xct").live_reducer(client, figures_dir=figures)
 
     t_wall = time.monotonic()
     result, uri, frames = _station_job(
@@ -173,9 +173,9 @@ def run_saxs(*, target: TiledTarget, beamline: str, cycles: int, time_scale: flo
                                   experiment_id=experiment_id)
 
     def reducer(client, figures):
-        from .callbacks.saxs.live import SAXSLiveReducer
+        from .techniques import get
 
-        return SAXSLiveReducer(client, figures_dir=figures)
+        return get("saxs").live_reducer(client, figures_dir=figures)
 
     t_wall = time.monotonic()
     result, uri, frames = _station_job(

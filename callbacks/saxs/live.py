@@ -22,7 +22,7 @@ import numpy as np
 
 from ..core import FrameReader, LiveReducer, RunCollector
 from .experiment import ExperimentState
-from .model import REDUCED_STEPS, TECHNIQUE, RasterData, ReductionParameters
+from .model import REDUCED_STEPS, RUN_TECHNIQUE, RasterData, ReductionParameters
 from .science.integration import DetectorConfig, detector_configs, integrate_frame
 from .store import update_points, write_experiment, write_run
 
@@ -120,7 +120,7 @@ class SAXSLiveReducer(LiveReducer):
     is replaced by ``npt``).  ``pixel``: (row, col) of the waterfall point.
     """
 
-    technique = TECHNIQUE
+    technique = RUN_TECHNIQUE
     steps = REDUCED_STEPS
     timing_keys = ("integrate_events", "raster", "tiled", "figures")
 

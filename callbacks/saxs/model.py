@@ -15,7 +15,7 @@ from .science.maps import LI2S_WINDOW, SAXS_WINDOW, grid_indices
 __all__ = [
     "REDUCTION_NAME",
     "REDUCTION_VERSION",
-    "TECHNIQUE",
+    "RUN_TECHNIQUE",
     "REDUCED_STEPS",
     "accepts",
     "ReductionParameters",
@@ -26,13 +26,13 @@ __all__ = [
 REDUCTION_NAME = "operando.saxs_waxs"
 REDUCTION_VERSION = "1.0"
 #: the start document's ``technique`` of the runs reduced
-TECHNIQUE = "saxs_waxs"
+RUN_TECHNIQUE = "saxs_waxs"
 REDUCED_STEPS = ("background", "ocv", "operando")
 
 
 def accepts(start: dict) -> bool:
     """Whether the run of this start document is one the SAXS/WAXS reduction reduces."""
-    return start.get("technique") == TECHNIQUE and start.get("step") in REDUCED_STEPS
+    return start.get("technique") == RUN_TECHNIQUE and start.get("step") in REDUCED_STEPS
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ class RasterData:
     seq_num: np.ndarray
     extents: list | None = None
     snaking: list | None = None
-    technique: str = TECHNIQUE
+    technique: str = RUN_TECHNIQUE
 
     @property
     def n(self) -> int:
@@ -122,7 +122,7 @@ class RasterData:
             raster_index=start.get("raster_index"), shape=(int(shape[0]), int(shape[1])),
             q_saxs=q_s, saxs=i_s, saxs_sigma=s_s, q_waxs=q_w, waxs=i_w, waxs_sigma=s_w,
             seq_num=seq, extents=start.get("extents"), snaking=start.get("snaking"),
-            technique=str(start.get("technique") or TECHNIQUE), **cols,
+            technique=str(start.get("technique") or RUN_TECHNIQUE), **cols,
         )
 
     def grid(self) -> tuple[np.ndarray, np.ndarray]:

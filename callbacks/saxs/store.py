@@ -15,7 +15,7 @@ import numpy as np
 
 from ..core import json_safe, replace_container
 from .experiment import ExperimentState
-from .model import TECHNIQUE, RasterResult
+from .model import RUN_TECHNIQUE, RasterResult
 
 __all__ = ["UNITS", "write_run", "update_points", "write_experiment"]
 
@@ -79,7 +79,7 @@ def write_experiment(reduced, exp: ExperimentState, *, figures: Iterable[str] = 
         return None
     data = exp.figure_data()
     md = json_safe({
-        "experiment_id": exp.experiment_id, "technique": TECHNIQUE, "kind": "experiment",
+        "experiment_id": exp.experiment_id, "technique": RUN_TECHNIQUE, "kind": "experiment",
         "runs": [{"uid": r.uid, "step": r.raster.step, "cycle": r.raster.cycle,
                   "raster_index": r.raster.raster_index} for r in exp.results.values()],
         "background_uids": (exp.background or {}).get("uids", []),

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..core import LiveReducer, RunCollector
 from .experiment import ExperimentState
-from .model import FRAME_KEY, REDUCED_STEPS, TECHNIQUE, ReductionParameters, RunData
+from .model import FRAME_KEY, REDUCED_STEPS, RUN_TECHNIQUE, ReductionParameters, RunData
 from .pipeline import reduce_run
 from .store import write_experiment, write_run
 
@@ -60,7 +60,7 @@ class XCTLiveReducer(LiveReducer):
     :class:`~operando.callbacks.xct.model.ReductionParameters`.
     """
 
-    technique = TECHNIQUE
+    technique = RUN_TECHNIQUE
     steps = REDUCED_STEPS
     timing_keys = ("reduce", "tiled", "figures")
 

@@ -16,7 +16,7 @@ from operando.constants import LI_ELECTRODE_DIAMETER_MM, SPRING_K_N_PER_MM
 __all__ = [
     "REDUCTION_NAME",
     "REDUCTION_VERSION",
-    "TECHNIQUE",
+    "RUN_TECHNIQUE",
     "FRAME_KEY",
     "SCAN_STEPS",
     "REDUCED_STEPS",
@@ -32,7 +32,7 @@ __all__ = [
 REDUCTION_NAME = "operando.xct"
 REDUCTION_VERSION = "1.0"
 #: the start document's ``technique`` of the runs reduced
-TECHNIQUE = "xct"
+RUN_TECHNIQUE = "xct"
 FRAME_KEY = "ct_det_image"
 SCAN_STEPS = ("scan3d", "postmortem")
 REDUCED_STEPS = SCAN_STEPS + ("plating",)
@@ -42,7 +42,7 @@ LAYER_ROWS = ("cu_top", "cu_bottom", "li_hse_top", "hse_li_bottom")
 
 def accepts(start: dict) -> bool:
     """Whether the run of this start document is one the XCT reduction reduces."""
-    return start.get("technique") == TECHNIQUE and start.get("step") in REDUCED_STEPS
+    return start.get("technique") == RUN_TECHNIQUE and start.get("step") in REDUCED_STEPS
 
 
 @dataclass(frozen=True)

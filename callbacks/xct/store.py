@@ -13,7 +13,7 @@ import numpy as np
 
 from ..core import json_safe, replace_container
 from .experiment import ExperimentState
-from .model import LAYER_LENGTHS, LAYER_ROWS, TECHNIQUE, PlatingResult, ScanResult
+from .model import LAYER_LENGTHS, LAYER_ROWS, RUN_TECHNIQUE, PlatingResult, ScanResult
 
 __all__ = ["UNITS", "write_scan", "write_plating", "write_run", "write_experiment"]
 
@@ -29,7 +29,7 @@ UNITS = {
 
 def _base_metadata(res, state: ExperimentState) -> dict:
     return {"raw_uid": res.uid, "experiment_id": res.experiment_id, "step": res.step,
-            "cycle": res.cycle, "technique": TECHNIQUE, "kind": res.kind,
+            "cycle": res.cycle, "technique": RUN_TECHNIQUE, "kind": res.kind,
             "postmortem_scan": res.start.get("postmortem_scan"), "detector": res.detector,
             "reduction": state.reduction_metadata(), "units": UNITS,
             "timings_s": res.timings}
@@ -117,7 +117,7 @@ def write_experiment(reduced, state: ExperimentState, *, figures: Iterable[str] 
     """Write (replace) ``reduced/<experiment_id>``; returns the container."""
     d_mm, source = state.diameter()
     tr = state.tracking()
-    md = {"experiment_id": state.experiment_id, "technique": TECHNIQUE, "kind": "experiment",
+    md = {"experiment_id": state.experiment_id, "technique": RUN_TECHNIQUE, "kind": "experiment",
           "runs": [{"uid": r.uid, "kind": r.kind, "step": r.step, "cycle": r.cycle}
                    for r in state.ordered()],
           "diameter_mm": d_mm, "diameter_source": source, "failure": state.failure(),
