@@ -16,7 +16,7 @@ from operando.plans.saxs import align, background, raster, saxs_waxs_operando
 from operando.plans.validation import PlanArgumentError
 from operando.session import make_tiled_writer
 
-from .conftest import start_saxs_ioc
+from .simulators import start_saxs_ioc
 
 GRID = dict(x_range=(-2.0, 2.0), y_range=(0.05, 0.35), shape=(4, 5))
 

@@ -17,8 +17,8 @@ import h5py
 import numpy as np
 import pytest
 
-from .ca_client import acquire_while_reading, ca_context, get, get_enum, get_str, put, put_rejected, wait_for  # noqa: F401
-from .conftest import start_saxs_ioc
+from .ca_client import acquire_while_reading, get, get_enum, get_str, put, put_rejected, wait_for
+from .simulators import start_saxs_ioc
 
 @pytest.fixture(scope="module")
 def P(saxs_ioc):

@@ -45,7 +45,9 @@ from operando.devices.xct import make_xct_station
 from operando.plans.xct import HOUR, plating, postmortem, scan3d
 from operando.session import make_tiled_writer
 
-from .conftest import start_xct_ioc
+from .simulators import start_xct_ioc
+
+pytestmark = pytest.mark.slow  # a whole (short) experiment, reduced live and offline
 
 SCALE = 4000.0
 RADIOGRAM_EVERY = (0.5 * HOUR, 2.0 * HOUR)

@@ -1,7 +1,7 @@
 """Channel Access helpers for tests that talk to an IOC subprocess directly.
 
 One caproto threading-client context per test module (persistent circuits),
-dropped by the autouse ``ca_context`` fixture that each module imports.
+dropped after each module by the autouse ``ca_context`` fixture (``conftest.py``).
 """
 
 from __future__ import annotations
@@ -26,9 +26,8 @@ def _pv(name):
     return pvs[name]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def ca_context():
-    yield
+def disconnect():
+    """Drop the context and its channels (if any were made)."""
     ctx = _ca.pop("ctx", None)
     _ca.pop("pvs", None)
     if ctx is not None:

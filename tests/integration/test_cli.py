@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from tiled.client import from_uri
 
 from operando.tiled_server import DataLayout, TiledServer
@@ -20,6 +21,7 @@ def _run(args, **kwargs):
                           **kwargs)
 
 
+@pytest.mark.slow
 def test_run_xct_headless_into_embedded_tiled(tmp_path):
     data = tmp_path / "data"
     proc = _run(["run", "xct", "--cycles", "1", "--time-scale", "2000", "--projections", "11",
@@ -56,6 +58,7 @@ def test_cli_rejects_bad_arguments(tmp_path):
     assert proc.returncode == 2 and "api-key" in proc.stderr
 
 
+@pytest.mark.slow
 def test_run_saxs_with_live_reduction_then_reduce_offline(tmp_path):
     data = tmp_path / "data"
     proc = _run(["run", "saxs", "--cycles", "1", "--time-scale", "5000", "--grid", "3x2",

@@ -15,8 +15,8 @@ import pytest
 from caproto import AlarmSeverity
 
 from . import ca_client as ca
-from .ca_client import acquire_while_reading, ca_context, ctrl, get, get_enum, get_str, put_rejected, wait_for  # noqa: F401
-from .conftest import start_xct_ioc
+from .ca_client import acquire_while_reading, ctrl, get, get_enum, get_str, put_rejected, wait_for
+from .simulators import start_xct_ioc
 
 FARADAY = 96485.33212
 

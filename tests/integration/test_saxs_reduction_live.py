@@ -42,6 +42,8 @@ from operando.iocs.physics import scattering_frames as sf
 from operando.iocs.physics.saxs_cell import SaxsCell
 from operando.tiled_server import runs_container
 
+pytestmark = pytest.mark.slow  # a whole (short) experiment, reduced live and offline
+
 BL = sf.SYNCHROTRON
 XS = np.linspace(-2.0, 2.0, 5)
 YS = np.array([0.044, 0.131, 0.219, 0.306])  # the cathode (0–0.35 mm), beam 88 µm high

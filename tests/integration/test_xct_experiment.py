@@ -20,7 +20,9 @@ from bluesky import RunEngine
 from operando.devices.xct import make_xct_station
 from operando.plans.xct import HOUR, current_for_density, xct_operando
 
-from .conftest import start_xct_ioc
+from .simulators import start_xct_ioc
+
+pytestmark = pytest.mark.slow  # the whole protocol, to the short circuit
 
 SCALE = 6000.0
 M_LI, RHO_LI, FARADAY = 6.94, 0.534, 96485.332
