@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit venv clean
+.PHONY: demo test test-unit lint venv clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ test-unit: $(STAMP)
 # conftest confines Channel Access to loopback). Exit code 5 fails here too.
 test: test-unit
 	$(BIN)/python -m pytest -q tests/integration
+
+# ruff (pyproject.toml [tool.ruff]): lint and formatting, checked, nothing rewritten.
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
 clean:
 	rm -rf $(VENV) data

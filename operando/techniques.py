@@ -10,9 +10,10 @@ an offline reduction and its figures. Each technique's package under
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import import_module
-from typing import Any, Callable, Mapping
+from typing import Any
 
 __all__ = ["Technique", "register", "get", "names", "for_run", "BUILTIN"]
 

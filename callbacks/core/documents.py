@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from event_model import DocumentRouter
@@ -110,7 +110,7 @@ class RunCollector(DocumentRouter):
             if len(col) < n:  # a key missing in earlier events
                 col.extend([math.nan] * (n - len(col)))
             col.append(value)
-        for key, col in cols.items():
+        for col in cols.values():
             if len(col) < n + 1:
                 col.append(math.nan)
 

@@ -36,7 +36,13 @@ def draw_figures(figure_data: dict, directory, **options) -> list[str]:
     return experiment_figures(figure_data, directory, **options)
 
 
-TECHNIQUE = register(Technique(
-    name="saxs", run_technique=RUN_TECHNIQUE, live_reducer=live_reducer,
-    reduce_offline=reduce_offline, figures=draw_figures,
-    description="scanning operando SAXS/WAXS of an all-solid-state Li-S cell"))
+TECHNIQUE = register(
+    Technique(
+        name="saxs",
+        run_technique=RUN_TECHNIQUE,
+        live_reducer=live_reducer,
+        reduce_offline=reduce_offline,
+        figures=draw_figures,
+        description="scanning operando SAXS/WAXS of an all-solid-state Li-S cell",
+    )
+)

@@ -99,7 +99,7 @@ class RasterData:
         return len(self.time)
 
     @classmethod
-    def from_columns(cls, start: dict, columns: dict, curves) -> "RasterData":
+    def from_columns(cls, start: dict, columns: dict, curves) -> RasterData:
         """Build from a start document, event columns (data keys → arrays, as in
         the primary stream) and ``reduce_frames`` output."""
         q_s, i_s, s_s, q_w, i_w, s_w = curves

@@ -9,7 +9,7 @@ final. The layout, node by node: ``docs/reduction-saxs.md``.
 from __future__ import annotations
 
 import logging
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 

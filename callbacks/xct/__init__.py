@@ -36,7 +36,13 @@ def draw_figures(figure_data: dict, directory, **options) -> list[str]:
     return experiment_figures(figure_data, directory, **options)
 
 
-TECHNIQUE = register(Technique(
-    name="xct", run_technique=RUN_TECHNIQUE, live_reducer=live_reducer,
-    reduce_offline=reduce_offline, figures=draw_figures,
-    description="operando X-ray CT of a pressurized Li | hybrid solid electrolyte | Li cell"))
+TECHNIQUE = register(
+    Technique(
+        name="xct",
+        run_technique=RUN_TECHNIQUE,
+        live_reducer=live_reducer,
+        reduce_offline=reduce_offline,
+        figures=draw_figures,
+        description="operando X-ray CT of a pressurized Li | hybrid solid electrolyte | Li cell",
+    )
+)

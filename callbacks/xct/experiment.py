@@ -222,7 +222,7 @@ class ExperimentState:
                        if len(disp) else math.nan,
                        "fraction_outward": float(np.mean(radial > 0)) if len(radial) else math.nan}
             out["pairs"].append(summary)
-            for (ia, ib), d, rad in zip(pairs, disp, radial):
+            for (ia, _), d, rad in zip(pairs, disp, radial):
                 pa = a.particles[ia]
                 rows.append({"scan_from": j - 1, "scan_to": j, "uid_from": a.uid, "uid_to": b.uid,
                              "cycle_from": -1 if a.cycle is None else a.cycle,

@@ -7,7 +7,8 @@ what is there (delete and write anew). The layout, node by node:
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 

@@ -11,8 +11,17 @@ import operando.callbacks as callbacks
 from operando import techniques
 
 CALLBACKS = Path(callbacks.__file__).parent
-SHAPE = {"__init__", "model", "pipeline", "experiment", "store", "figures", "live", "offline",
-         "science"}
+SHAPE = {
+    "__init__",
+    "model",
+    "pipeline",
+    "experiment",
+    "store",
+    "figures",
+    "live",
+    "offline",
+    "science",
+}
 
 
 def test_registry_knows_both_techniques():
@@ -28,9 +37,11 @@ def test_registry_knows_both_techniques():
 
 def test_register_a_technique(monkeypatch):
     monkeypatch.setattr(techniques, "_REGISTRY", dict(techniques._REGISTRY))
-    t = techniques.register(techniques.Technique(
-        name="xrd", run_technique="xrd", live_reducer=object, reduce_offline=dict,
-        figures=list))
+    t = techniques.register(
+        techniques.Technique(
+            name="xrd", run_technique="xrd", live_reducer=object, reduce_offline=dict, figures=list
+        )
+    )
     assert techniques.get("xrd") is t and "xrd" in techniques.names()
     assert techniques.for_run({"technique": "xrd"}) is t
 
@@ -53,8 +64,11 @@ def test_live_reducers_share_one_base(name):
 def test_both_techniques_have_the_same_modules():
     shapes = {}
     for tech in ("xct", "saxs"):
-        shapes[tech] = {p.stem for p in (CALLBACKS / tech).iterdir()
-                        if p.suffix == ".py" or (p / "__init__.py").exists()}
+        shapes[tech] = {
+            p.stem
+            for p in (CALLBACKS / tech).iterdir()
+            if p.suffix == ".py" or (p / "__init__.py").exists()
+        }
     assert shapes["xct"] == shapes["saxs"] == SHAPE
 
 
@@ -68,5 +82,7 @@ def test_callbacks_never_import_the_simulators_or_the_acquisition():
             else:
                 continue
             for n in names:
-                assert not any(part in n.split(".") for part in ("iocs", "devices", "plans")), \
-                    (str(path), n)
+                assert not any(part in n.split(".") for part in ("iocs", "devices", "plans")), (
+                    str(path),
+                    n,
+                )

@@ -10,7 +10,8 @@ serve (Weckelmann et al. 2025, doi:10.1515/mim-2025-0010), with its numbers:
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi

@@ -7,7 +7,8 @@ Vo's method for 180° scans. Method: ``docs/reduction-xct.md``.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

@@ -16,7 +16,15 @@ from typing import Any
 import numpy as np
 
 from .center import _structured_rows, find_center_projections
-from .projections import _angular_step, _coverage, _mean_frame, fold_to_180, minus_log, normalize, suppress_stripes
+from .projections import (
+    _angular_step,
+    _coverage,
+    _mean_frame,
+    fold_to_180,
+    minus_log,
+    normalize,
+    suppress_stripes,
+)
 
 __all__ = ["reconstruct", "reconstruct_sinogram"]
 
