@@ -18,7 +18,7 @@ Per detector, on the same frames:
   warmed up first.
 * **live, no writes**: the documents of one raster run (start, descriptor,
   stream_resource, stream_datum, event, stop) pushed through
-  ``SaxsLiveReducer(None)``: queue, worker thread, ``RunRouter``, SWMR HDF5
+  ``SAXSLiveReducer(None)``: queue, worker thread, ``RunRouter``, SWMR HDF5
   read, integration with the beamstop mask, gaps as dummies and Poisson errors,
   and the raster's reduction at ``stop``; timed from the first event to
   ``flush()``, after the warm-up at the descriptor.  "integrate" is the part
@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 from event_model import compose_run
 
-from operando.callbacks.saxs_live import SaxsLiveReducer
+from operando.callbacks.saxs.live import SAXSLiveReducer
 from operando.iocs.hdf5_writer import HDF5FrameWriter
 from operando.iocs.physics import scattering_frames as sf
 from operando.iocs.physics.saxs_cell import SaxsCell
@@ -134,7 +134,7 @@ def live(role: str, paths: dict, n: int, n_frames: int, client=None) -> tuple[fl
     for one run of ``n`` events cycling over the ``n_frames`` frames of the file."""
     shape = (max(1, n // 5), 5) if n % 5 == 0 else (1, n)
     head, rest = run_documents(role, paths, n, shape, n_frames)
-    reducer = SaxsLiveReducer(client, npt=NPT)
+    reducer = SAXSLiveReducer(client, npt=NPT)
     for name, doc in head:
         reducer(name, doc)
     reducer.flush()  # warm-up at the descriptor is done

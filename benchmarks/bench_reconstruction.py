@@ -14,7 +14,7 @@ and Poisson noise. Timed on one slice each:
 * scikit-image ``iradon`` (the fallback),
 * astra-toolbox CPU ``FBP`` (if installed; its CPU code is single-threaded),
 * algotom ``fbp_reconstruction`` on the CPU (numba, all cores),
-* algotom DFI through ``operando.callbacks.tomography.reconstruct`` (the
+* algotom DFI through ``operando.callbacks.xct.science.reconstruct`` (the
   choice), in-process,
 
 then the whole pipeline (dark/flat, −ln, centre finding, fold 360→180°,
@@ -31,7 +31,7 @@ import time
 import numpy as np
 from scipy import ndimage as ndi
 
-from operando.callbacks import tomography as tomo
+from operando.callbacks.xct import science as tomo
 
 
 def phantom(width: int, n_angles: int, center: float, seed: int = 0):

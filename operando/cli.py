@@ -166,6 +166,7 @@ def cmd_iocs(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from .constants import HOUR
     from .jobs import TiledTarget, run_xct
     from .tiled_server import DataLayout
 
@@ -189,7 +190,7 @@ def cmd_run(args) -> int:
     _report(report, args)
     if report.failure:
         f = report.failure
-        print(f"cell failed in cycle {f['cycle']} at {f['time_s'] / 3600:.2f} h: {f['reason']}")
+        print(f"cell failed in cycle {f['cycle']} at {f['time_s'] / HOUR:.2f} h: {f['reason']}")
     print(f"data: {report.data_dir} (detector frames under {report.frames_dir})")
     if figures:
         print(f"figures: {figures / report.experiment_id}")
@@ -276,6 +277,7 @@ def _find_technique(client, key: str) -> str:
 
 
 def cmd_reduce(args) -> int:
+    from . import techniques
     from .jobs import TiledTarget, tiled_client
     from .tiled_server import DataLayout
 
@@ -284,14 +286,11 @@ def cmd_reduce(args) -> int:
     figures.mkdir(parents=True, exist_ok=True)
     with tiled_client(target) as (client, uri):
         technique = _find_technique(client, args.uid)
-        if technique == "xct":
-            from .callbacks.xct_offline import reduce_xct as reduce_offline
-        elif technique == "saxs_waxs":
-            from .callbacks.saxs_offline import reduce_experiment as reduce_offline
-        else:
+        found = techniques.for_run({"technique": technique})
+        if found is None:
             print(f"operando: no reduction for technique {technique!r}", file=sys.stderr)
             return 2
-        summary = reduce_offline(client, args.uid, figures_dir=figures)
+        summary = found.reduce_offline(client, args.uid, figures_dir=figures)
     print(f"reduced {args.uid} ({technique}) into {uri} under 'reduced/'")
     if isinstance(summary, dict):
         for key, value in summary.items():

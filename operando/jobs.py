@@ -163,8 +163,9 @@ def run_xct(*, target: TiledTarget, cycles: int, time_scale: float | str, projec
             reduce: bool = True) -> JobReport:
     """The operando XCT protocol on the simulated (or a real) station, into Tiled,
     reduced live (reconstructions, layers, particles, figures) unless ``reduce`` is off."""
+    from .constants import HOUR
     from .devices.xct import make_xct_station
-    from .plans.xct import HOUR, xct_operando
+    from .plans.xct import xct_operando
 
     def plan(station):
         return xct_operando(
@@ -175,9 +176,9 @@ def run_xct(*, target: TiledTarget, cycles: int, time_scale: float | str, projec
             experiment_id=experiment_id)
 
     def reducer(client, figures):
-        from .callbacks.xct_live import XCTLiveReducer
+        from .techniques import get
 
-        return XCTLiveReducer(client, figures_dir=figures)
+        return get("xct").live_reducer(client, figures_dir=figures)
 
     t_wall = time.monotonic()
     result, uri, frames = _station_job(
@@ -208,9 +209,9 @@ def run_saxs(*, target: TiledTarget, beamline: str, cycles: int, time_scale: flo
                                   experiment_id=experiment_id)
 
     def reducer(client, figures):
-        from .callbacks.saxs_live import SaxsLiveReducer
+        from .techniques import get
 
-        return SaxsLiveReducer(client, figures_dir=figures)
+        return get("saxs").live_reducer(client, figures_dir=figures)
 
     t_wall = time.monotonic()
     result, uri, frames = _station_job(

@@ -12,6 +12,8 @@ import sys
 from event_model import DocumentRouter
 from tqdm.auto import tqdm
 
+from .constants import HOUR
+
 
 class ExperimentProgress(DocumentRouter):
     def __init__(self, total_cell_hours: float, *, cycles: int | None = None,
@@ -40,7 +42,7 @@ class ExperimentProgress(DocumentRouter):
             return
         if self.t0 is None:
             self.t0 = t
-        hours = round((t - self.t0) / 3600.0, 3)
+        hours = round((t - self.t0) / HOUR, 3)
         if hours > self.bar.n:
             self.bar.update(min(hours, self.bar.total) - self.bar.n)
 

@@ -1,0 +1,186 @@
+"""The machinery of every live reducer: a queued worker thread and the base class.
+
+:class:`QueuedReducer` takes documents on the RunEngine's thread (a copy and a
+put) and hands them to a worker thread; :class:`LiveReducer` adds what the
+techniques share: an ``event_model.RunRouter`` that gives each accepted run a
+collector (:class:`~operando.callbacks.core.documents.RunCollector`), the
+experiments reduced so far, the figures and the timings. A technique's
+``live.py`` subclasses it. How it fits together: ``docs/architecture.md``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from event_model import RunRouter
+
+from .documents import RunCollector
+
+__all__ = ["QueuedReducer", "LiveReducer"]
+
+logger = logging.getLogger(__name__)
+
+
+_STOP_WORKER = object()
+
+
+class QueuedReducer:
+    """A bluesky callback that reduces on a worker thread, off the RunEngine's.
+
+    ``__call__`` only copies the document onto a queue; the worker hands each
+    one to :meth:`_handle` (subclasses) and survives its errors (logged, kept
+    in ``errors``); :meth:`flush` waits until everything queued is done;
+    :meth:`close` also stops the worker. Results go under the ``reduced``
+    container of ``client`` (None: reduce without writing).
+    """
+
+    thread_name = "live-reducer"
+
+    def __init__(self, client):
+        self.client = client
+        self.errors: list[tuple[str, str]] = []
+        self._reduced = None
+        self._queue: queue.Queue = queue.Queue()
+        self._pending = 0
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._work, name=self.thread_name, daemon=True)
+        self._thread.start()
+
+    def __call__(self, name: str, doc: dict) -> None:
+        """Queue a document (cheap: a copy and a put)."""
+        if not self._thread.is_alive():
+            raise RuntimeError(f"{type(self).__name__} is closed")
+        with self._cond:
+            self._pending += 1
+        self._queue.put((name, copy.deepcopy(doc)))
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything queued is reduced and written; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._pending:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Wait for the queue (after :meth:`_before_close`), then stop the worker."""
+        if not self._thread.is_alive():
+            return True
+        self._before_close()
+        done = self.flush(timeout)
+        self._queue.put(_STOP_WORKER)
+        self._thread.join(timeout=5)
+        return done
+
+    def _before_close(self) -> None:
+        """Queue what must happen before the worker stops (subclasses)."""
+
+    def _handle(self, name: str, doc: dict) -> None:
+        raise NotImplementedError
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP_WORKER:
+                return
+            name, doc = item
+            try:
+                self._handle(name, doc)
+            except Exception as err:  # noqa: BLE001 - the worker must survive
+                logger.exception("%s failed on a %s document", type(self).__name__, name)
+                self.errors.append((name, repr(err)))
+            finally:
+                with self._cond:
+                    self._pending -= 1
+                    self._cond.notify_all()
+
+    def _reduced_node(self):
+        if self._reduced is None:
+            from operando.tiled_server import reduced_container
+
+            self._reduced = reduced_container(self.client)
+        return self._reduced
+
+
+class LiveReducer(QueuedReducer):
+    """Base of the techniques' live reducers (``XCTLiveReducer``, ``SAXSLiveReducer``).
+
+    A subclass names the runs it reduces (``technique``: the start document's
+    ``technique``; ``steps``: its ``step``) and ``timing_keys``, and implements
+    :meth:`_collector` (the per-run ``RunCollector``), :meth:`_new_experiment`
+    (the technique's ``ExperimentState``) and :meth:`_figures` (draw them).
+
+    Attributes: ``experiments`` (experiment id → its state), ``figures``
+    (experiment id → PNG paths), ``written`` (raw uids written to Tiled),
+    ``timings`` (seconds per kind of work), ``errors``; ``figures_dir``
+    (``<figures_dir>/<experiment_id>/*.png``, None for no figures) and
+    ``frame_timeout`` (s to wait for a frame in its HDF5 file).
+    """
+
+    technique: str = ""
+    steps: tuple[str, ...] = ()
+    timing_keys: tuple[str, ...] = ("tiled", "figures")
+
+    def __init__(self, client, *, figures_dir=None, frame_timeout: float = 60.0):
+        self.figures_dir = Path(figures_dir) if figures_dir is not None else None
+        self.frame_timeout = float(frame_timeout)
+        self.experiments: dict[str, Any] = {}
+        self.figures: dict[str, list[str]] = {}
+        self.written: list[str] = []
+        self.timings: dict[str, float] = {key: 0.0 for key in self.timing_keys}
+        self._router = RunRouter([self._factory])
+        super().__init__(client)
+
+    def accepts(self, start: dict) -> bool:
+        """Whether the run of this start document is reduced."""
+        return start.get("technique") == self.technique and start.get("step") in self.steps
+
+    # ------------------------------------------------------------------ subclasses
+    def _collector(self, start: dict) -> RunCollector:
+        raise NotImplementedError
+
+    def _new_experiment(self, experiment_id: str):
+        raise NotImplementedError
+
+    def _figures(self, exp, directory: Path) -> list[str]:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ worker
+    def _handle(self, name: str, doc: dict) -> None:
+        self._router(name, doc)
+
+    def _factory(self, name, start):
+        if not self.accepts(start):
+            return [], []
+        return [self._collector(start)], []
+
+    def _experiment(self, experiment_id: str):
+        exp = self.experiments.get(experiment_id)
+        if exp is None:
+            exp = self.experiments[experiment_id] = self._new_experiment(experiment_id)
+        return exp
+
+    def _draw(self, exp) -> bool:
+        """Redraw the experiment's figures; False (the error logged and kept) on failure."""
+        if self.figures_dir is None:
+            return False
+        t0 = time.perf_counter()
+        try:
+            self.figures[exp.experiment_id] = self._figures(
+                exp, self.figures_dir / (exp.experiment_id or "unnamed"))
+            return True
+        except Exception as err:  # noqa: BLE001 - figures never stop the reduction
+            logger.exception("figures of %s failed", exp.experiment_id)
+            self.errors.append(("figures", repr(err)))
+            return False
+        finally:
+            self.timings["figures"] += time.perf_counter() - t0

@@ -1,0 +1,85 @@
+"""Tiled helpers shared by the techniques' stores and offline reductions.
+
+:func:`json_safe` (metadata), :func:`replace_container` (every reduced node is
+written anew), :func:`stream_columns` (a stored stream's scalars in one request)
+and :func:`find_experiment_runs` (a raw run uid or an ``experiment_id`` → the
+experiment's raw runs).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+__all__ = ["json_safe", "replace_container", "stream_columns", "find_experiment_runs"]
+
+
+def json_safe(obj):
+    """JSON-safe copy: numpy scalars → Python, NaN/inf → None, tuples → lists."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def replace_container(parent, key: str, metadata: dict):
+    """Delete ``parent[key]`` (recursively) if it exists and create it anew."""
+    if key in parent:
+        parent.delete_contents(key, recursive=True, external_only=False)
+    return parent.create_container(key, metadata=json_safe(metadata))
+
+
+def stream_columns(stream) -> dict[str, np.ndarray]:
+    """A stored stream's scalar columns (TiledWriter's ``internal`` table, one
+    request; else key by key)."""
+    base = getattr(stream, "base", stream)
+    if "internal" in base:
+        table = base["internal"].read()
+        return {c: table[c].to_numpy() for c in table.columns}
+    out = {}
+    for key in stream:
+        node = stream[key]
+        if len(getattr(node, "shape", ())) == 1:
+            out[key] = np.asarray(node.read())
+    return out
+
+
+def find_experiment_runs(raw, experiment_id_or_raw_uid: str, *,
+                         accept: Callable[[dict], bool] | None = None) -> tuple[str, list]:
+    """``(experiment_id, [(uid, run), ...])`` of an experiment's raw runs in
+    start-time order; ``accept(start_doc)`` filters them.
+
+    The argument is an ``experiment_id`` or the uid of any of its raw runs; the
+    runs are found with ``Key("start.experiment_id") == experiment_id``.
+    """
+    from tiled.queries import Key
+
+    key = str(experiment_id_or_raw_uid)
+    eid, single = key, None
+    if key in raw:
+        single = raw[key]
+        eid = str(single.metadata["start"].get("experiment_id") or "")
+    if eid:
+        found = list(raw.search(Key("start.experiment_id") == eid).items())
+    elif single is not None:
+        found = [(key, single)]
+    else:
+        found = []
+    runs = []
+    for uid, run in found:
+        start = run.metadata.get("start", {})
+        if accept is None or accept(start):
+            runs.append((float(start.get("time", 0.0)), uid, run))
+    if not runs:
+        raise KeyError(f"no runs to reduce for {key!r}")
+    runs.sort(key=lambda r: (r[0], r[1]))
+    return eid, [(uid, run) for _, uid, run in runs]

@@ -1,0 +1,189 @@
+"""What the SAXS/WAXS reduction works on and produces: its parameters, one raw
+run integrated (:class:`RasterData`) and one reduced (:class:`RasterResult`).
+Read next: :mod:`.pipeline`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ..core import json_safe
+from .science.maps import LI2S_WINDOW, SAXS_WINDOW, grid_indices
+
+__all__ = [
+    "REDUCTION_NAME",
+    "REDUCTION_VERSION",
+    "RUN_TECHNIQUE",
+    "REDUCED_STEPS",
+    "accepts",
+    "ReductionParameters",
+    "RasterData",
+    "RasterResult",
+]
+
+REDUCTION_NAME = "operando.saxs_waxs"
+REDUCTION_VERSION = "1.0"
+#: the start document's ``technique`` of the runs reduced
+RUN_TECHNIQUE = "saxs_waxs"
+REDUCED_STEPS = ("background", "ocv", "operando")
+
+
+def accepts(start: dict) -> bool:
+    """Whether the run of this start document is one the SAXS/WAXS reduction reduces."""
+    return start.get("technique") == RUN_TECHNIQUE and start.get("step") in REDUCED_STEPS
+
+
+@dataclass(frozen=True)
+class ReductionParameters:
+    """Every choice of the reduction (recorded in each node's ``reduction`` metadata)."""
+
+    npt: int = 1000
+    li2s_window: tuple[float, float] = LI2S_WINDOW
+    saxs_window: tuple[float, float] = SAXS_WINDOW
+    scherrer_k: float = 0.9
+    #: nm⁻¹; None: estimated from the Li6PS5Cl reflections of the OCV reference
+    instrument_fwhm: float | None = None
+    #: relative Li2S signal (li2s_map) above which a point's size is fitted
+    size_min_signal: float = 0.02
+    #: scale the empty-cell background by the diode transmission ratio
+    background_transmission_scale: bool = True
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d.update(unit="q_nm^-1", method=["full", "csr", "cython"], error_model="poisson")
+        return json_safe(d)
+
+
+_POINT_KEYS = {
+    "time": "clock_time", "x": "stage_x", "y": "stage_y", "ewe": "pstat_ewe",
+    "current": "pstat_current", "capacity": "pstat_capacity", "half_cycle": "pstat_half_cycle",
+    "diode": "diode_trans",
+}
+
+
+
+@dataclass
+class RasterData:
+    """One raw run, integrated: per point I(q) of both detectors and the point's
+    position, cell time, electrochemistry and transmission (acquisition order)."""
+
+    uid: str
+    experiment_id: str
+    step: str
+    cycle: int | None
+    raster_index: int | None
+    shape: tuple[int, int]
+    q_saxs: np.ndarray | None
+    saxs: np.ndarray | None
+    saxs_sigma: np.ndarray | None
+    q_waxs: np.ndarray | None
+    waxs: np.ndarray | None
+    waxs_sigma: np.ndarray | None
+    x: np.ndarray
+    y: np.ndarray
+    time: np.ndarray
+    ewe: np.ndarray
+    current: np.ndarray
+    capacity: np.ndarray
+    half_cycle: np.ndarray
+    diode: np.ndarray
+    seq_num: np.ndarray
+    extents: list | None = None
+    snaking: list | None = None
+    technique: str = RUN_TECHNIQUE
+
+    @property
+    def n(self) -> int:
+        return len(self.time)
+
+    @classmethod
+    def from_columns(cls, start: dict, columns: dict, curves) -> RasterData:
+        """Build from a start document, event columns (data keys → arrays, as in
+        the primary stream) and ``reduce_frames`` output."""
+        q_s, i_s, s_s, q_w, i_w, s_w = curves
+        n = len(i_s) if i_s is not None else len(i_w)
+        cols = {}
+        for name, key in _POINT_KEYS.items():
+            v = columns.get(key)
+            arr = np.full(n, np.nan) if v is None else np.asarray(v, float).reshape(-1)[:n]
+            if len(arr) < n:
+                arr = np.concatenate([arr, np.full(n - len(arr), np.nan)])
+            cols[name] = arr
+        seq = columns.get("seq_num")
+        seq = np.arange(1, n + 1) if seq is None else np.asarray(seq, int)[:n]
+        shape = start.get("shape")
+        if shape is None or len(shape) != 2 or int(shape[0]) * int(shape[1]) < n:
+            shape = (1, n)
+        return cls(
+            uid=start["uid"], experiment_id=str(start.get("experiment_id") or ""),
+            step=str(start.get("step") or ""), cycle=start.get("cycle"),
+            raster_index=start.get("raster_index"), shape=(int(shape[0]), int(shape[1])),
+            q_saxs=q_s, saxs=i_s, saxs_sigma=s_s, q_waxs=q_w, waxs=i_w, waxs_sigma=s_w,
+            seq_num=seq, extents=start.get("extents"), snaking=start.get("snaking"),
+            technique=str(start.get("technique") or RUN_TECHNIQUE), **cols,
+        )
+
+    def grid(self) -> tuple[np.ndarray, np.ndarray]:
+        """(row, col) of each point (:func:`grid_indices`)."""
+        return grid_indices(self.x, self.y, self.shape, self.extents, self.snaking)
+
+    def flat_index(self) -> np.ndarray:
+        rows, cols = self.grid()
+        return rows * self.shape[1] + cols
+
+    def to_grid(self, curves: np.ndarray) -> np.ndarray:
+        """Per-point curves (n, nq) → grid order (ny·nx, nq), NaN where not measured."""
+        out = np.full((self.shape[0] * self.shape[1],) + curves.shape[1:], np.nan)
+        out[self.flat_index()] = curves
+        return out
+
+    def map_of(self, values) -> np.ndarray:
+        """Per-point values → (ny, nx) map, NaN where not measured."""
+        out = np.full(self.shape[0] * self.shape[1], np.nan)
+        out[self.flat_index()] = np.asarray(values, float)
+        return out.reshape(self.shape)
+
+
+@dataclass
+class RasterResult:
+    """A reduced raster: background-subtracted curves (acquisition order), the
+    per-point values and, for operando rasters, the maps."""
+
+    raster: RasterData
+    saxs: np.ndarray | None
+    saxs_sigma: np.ndarray | None
+    waxs: np.ndarray | None
+    waxs_sigma: np.ndarray | None
+    background_uid: str | None = None
+    reference_uids: list = field(default_factory=list)
+    waxs_norm: np.ndarray | None = None
+    li2s_map: np.ndarray | None = None
+    saxs_map: np.ndarray | None = None
+    li2s_size_map: np.ndarray | None = None
+    li2s_q111_map: np.ndarray | None = None
+    sodc: np.ndarray | None = None
+
+    @property
+    def uid(self) -> str:
+        return self.raster.uid
+
+    def points(self) -> dict[str, np.ndarray]:
+        """The ``points`` table (acquisition order)."""
+        r = self.raster
+        rows, cols = r.grid()
+        flat = rows * r.shape[1] + cols
+
+        def at(m):
+            return np.full(r.n, np.nan) if m is None else np.asarray(m, float).reshape(-1)[flat]
+
+        return {
+            "seq_num": np.asarray(r.seq_num, np.int64), "time": r.time, "x": r.x, "y": r.y,
+            "row": rows.astype(np.int64), "col": cols.astype(np.int64), "ewe": r.ewe,
+            "current": r.current, "capacity": r.capacity, "half_cycle": r.half_cycle,
+            "diode": r.diode,
+            "sodc": np.full(r.n, np.nan) if self.sodc is None else np.asarray(self.sodc, float),
+            "li2s": at(self.li2s_map), "li2s_size_nm": at(self.li2s_size_map),
+            "li2s_q111": at(self.li2s_q111_map),
+        }
