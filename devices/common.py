@@ -16,6 +16,8 @@ from ophyd import Component as Cpt
 from ophyd import Device, EpicsSignal, EpicsSignalRO, Kind
 from ophyd.status import DeviceStatus, Status
 
+from ..constants import FRAME_DATASET
+
 TECHNIQUE_END_STATES = ("done", "limit", "aborted")
 
 
@@ -298,7 +300,7 @@ class HDF5AreaDetector(Device):
             mimetype="application/x-hdf5",
             uri=f"file://localhost{Path(path).resolve()}",
             data_key=self.image_key,
-            parameters={"dataset": "/entry/data/data", "chunk_shape": [1, rows, cols]},
+            parameters={"dataset": FRAME_DATASET, "chunk_shape": [1, rows, cols]},
         )
         self._assets.push("stream_resource", self._bundle.stream_resource_doc)
         self._counter = itertools.count(self._first_frame)

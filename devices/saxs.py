@@ -13,8 +13,15 @@ from pathlib import Path
 from ophyd import Component as Cpt
 from ophyd import Device, EpicsMotor, EpicsSignal, EpicsSignalRO, Kind
 
-from .common import (CharArraySignalRO, HDF5AreaDetector, HDF5Cam, Potentiostat, SimClock,
-                     Station, TwoStateDevice)
+from .common import (
+    CharArraySignalRO,
+    HDF5AreaDetector,
+    HDF5Cam,
+    Potentiostat,
+    SimClock,
+    Station,
+    TwoStateDevice,
+)
 
 
 class CyclingPotentiostat(Potentiostat):

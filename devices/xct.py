@@ -13,8 +13,7 @@ from pathlib import Path
 from ophyd import Component as Cpt
 from ophyd import Device, EpicsMotor, EpicsSignal, EpicsSignalRO, Kind
 
-from .common import (HDF5AreaDetector, HDF5Cam, Potentiostat, SimClock, Station,
-                     TwoStateDevice)
+from .common import HDF5AreaDetector, HDF5Cam, Potentiostat, SimClock, Station, TwoStateDevice
 
 
 class ForceSensor(Device):

@@ -18,10 +18,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from operando.constants import FRAME_DATASET
+
 __all__ = ["HDF5FrameWriter", "DATASET"]
 
 #: Where the frames go (areaDetector's default).
-DATASET = "/entry/data/data"
+DATASET = FRAME_DATASET
 
 
 class HDF5FrameWriter:

@@ -20,7 +20,6 @@ from caproto import ChannelType
 from caproto.server import pvproperty
 from caproto.server.server import PvpropertyDouble, PvpropertyInteger
 
-
 __all__ = ['ClippedDouble', 'ClippedInteger', 'TruthLog', 'char_pv', 'keyed_normal']
 
 

@@ -50,11 +50,11 @@ from caproto.server import PVGroup, SubGroup, pvproperty
 from . import potentiostat
 from .clock import ClockGroup
 from .detector import DetectorCam, FrameDetector
-from .pvs import ClippedInteger, char_pv, keyed_normal
-from .station import Station, serve, station_arg_parser, station_kwargs
 from .motor import SimMotor
 from .physics import scattering_frames as sf
 from .physics.saxs_cell import SaxsCell, SaxsCellParams
+from .pvs import ClippedInteger, char_pv, keyed_normal
+from .station import Station, serve, station_arg_parser, station_kwargs
 
 __all__ = ["SaxsStation", "main"]
 

@@ -28,12 +28,12 @@ from caproto.server import PVGroup, SubGroup, pvproperty
 from . import potentiostat
 from .clock import ClockGroup
 from .detector import DetectorCam, FrameDetector
-from .pvs import ClippedDouble, ClippedInteger, TruthLog, keyed_normal
-from .station import Station, serve, station_arg_parser, station_kwargs
 from .motor import SimMotor
 from .physics.materials import effective_energy_kev, i0_rate, objective_flux_factor
 from .physics.xct_cell import CellParams, XCTCell
 from .physics.xct_phantom import DetectorGeometry, Projector
+from .pvs import ClippedDouble, ClippedInteger, TruthLog, keyed_normal
+from .station import Station, serve, station_arg_parser, station_kwargs
 
 __all__ = ["XCTStation", "ClippedDouble", "ClippedInteger", "TruthLog", "main"]
 

@@ -23,14 +23,21 @@ import bluesky.plans as bp
 import bluesky.preprocessors as bpp
 import numpy as np
 
+from ..constants import HOUR
 from ..devices.common import Technique
 from ..devices.saxs import SaxsStation
 from . import validation as check
 from .alignment import GridBounds, cathode_layer, segment_profile, window_extent
-from .stubs import (MsgGenerator, experiment_md, now, start_technique, technique_running,
-                    wait_technique, wait_until)
+from .stubs import (
+    MsgGenerator,
+    experiment_md,
+    now,
+    start_technique,
+    technique_running,
+    wait_technique,
+    wait_until,
+)
 
-HOUR = 3600.0
 #: Exposure per point and detector, by beamline (paper: 7 s at Elettra, 80 s on the Xeuss).
 EXPOSURE = {"synchrotron": 7.0, "lab": 80.0}
 #: The paper's grid: 5 x 4 points, 1 mm (width, x) by 0.1 mm (height, y).

@@ -27,20 +27,28 @@ import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 import numpy as np
 
+from ..constants import HOUR, LI_ELECTRODE_DIAMETER_MM
 from ..devices.common import Technique
 from ..devices.xct import XCTStation
 from . import validation as check
-from .stubs import (CellRecorder, MsgGenerator, experiment_md, now, start_technique,
-                    technique_running, wait_technique, wait_until)
+from .stubs import (
+    CellRecorder,
+    MsgGenerator,
+    experiment_md,
+    now,
+    start_technique,
+    technique_running,
+    wait_technique,
+    wait_until,
+)
 
 logger = logging.getLogger(__name__)
 
-HOUR = 3600.0
 
 #: Paper protocol: current density per cycle (µA/cm²); the last value repeats.
 PAPER_CURRENT_DENSITIES = (2.0, 20.0, 40.0)
 #: The nominal Li electrode (ø4 mm) the current density refers to.
-ELECTRODE_DIAMETER_MM = 4.0
+ELECTRODE_DIAMETER_MM = LI_ELECTRODE_DIAMETER_MM
 #: Below this |Ewe| (V) under current, the cell is short-circuited.
 SHORT_THRESHOLD_V = 1e-3
 #: Flats: move the cell this far sideways, out of the field of view (mm).

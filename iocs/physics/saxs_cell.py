@@ -126,12 +126,14 @@ from functools import lru_cache
 import numpy as np
 import xraydb
 
+from operando.constants import FARADAY
+
 from . import phases as ph
 
 __all__ = ["SaxsCellParams", "SaxsCell", "Footprint", "mu_per_mm", "LI_PER_MAH_UMOL"]
 
 #: µmol of Li (electrons) per mAh: 3.6 C / 96485.33 C/mol
-LI_PER_MAH_UMOL = 3.6 / 96485.33212 * 1e6
+LI_PER_MAH_UMOL = 3.6 / FARADAY * 1e6
 _STEEL = ("Fe0.7Cr0.19Ni0.11", 7.9)
 
 

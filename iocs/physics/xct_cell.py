@@ -144,6 +144,8 @@ from math import exp, expm1, inf, pi, tanh
 
 import numpy as np
 
+from operando.constants import FARADAY, HOUR, M_LI, RHO_LI, SPRING_K_N_PER_MM
+
 __all__ = [
     "FARADAY",
     "M_LI",
@@ -155,11 +157,7 @@ __all__ = [
     "paper_protocol",
 ]
 
-FARADAY = 96485.33212  # C/mol
-M_LI = 6.94  # g/mol
-RHO_LI = 0.534  # g/cm³
 Z_LI = 1
-HOUR = 3600.0
 
 
 @dataclass(frozen=True)
@@ -182,7 +180,7 @@ class CellParams:
 
     # --- mechanics ---
     initial_force_n: float = 22.0  # 1.75 MPa on ø4 mm
-    spring_n_per_mm: float = 72.78
+    spring_n_per_mm: float = SPRING_K_N_PER_MM
     creep_tau_h: float = 12.0
     li_creep_um: float = 9.24  # each Li foil, t -> inf (calibrated: top Li 125 µm at 81 h)
     hse_creep_um: float = 9.57  # HSE compression/creep, t -> inf (Cu-Cu 282 µm at 81 h)
