@@ -89,7 +89,8 @@ def _station_job(*, target: TiledTarget, station_name: str, make_station, ioc_ar
             simulators(f"operando.iocs.{station_name}", prefix=prefix, args=args,
                        log_path=layout.root / f"{station_name}-ioc.log") as ioc:
         ophyd.set_cl("caproto")
-        ophyd.signal.EpicsSignalBase.set_defaults(timeout=10.0, connection_timeout=10.0)
+        with contextlib.suppress(RuntimeError):  # set once per process, by the first job
+            ophyd.signal.EpicsSignalBase.set_defaults(timeout=10.0, connection_timeout=10.0)
         station = make_station(ioc.prefix if ioc else prefix, write_path=frames)
         RE = make_run_engine(clock=station.clock)
         # TiledWriter on a thread of its own: a slow Tiled never slows the acquisition.
