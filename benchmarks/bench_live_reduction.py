@@ -52,6 +52,7 @@ import numpy as np
 from event_model import compose_run
 
 from operando.callbacks.saxs.live import SAXSLiveReducer
+from operando.constants import FRAME_DATASET
 from operando.iocs.hdf5_writer import HDF5FrameWriter
 from operando.iocs.physics import scattering_frames as sf
 from operando.iocs.physics.saxs_cell import SaxsCell
@@ -116,7 +117,7 @@ def run_documents(role: str, paths: dict, n: int, shape, n_frames: int):
     head = [("start", run.start_doc), ("descriptor", desc.descriptor_doc)]
     bundle = run.compose_stream_resource(mimetype="application/x-hdf5", uri=f"file://localhost{paths[role]}",
                                          data_key=f"{role}_image",
-                                         parameters={"dataset": "/entry/data/data", "chunk_shape": [1, rows, cols]})
+                                         parameters={"dataset": FRAME_DATASET, "chunk_shape": [1, rows, cols]})
     rest = [("stream_resource", bundle.stream_resource_doc)]
     for k in range(n):
         rest.append(("stream_datum", bundle.compose_stream_datum(

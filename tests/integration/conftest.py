@@ -16,10 +16,11 @@ import pytest
 
 from operando import epics_env
 
-_ENVIRON_BEFORE = dict(os.environ)
 # Before ophyd/caproto/pyepics create anything: Channel Access on loopback only;
 # each IOC adds its own port to the address list (see IOCProcess).
-epics_env.apply(epics_env.loopback_env())
+_LOOPBACK = epics_env.loopback_env()
+_BEFORE = {key: os.environ.get(key) for key in (*_LOOPBACK, "TILED_RETRY_ATTEMPTS")}
+epics_env.apply(_LOOPBACK)
 os.environ.setdefault("TILED_RETRY_ATTEMPTS", "2")
 
 import ophyd  # noqa: E402
@@ -35,10 +36,13 @@ from .simulators import start_saxs_ioc, start_xct_ioc  # noqa: E402
 
 @pytest.fixture(scope="package", autouse=True)
 def _integration_environment():
-    """The environment of this tier (set above) while its tests run; restored after."""
+    """The variables this tier sets (above) while its tests run; restored after."""
     yield
-    os.environ.clear()
-    os.environ.update(_ENVIRON_BEFORE)
+    for key, value in _BEFORE.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @pytest.fixture(scope="module", autouse=True)
