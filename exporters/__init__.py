@@ -46,12 +46,13 @@ FILE_EXTENSIONS: dict[str, str] = {
     "nxs": "application/x-nexus",
 }
 
-#: formats of ``operando export``: the node they apply to and the file suffix
+#: formats of ``operando export``: the node they apply to, and the default file
+#: name's ending (after the node's path)
 FORMATS: dict[str, dict[str, str]] = {
-    "nxtomo": {"node": "raw", "suffix": ".nxs"},
-    "nxcansas": {"node": "reduced", "suffix": ".h5"},
+    "nxtomo": {"node": "raw", "name": "-nxtomo", "suffix": ".nxs"},
+    "nxcansas": {"node": "reduced", "name": "-nxcansas", "suffix": ".h5"},
     "tiff": {"node": "volume", "suffix": ".tif"},
-    "nexus": {"node": "reduced", "suffix": ".nxs"},
+    "nexus": {"node": "reduced", "name": "-volume", "suffix": ".nxs"},
     "csv": {"node": "table", "suffix": ".csv"},
     "parquet": {"node": "table", "suffix": ".parquet"},
 }
