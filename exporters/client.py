@@ -123,6 +123,8 @@ def download(node, fmt: str, out: Path) -> int:
                     f.write(chunk)
                     size += len(chunk)
         os.replace(part, out)
+    except httpx.HTTPError as err:
+        raise ExportProblem(f"the download from {link} failed: {err}") from err
     finally:
         if part.exists():
             part.unlink()

@@ -7,7 +7,7 @@
 * :func:`streamed_file`: write a temporary file (an async writer, which runs
   its h5py calls in worker threads), then stream it to the client in chunks and
   remove it (an exporter may return an async generator; Tiled answers with a
-  streaming response).
+  streaming response), so a full-size scan is never held in memory.
 """
 
 from __future__ import annotations
@@ -67,21 +67,39 @@ def iso_time(epoch: float | None) -> str | None:
 
 async def streamed_file(write: Callable[[str], Awaitable[None]], *,
                         suffix: str) -> AsyncIterator[bytes]:
-    """Await ``write(path)`` on a temporary file, then yield the file in chunks and remove it."""
+    """Await ``write(path)`` on a temporary file, then return a generator of its chunks
+    that removes it at the end.
+
+    The file is complete before the response starts, so a failure while writing
+    is the client's error status (406 for Tiled's ``SerializationError``), not a
+    response cut short.
+    """
     import anyio
 
     fd, path = tempfile.mkstemp(prefix="operando-export-", suffix=suffix)
     os.close(fd)
     try:
         await write(path)
-        with open(path, "rb") as f:
-            while True:
-                chunk = await anyio.to_thread.run_sync(f.read, CHUNK_BYTES)
-                if not chunk:
-                    break
-                yield chunk
-    finally:
+    except BaseException:
+        _remove(path)
+        raise
+
+    async def chunks():
         try:
-            os.remove(path)
-        except OSError:
-            pass
+            with open(path, "rb") as f:
+                while True:
+                    chunk = await anyio.to_thread.run_sync(f.read, CHUNK_BYTES)
+                    if not chunk:
+                        break
+                    yield chunk
+        finally:
+            _remove(path)
+
+    return chunks()
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass

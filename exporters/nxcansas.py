@@ -261,4 +261,4 @@ async def serialize_nxcansas(mimetype, node, metadata, filter_for_access=None):
     async def write(path):
         await anyio.to_thread.run_sync(write_nxcansas, path, raster)
 
-    return nx.streamed_file(write, suffix=".h5")
+    return await nx.streamed_file(write, suffix=".h5")

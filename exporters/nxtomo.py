@@ -399,4 +399,4 @@ async def serialize_nxtomo(mimetype, node, metadata, filter_for_access=None):
         finally:
             await anyio.to_thread.run_sync(writer.close)
 
-    return nx.streamed_file(write, suffix=".nxs")
+    return await nx.streamed_file(write, suffix=".nxs")

@@ -250,4 +250,4 @@ async def serialize_nexus_scan(mimetype, node, metadata, filter_for_access=None)
     async def write(path):
         await anyio.to_thread.run_sync(lambda: write_nxtomoproc(path, volume, vmd, md, profile))
 
-    return nx.streamed_file(write, suffix=".nxs")
+    return await nx.streamed_file(write, suffix=".nxs")
