@@ -10,15 +10,15 @@ them by name, e.g. ``client["raw"][uid].export("scan.nxs", format="nxtomo")``;
 |---|---|---|
 | ``nxtomo`` | ``raw/<uid>`` of a 3D scan | NeXus NXtomo (:mod:`.nxtomo`) |
 | ``nxcansas`` | ``reduced/<uid>`` of a SAXS/WAXS raster | NeXus NXcanSAS (:mod:`.nxcansas`) |
-| ``tiff`` | an array, e.g. ``reduced/<uid>/volume`` | multi-page TIFF with the voxel size (:mod:`.volume`) |
-| ``nexus`` | ``reduced/<uid>`` of a scan | NeXus NXtomoproc, the volume with axes in µm (:mod:`.volume`) |
+| ``tiff`` | an array, e.g. ``reduced/<uid>/volume`` | multi-page TIFF, voxel size in tags |
+| ``nexus`` | ``reduced/<uid>`` of a scan | NXtomoproc: the volume, axes in µm (:mod:`.volume`) |
 | ``nexus`` | any array | NeXus NXdata (axes in µm for a volume) |
 | ``csv``, ``parquet`` | a table, e.g. ``reduced/<id>/cycles`` | Tiled's own exporters |
 
 The exporters run inside the server: they read the frames, curves and tables
 through the node's adapters (the detector frames from their HDF5 files) and
-write with h5py and tifffile. The files are written to a temporary file and
-streamed, so a full-size scan is never held in memory.
+write with h5py and tifffile (TIFF: :mod:`.volume`). Files are written to a
+temporary file, then streamed, so a full-size scan is never held in memory.
 """
 
 from __future__ import annotations

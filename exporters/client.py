@@ -131,7 +131,8 @@ def download(node, fmt: str, out: Path) -> int:
     return size
 
 
-def export(client, ref: str, fmt: str, out: str | os.PathLike | None = None) -> tuple[Path, int, str]:
+def export(client, ref: str, fmt: str,
+           out: str | os.PathLike | None = None) -> tuple[Path, int, str]:
     """Export ``ref`` as ``fmt``; returns the file, its size and the node's catalog path."""
     node, path = resolve(client, ref, fmt)
     target = Path(out) if out else Path(_default_name(path, fmt))

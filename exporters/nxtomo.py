@@ -127,6 +127,10 @@ def _float(value) -> float | None:
     return v if math.isfinite(v) else None
 
 
+def _int(value) -> int | None:
+    return None if value is None else int(value)
+
+
 def _plan_arg(start: dict, key: str):
     """A value of the start document's ``plan_args`` (recorded as reprs)."""
     text = (start.get("plan_args") or {}).get(key)
@@ -233,9 +237,8 @@ async def scan_from_node(run, metadata: dict | None = None) -> tuple[TomoScan, d
                     counts=counts, frame_shape=shape, dtype=dtype, angles=angles,
                     cell_time=times, pixel_um=detector.get("pixel_um"),
                     objective=detector.get("objective"),
-                    binning=None if detector.get("binning") is None else int(detector["binning"]),
-                    exposure_s=detector.get("exposure_s"),
-                    images_per_frame=None if detector.get("images") is None else int(detector["images"]),
+                    binning=_int(detector.get("binning")), exposure_s=detector.get("exposure_s"),
+                    images_per_frame=_int(detector.get("images")),
                     kv=source["kv"], filter=source["filter"])
     return scan, frames
 

@@ -153,7 +153,7 @@ def write_server_config(layout: DataLayout, config: dict) -> Path:
 
 
 def serve_command(config_path: Path, *, host: str, port: int) -> list[str]:
-    """The ``tiled serve config`` command line (the API key comes from $TILED_SINGLE_USER_API_KEY)."""
+    """The ``tiled serve config`` command line (the key comes from $TILED_SINGLE_USER_API_KEY)."""
     return _tiled_executable() + ["serve", "config", str(config_path),
                                   "--host", host, "--port", str(port)]
 
