@@ -351,9 +351,11 @@ def test_reduced_tables_through_tiled_builtins(xct, client, saxs, tmp_path, fmt)
     tables = {"timeseries": client["reduced"][xct["eid"]]["timeseries"],
               "cycles": client["reduced"][xct["eid"]]["cycles"],
               "radiograms": client["reduced"][xct["plating"]]["radiograms"],
-              "points": saxs["client"]["reduced"][saxs["operando"][0]]["points"]}
+              "points": saxs["client"]["reduced"][saxs["operando"][0]]["points"],
+              "saxs timeseries": saxs["client"]["reduced"]["export-saxs"]["timeseries"],
+              "rasters": saxs["client"]["reduced"]["export-saxs"]["rasters"]}
     for name, node in tables.items():
-        path = tmp_path / f"{name}.{fmt}"
+        path = tmp_path / f"{name.replace(' ', '-')}.{fmt}"
         node.export(str(path), format=fmt)
         got = pd.read_csv(path) if fmt == "csv" else pd.read_parquet(path)
         want = node.read()
