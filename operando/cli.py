@@ -8,6 +8,8 @@
     operando rehearse xct|saxs [run options]    (the run on virtual time, timed)
     operando reduce UID [--figures DIR] [--tiled-uri URI --api-key KEY] [--data-dir D]
     operando replay [--data-dir D] [--tiled-uri URI --api-key KEY]
+    operando export UID --format nxtomo|nxcansas|tiff|nexus|csv|parquet [-o FILE]
+                    [--tiled-uri URI --api-key KEY] [--data-dir D]
     operando serve [--data-dir D] [--port P]
 """
 
@@ -145,6 +147,18 @@ def build_parser() -> argparse.ArgumentParser:
     replay = sub.add_parser("replay", help="write runs kept in TiledWriter's backup "
                             "(Tiled was down) into Tiled")
     _add_tiled_args(replay)
+
+    export = sub.add_parser("export", help="export a run or a reduced result as a standard "
+                            "file (NXtomo, NXcanSAS, TIFF, NeXus, CSV, Parquet)")
+    export.add_argument("uid", help="raw run uid, experiment id, or a path below one "
+                        "(UID/volume, EXPERIMENT/cycles) or from the root (reduced/ID/points)")
+    export.add_argument("--format", required=True,
+                        choices=("nxtomo", "nxcansas", "tiff", "nexus", "csv", "parquet"),
+                        help="nxtomo: raw 3D scan; nxcansas: reduced SAXS/WAXS raster; tiff, "
+                             "nexus: reconstructed volume; csv, parquet: a reduced table")
+    export.add_argument("-o", "--output", default=None,
+                        help="file (or folder) to write (default: named after the node, here)")
+    _add_tiled_args(export)
 
     serve = sub.add_parser("serve", help="serve the local catalog with Tiled")
     serve.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
@@ -319,6 +333,25 @@ def cmd_replay(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .exporters.client import ExportProblem, export
+    from .jobs import TiledTarget, tiled_client
+    from .tiled_server import DataLayout
+
+    if args.tiled_uri and not args.api_key:
+        print("operando: --tiled-uri needs --api-key (or $TILED_API_KEY)", file=sys.stderr)
+        return 2
+    target = TiledTarget(args.tiled_uri, args.api_key, DataLayout.at(args.data_dir))
+    with tiled_client(target) as (client, uri):
+        try:
+            path, size, node = export(client, args.uid, args.format, args.output)
+        except ExportProblem as err:
+            print(f"operando: {err}", file=sys.stderr)
+            return 2
+    print(f"{node} as {args.format}: {path} ({size} bytes)")
+    return 0
+
+
 def cmd_serve(args) -> int:
     from .tiled_server import DataLayout, TiledServer
 
@@ -328,6 +361,7 @@ def cmd_serve(args) -> int:
     print(f"API key: {server.api_key} (kept in {server.layout.api_key_file}, mode 0600)")
     print(f"  from tiled.client import from_uri; c = from_uri('{server.uri}', "
           f"api_key='{server.api_key}'); c['raw']")
+    print(f"Browse (web UI): {server.browse_url}")
     try:
         return server.wait()
     except KeyboardInterrupt:
@@ -345,7 +379,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     handlers = {"iocs": cmd_iocs, "run": cmd_run, "rehearse": cmd_rehearse,
-                "serve": cmd_serve, "reduce": cmd_reduce, "replay": cmd_replay}
+                "serve": cmd_serve, "reduce": cmd_reduce, "replay": cmd_replay,
+                "export": cmd_export}
     return handlers[args.command](args) or 0
 
 

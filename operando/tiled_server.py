@@ -1,4 +1,4 @@
-"""The embedded Tiled catalog: a ``tiled serve catalog`` process on SQLite and files.
+"""The embedded Tiled catalog: a ``tiled serve config`` process on SQLite and files.
 
 Layout of a data root (``./data`` by default)::
 
@@ -9,8 +9,12 @@ Layout of a data root (``./data`` by default)::
       arrays/            arrays written through Tiled (zarr)
       frames/            detector HDF5 files, registered as external assets
       backup/            TiledWriter's JSON-lines backup of runs Tiled refused
+      tiled-config.yml   the server's configuration (catalog, exporters), written at start
 
-The server listens on 127.0.0.1 only and requires the API key for everything.
+The server listens on 127.0.0.1 only and requires the API key for everything;
+the key reaches it through the environment (``TILED_SINGLE_USER_API_KEY``), not
+its command line. Its configuration registers the exporters of
+:mod:`operando.exporters` (NXtomo, NXcanSAS, TIFF, NeXus).
 It is a separate process (not tiled's in-process ``SimpleTiledServer``) so that
 detector files written live with SWMR are read exactly as a facility server
 would read them, and so that ``operando serve`` and ``operando run`` share it.
@@ -69,6 +73,10 @@ class DataLayout:
     def api_key_file(self) -> Path:
         return self.root / "api_key"
 
+    @property
+    def config(self) -> Path:
+        return self.root / "tiled-config.yml"
+
     def create(self) -> None:
         for d in (self.root, self.arrays, self.frames, self.backup):
             d.mkdir(parents=True, exist_ok=True)
@@ -109,23 +117,54 @@ def _tiled_executable() -> list[str]:
     return [sys.executable, "-m", "tiled"]
 
 
-def serve_command(layout: DataLayout, *, host: str, port: int, api_key: str,
-                  readable: list[Path] | None = None) -> list[str]:
-    """The ``tiled serve catalog`` command line for ``layout``."""
-    cmd = _tiled_executable() + [
-        "serve", "catalog", str(layout.catalog), "--init",
-        "-w", str(layout.arrays),
-        "-w", f"duckdb:///{layout.tables}",
-        "-r", str(layout.frames),
-    ]
-    for extra in readable or []:
-        cmd += ["-r", str(extra)]
-    cmd += ["--host", host, "--port", str(port), "--api-key", api_key]
-    return cmd
+#: Tiled reads its single-user API key from this variable: it reaches the server
+#: through the environment, never its command line or its configuration file
+API_KEY_ENV = "TILED_SINGLE_USER_API_KEY"
+
+
+def server_config(layout: DataLayout, *, readable: list[Path] | None = None) -> dict:
+    """The ``tiled serve config`` configuration for ``layout``: the catalog (as
+    ``tiled serve catalog`` makes it), API-key authentication and the project's
+    exporters (``operando.exporters``). It holds no secret, nor the address (the
+    command line gives it, so servers on one data root share the file)."""
+    from .exporters import server_config as exporter_config
+
+    config = {
+        "trees": [{"path": "/", "tree": "catalog", "args": {
+            "uri": str(layout.catalog),
+            "writable_storage": [str(layout.arrays), f"duckdb:///{layout.tables}"],
+            "readable_storage": [str(layout.frames), *(str(p) for p in readable or [])],
+            "init_if_not_exists": True,
+        }}],
+        "authentication": {"allow_anonymous_access": False},
+    }
+    config.update(exporter_config())
+    return config
+
+
+def write_server_config(layout: DataLayout, config: dict) -> Path:
+    """Write ``config`` as YAML next to the catalog; returns its path."""
+    import yaml
+
+    path = layout.config
+    path.write_text("# written by operando.tiled_server at each start; edits are lost\n"
+                    + yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def serve_command(config_path: Path, *, host: str, port: int) -> list[str]:
+    """The ``tiled serve config`` command line (the key comes from $TILED_SINGLE_USER_API_KEY)."""
+    return _tiled_executable() + ["serve", "config", str(config_path),
+                                  "--host", host, "--port", str(port)]
+
+
+def ui_url(uri: str, api_key: str, path: str = RUNS_CONTAINER) -> str:
+    """The address of Tiled's web UI on ``path``, logged in with ``api_key``."""
+    return f"{uri}/ui/browse/{path}?api_key={api_key}"
 
 
 class TiledServer:
-    """A ``tiled serve catalog`` subprocess on a data root; a context manager.
+    """A ``tiled serve config`` subprocess on a data root; a context manager.
 
     >>> with TiledServer(DataLayout.at("data")) as server:
     ...     client = server.client()
@@ -147,14 +186,25 @@ class TiledServer:
     def uri(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def browse_url(self) -> str:
+        """Tiled's web UI on the runs, logged in with the API key."""
+        return ui_url(self.uri, self.api_key)
+
     def start(self) -> "TiledServer":
         self.layout.create()
         self.api_key = ensure_api_key(self.layout.api_key_file)
-        cmd = serve_command(self.layout, host=self.host, port=self.port,
-                            api_key=self.api_key, readable=self.readable)
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, start_new_session=True)
+        config = write_server_config(self.layout,
+                                     server_config(self.layout, readable=self.readable))
+        env = dict(os.environ, **{API_KEY_ENV: self.api_key})
+        # Tiled prints a login URL with the key at start: the log is private, like the key
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.chmod(self.log_path, 0o600)
+        log = os.fdopen(fd, "ab")
+        self.process = subprocess.Popen(serve_command(config, host=self.host, port=self.port),
+                                        stdout=log,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        start_new_session=True, env=env)
         log.close()
         self._wait_ready()
         return self

@@ -16,7 +16,8 @@ Nothing here imports the simulators or the acquisition code.
 from .documents import RunCollector
 from .frames import FrameReader, FrameStack, RowWindow, SWMRFile, path_of_uri
 from .live import LiveReducer, QueuedReducer
-from .store import find_experiment_runs, json_safe, replace_container, stream_columns
+from .store import (find_experiment_runs, json_safe, replace_container, stream_columns,
+                    write_array, write_table)
 
 __all__ = [
     "RunCollector",
@@ -31,4 +32,6 @@ __all__ = [
     "replace_container",
     "stream_columns",
     "find_experiment_runs",
+    "write_array",
+    "write_table",
 ]

@@ -1,7 +1,8 @@
 """Tiled helpers shared by the techniques' stores and offline reductions.
 
 :func:`json_safe` (metadata), :func:`replace_container` (every reduced node is
-written anew), :func:`stream_columns` (a stored stream's scalars in one request)
+written anew), :func:`write_array` / :func:`write_table` (with units and
+descriptions from :mod:`..units`), :func:`stream_columns` (a stored stream's scalars in one request)
 and :func:`find_experiment_runs` (a raw run uid or an ``experiment_id`` → the
 experiment's raw runs).
 """
@@ -13,7 +14,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["json_safe", "replace_container", "stream_columns", "find_experiment_runs"]
+from ..units import array_metadata, column_metadata
+
+__all__ = ["json_safe", "replace_container", "write_array", "write_table", "stream_columns",
+           "find_experiment_runs"]
 
 
 def json_safe(obj):
@@ -36,6 +40,19 @@ def replace_container(parent, key: str, metadata: dict):
     if key in parent:
         parent.delete_contents(key, recursive=True, external_only=False)
     return parent.create_container(key, metadata=json_safe(metadata))
+
+
+def write_array(node, array, *, key: str, metadata: dict | None = None, **kwargs):
+    """``node.write_array`` with the array's unit and description in its metadata."""
+    md = {**array_metadata(key), **(metadata or {})}
+    return node.write_array(array, key=key, metadata=json_safe(md), **kwargs)
+
+
+def write_table(node, data, *, key: str, metadata: dict | None = None, **kwargs):
+    """``node.write_table`` with every column's unit and description in its metadata."""
+    columns = list(data.columns) if hasattr(data, "columns") else list(data)
+    md = {**column_metadata(columns), **(metadata or {})}
+    return node.write_table(data, key=key, metadata=json_safe(md), **kwargs)
 
 
 def stream_columns(stream) -> dict[str, np.ndarray]:

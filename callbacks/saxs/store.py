@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from ..core import json_safe, replace_container
+from ..core import json_safe, replace_container, write_array, write_table
 from .experiment import ExperimentState
 from .model import RUN_TECHNIQUE, RasterResult
 
@@ -48,18 +48,18 @@ def write_run(reduced, res: RasterResult, exp: ExperimentState):
     for role in ("saxs", "waxs"):
         if getattr(res, role) is None:
             continue
-        node.write_array(np.asarray(getattr(r, f"q_{role}"), float), key=f"q_{role}", dims=["q"])
-        node.write_array(np.asarray(getattr(res, role), float), key=role, dims=["point", "q"])
-        node.write_array(np.asarray(getattr(res, f"{role}_sigma"), float), key=f"{role}_sigma",
+        write_array(node, np.asarray(getattr(r, f"q_{role}"), float), key=f"q_{role}", dims=["q"])
+        write_array(node, np.asarray(getattr(res, role), float), key=role, dims=["point", "q"])
+        write_array(node, np.asarray(getattr(res, f"{role}_sigma"), float), key=f"{role}_sigma",
                          dims=["point", "q"])
     if r.step == "operando":
         if res.waxs_norm is not None:
-            node.write_array(np.asarray(res.waxs_norm, float), key="waxs_norm", dims=["point", "q"])
+            write_array(node, np.asarray(res.waxs_norm, float), key="waxs_norm", dims=["point", "q"])
         for key, m in (("li2s_map", res.li2s_map), ("saxs_map", res.saxs_map),
                        ("li2s_size_nm", res.li2s_size_map)):
             if m is not None:
-                node.write_array(np.asarray(m, float), key=key, dims=["row", "col"])
-    node.write_table(res.points(), key="points")
+                write_array(node, np.asarray(m, float), key=key, dims=["row", "col"])
+    write_table(node, res.points(), key="points")
     return node
 
 
@@ -89,20 +89,20 @@ def write_experiment(reduced, exp: ExperimentState, *, figures: Iterable[str] = 
     })
     node = replace_container(reduced, exp.experiment_id, md)
     if data["timeseries"]:
-        node.write_table(data["timeseries"], key="timeseries")
+        write_table(node, data["timeseries"], key="timeseries")
     if data["rasters"]:
-        node.write_table(data["rasters"], key="rasters")
+        write_table(node, data["rasters"], key="rasters")
     for role in ("saxs", "waxs"):
         if f"q_{role}" in data:
-            node.write_array(np.asarray(data[f"q_{role}"], float), key=f"q_{role}", dims=["q"])
+            write_array(node, np.asarray(data[f"q_{role}"], float), key=f"q_{role}", dims=["q"])
             keys = [f"waterfall_{role}"] + (["waterfall_waxs_norm"] if role == "waxs" else [])
             for key in keys:
-                node.write_array(np.asarray(data[key], float), key=key, dims=["raster", "q"],
+                write_array(node, np.asarray(data[key], float), key=key, dims=["raster", "q"],
                                  metadata=json_safe({"pixel": data["pixel"],
                                                       "time": data[f"waterfall_{role}_time"]}))
     for key in ("li2s_maps", "saxs_maps", "li2s_size_maps"):
         if key in data:
-            node.write_array(np.asarray(data[key], float), key=key, dims=["raster", "row", "col"],
+            write_array(node, np.asarray(data[key], float), key=key, dims=["raster", "row", "col"],
                              metadata=json_safe({"sodc": data["map_sodc"], "time": data["map_time"],
                                                   "uids": data["map_uids"]}))
     return node

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core import json_safe, replace_container
+from ..core import json_safe, replace_container, write_array, write_table
 from .experiment import ExperimentState
 from .model import LAYER_LENGTHS, LAYER_ROWS, RUN_TECHNIQUE, PlatingResult, ScanResult
 
@@ -67,7 +67,7 @@ def write_scan(reduced, res: ScanResult, state: ExperimentState, *, volume: np.n
         import dask.array as da
 
         per = max(1, min(vol.shape[0], int(state.parameters.volume_chunk_bytes // max(1, vol[0].nbytes))))
-        node.write_array(da.from_array(np.ascontiguousarray(vol, dtype=np.float32),
+        write_array(node, da.from_array(np.ascontiguousarray(vol, dtype=np.float32),
                                        chunks=(per, -1, -1)),
                          key="volume", dims=["row", "y", "x"],
                          metadata=json_safe({"row0": res.row0, "pixel_um": res.pixel_um,
@@ -75,9 +75,9 @@ def write_scan(reduced, res: ScanResult, state: ExperimentState, *, volume: np.n
                                              "center_column": res.center,
                                              "units": UNITS["volume"]}))
     if res.profile is not None:
-        node.write_array(np.asarray(res.profile, float), key="profile", dims=["row"],
+        write_array(node, np.asarray(res.profile, float), key="profile", dims=["row"],
                          metadata={"row0": res.row0})
-    node.write_array(np.asarray(res.particles, float).reshape(-1, 4), key="particles",
+    write_array(node, np.asarray(res.particles, float).reshape(-1, 4), key="particles",
                      dims=["particle", "column"],
                      metadata=json_safe({"columns": ["x_um", "y_um", "z_um", "r_um"],
                                          "units": UNITS["particles"],
@@ -101,9 +101,9 @@ def write_plating(reduced, res: PlatingResult, state: ExperimentState):
                "n_radiograms": int(len(res.radiograms.get("t", [])))})
     node = replace_container(reduced, res.uid, md)
     if len(res.radiograms.get("t", [])):
-        node.write_table(_columns_table(res.radiograms), key="radiograms")
+        write_table(node, _columns_table(res.radiograms), key="radiograms")
     if len(res.cell.get("t", [])):
-        node.write_table(_columns_table(res.cell), key="cell")
+        write_table(node, _columns_table(res.cell), key="cell")
     return node
 
 
@@ -125,7 +125,9 @@ def write_experiment(reduced, state: ExperimentState, *, figures: Iterable[str] 
           "tracking": tr["summary"], "tracking_pairs": tr["pairs"], "figures": list(figures),
           "reduction": state.reduction_metadata(), "units": UNITS}
     node = replace_container(reduced, state.experiment_id or "unnamed", md)
-    write = node.write_table
+    def write(data, *, key):
+        return write_table(node, data, key=key)
+
     ser = state.series()
     if ser["t"].size:
         write(_columns_table(ser), key="timeseries")
@@ -141,7 +143,7 @@ def write_experiment(reduced, state: ExperimentState, *, figures: Iterable[str] 
     if tr["rows"]:
         write(_rows_table(tr["rows"]), key="displacements")
     if tr["trajectories"].size:
-        node.write_array(np.asarray(tr["trajectories"], float), key="trajectories",
+        write_array(node, np.asarray(tr["trajectories"], float), key="trajectories",
                          dims=["track", "scan", "column"],
                          metadata=json_safe({"columns": ["x_um", "y_um", "z_um", "r_um"],
                                              "scans": tr["scans"]}))
