@@ -91,7 +91,9 @@ def bare_pyfai(frames: list[np.ndarray], geometry: dict) -> float:
     t0 = time.perf_counter()
     done = 0
     while done < len(frames) or time.perf_counter() - t0 < 0.5:  # at least 0.5 s
-        ai.integrate1d(frames[done % len(frames)], NPT, unit="q_nm^-1", method=("full", "csr", "cython"))
+        ai.integrate1d(
+            frames[done % len(frames)], NPT, unit="q_nm^-1", method=("full", "csr", "cython")
+        )
         done += 1
     return done / (time.perf_counter() - t0)
 
@@ -99,33 +101,75 @@ def bare_pyfai(frames: list[np.ndarray], geometry: dict) -> float:
 def run_documents(role: str, paths: dict, n: int, shape, n_frames: int):
     """Start, descriptor; then the rest (resources, datums, events, stop)."""
     rows, cols = BL.integrator(role).detector.shape
-    run = compose_run(metadata={"technique": "saxs_waxs", "step": "ocv", "cycle": 0,
-                                "experiment_id": f"bench-{role}-{time.time_ns()}", "raster_index": 0,
-                                "shape": list(shape), "extents": [[0.0, 1.0], [0.0, float(shape[1] - 1)]],
-                                "snaking": [False, False]})
+    run = compose_run(
+        metadata={
+            "technique": "saxs_waxs",
+            "step": "ocv",
+            "cycle": 0,
+            "experiment_id": f"bench-{role}-{time.time_ns()}",
+            "raster_index": 0,
+            "shape": list(shape),
+            "extents": [[0.0, 1.0], [0.0, float(shape[1] - 1)]],
+            "snaking": [False, False],
+        }
+    )
     data = {f"{role}_cam_geometry": json.dumps(BL.geometry(role))}
     if role == "saxs":
         data["saxs_cam_beamstop_radius"] = BL.saxs.beamstop_radius_m
-    conf = {role: {"data": data, "timestamps": {k: 0.0 for k in data},
-                   "data_keys": {k: {"source": k, "dtype": "string" if isinstance(v, str) else "number",
-                                     "shape": []} for k, v in data.items()}}}
-    dk = {f"{role}_image": {"source": "hdf5", "shape": [rows, cols], "dtype": "array",
-                            "dtype_numpy": "<i4", "external": "STREAM:"}}
+    conf = {
+        role: {
+            "data": data,
+            "timestamps": {k: 0.0 for k in data},
+            "data_keys": {
+                k: {"source": k, "dtype": "string" if isinstance(v, str) else "number", "shape": []}
+                for k, v in data.items()
+            },
+        }
+    }
+    dk = {
+        f"{role}_image": {
+            "source": "hdf5",
+            "shape": [rows, cols],
+            "dtype": "array",
+            "dtype_numpy": "<i4",
+            "external": "STREAM:",
+        }
+    }
     for key in ("stage_x", "stage_y", "clock_time", "diode_trans"):
         dk[key] = {"source": key, "shape": [], "dtype": "number"}
     desc = run.compose_descriptor(name="primary", data_keys=dk, configuration=conf)
     head = [("start", run.start_doc), ("descriptor", desc.descriptor_doc)]
-    bundle = run.compose_stream_resource(mimetype="application/x-hdf5", uri=f"file://localhost{paths[role]}",
-                                         data_key=f"{role}_image",
-                                         parameters={"dataset": FRAME_DATASET, "chunk_shape": [1, rows, cols]})
+    bundle = run.compose_stream_resource(
+        mimetype="application/x-hdf5",
+        uri=f"file://localhost{paths[role]}",
+        data_key=f"{role}_image",
+        parameters={"dataset": FRAME_DATASET, "chunk_shape": [1, rows, cols]},
+    )
     rest = [("stream_resource", bundle.stream_resource_doc)]
     for k in range(n):
-        rest.append(("stream_datum", bundle.compose_stream_datum(
-            indices={"start": k % n_frames, "stop": k % n_frames + 1}, seq_nums={"start": k + 1, "stop": k + 2},
-            descriptor=desc.descriptor_doc)))
+        rest.append(
+            (
+                "stream_datum",
+                bundle.compose_stream_datum(
+                    indices={"start": k % n_frames, "stop": k % n_frames + 1},
+                    seq_nums={"start": k + 1, "stop": k + 2},
+                    descriptor=desc.descriptor_doc,
+                ),
+            )
+        )
         r, c = divmod(k, shape[1])
-        vals = {"stage_x": float(c), "stage_y": float(r), "clock_time": 10.0 * k, "diode_trans": 0.35}
-        rest.append(("event", desc.compose_event(data=vals, timestamps={k_: 0.0 for k_ in vals}, seq_num=k + 1)))
+        vals = {
+            "stage_x": float(c),
+            "stage_y": float(r),
+            "clock_time": 10.0 * k,
+            "diode_trans": 0.35,
+        }
+        rest.append(
+            (
+                "event",
+                desc.compose_event(data=vals, timestamps={k_: 0.0 for k_ in vals}, seq_num=k + 1),
+            )
+        )
     rest.append(("stop", run.compose_stop()))
     return head, rest
 
@@ -154,19 +198,31 @@ def live(role: str, paths: dict, n: int, n_frames: int, client=None) -> tuple[fl
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--frames", type=int, default=20, help="frames rendered per detector (default 20)")
-    ap.add_argument("--events", type=int, default=60,
-                    help="events per live run, cycling over the frames (default 60)")
+    ap.add_argument(
+        "--frames", type=int, default=20, help="frames rendered per detector (default 20)"
+    )
+    ap.add_argument(
+        "--events",
+        type=int,
+        default=60,
+        help="events per live run, cycling over the frames (default 60)",
+    )
     ap.add_argument("--no-tiled", action="store_true", help="skip the line with Tiled writes")
-    ap.add_argument("--repeat", type=int, default=3,
-                    help="alternate bare/live this many times and keep the best of each (default 3): "
-                         "the machine is shared, the best pass is the least disturbed")
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="alternate bare/live this many times and keep the best of each (default 3): "
+        "the machine is shared, the best pass is the least disturbed",
+    )
     args = ap.parse_args()
     n = args.frames
     t0 = time.perf_counter()
     frames = render_frames(n)
-    print(f"rendered {n} Pilatus 1M + {n} Pilatus 100K frames in {time.perf_counter() - t0:.1f} s "
-          "(not timed below)")
+    print(
+        f"rendered {n} Pilatus 1M + {n} Pilatus 100K frames in {time.perf_counter() - t0:.1f} s "
+        "(not timed below)"
+    )
     with tempfile.TemporaryDirectory(prefix="bench-saxs-") as tmp:
         tmp = Path(tmp)
         frames_dir = tmp / "frames"
@@ -199,23 +255,36 @@ def main() -> None:
             with TiledServer(DataLayout.at(tmp / "tiled")) as server:
                 client = server.client()
                 for role in ("saxs", "waxs"):
-                    live(role, paths, args.events, n, client)  # the first write of a kind pays setup costs
+                    live(
+                        role, paths, args.events, n, client
+                    )  # the first write of a kind pays setup costs
                 measure(client, "tiled")
     names = {"saxs": "Pilatus 1M (SAXS)", "waxs": "Pilatus 100K (WAXS)"}
     load = " ".join(f"{v:.1f}" for v in os.getloadavg())
-    print(f"\nframes per second, best of {args.repeat} passes; ratio = median over passes of "
-          f"live / bare pyFAI measured just before and after it ({n} frames per detector, "
-          f"{args.events} events per live run, npt={NPT}, "
-          f"load average now {load} on {os.cpu_count()} cores, "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')})")
-    print(f"{'detector':22s} {'bare pyFAI':>11s} {'live:integrate':>15s} {'live, no writes':>16s} "
-          f"{'ratio':>6s} {'live + Tiled':>13s} {'ratio':>6s}")
+    print(
+        f"\nframes per second, best of {args.repeat} passes; ratio = median over passes of "
+        f"live / bare pyFAI measured just before and after it ({n} frames per detector, "
+        f"{args.events} events per live run, npt={NPT}, "
+        f"load average now {load} on {os.cpu_count()} cores, "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')})"
+    )
+    print(
+        f"{'detector':22s} {'bare pyFAI':>11s} {'live:integrate':>15s} {'live, no writes':>16s} "
+        f"{'ratio':>6s} {'live + Tiled':>13s} {'ratio':>6s}"
+    )
     for role, r in results.items():
-        tiled = f"{max(r['tiled']):13.1f} {np.median(r['tiled_ratio']):6.2f}" if "tiled" in r \
+        tiled = (
+            f"{max(r['tiled']):13.1f} {np.median(r['tiled_ratio']):6.2f}"
+            if "tiled" in r
             else f"{'-':>13s} {'-':>6s}"
-        print(f"{names[role]:22s} {max(r['bare']):11.1f} {max(r['integrate']):15.1f} {max(r['live']):16.1f} "
-              f"{np.median(r['live_ratio']):6.2f} {tiled}")
-    print("live:integrate = the event handler alone (SWMR HDF5 read + integration), no queue or stop")
+        )
+        print(
+            f"{names[role]:22s} {max(r['bare']):11.1f} {max(r['integrate']):15.1f} {max(r['live']):16.1f} "
+            f"{np.median(r['live_ratio']):6.2f} {tiled}"
+        )
+    print(
+        "live:integrate = the event handler alone (SWMR HDF5 read + integration), no queue or stop"
+    )
 
 
 if __name__ == "__main__":

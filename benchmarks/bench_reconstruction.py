@@ -41,8 +41,11 @@ def phantom(width: int, n_angles: int, center: float, seed: int = 0):
     angles = np.linspace(0.0, 360.0, n_angles)
     th = np.deg2rad(angles)[:, None]
     half = width / 2
-    discs = [(0.0, 0.0, 1.4 * half, 0.002), (0.0, 0.0, 1.3 * half, -0.001),
-             (0.0, 0.0, 1.25 * half, 0.0005)]
+    discs = [
+        (0.0, 0.0, 1.4 * half, 0.002),
+        (0.0, 0.0, 1.3 * half, -0.001),
+        (0.0, 0.0, 1.25 * half, 0.0005),
+    ]
     for _ in range(60):
         r = rng.uniform(0.01, 0.04) * width
         rad = rng.uniform(0.0, 0.8 * half)
@@ -71,7 +74,7 @@ def to_counts(line_integrals: np.ndarray, rng, i0: float = 20000.0):
 def rmse(img: np.ndarray, truth: np.ndarray, radius: float, orient: bool = False) -> float:
     n = truth.shape[0]
     yy, xx = np.mgrid[0:n, 0:n] - n // 2
-    m = xx ** 2 + yy ** 2 <= radius ** 2
+    m = xx**2 + yy**2 <= radius**2
     cands = [img]
     if orient:  # other libraries' axis conventions: take the best of the 8
         cands = [np.rot90(f, k) for f in (img, img[:, ::-1]) for k in range(4)]
@@ -112,8 +115,10 @@ def main() -> None:
     skip = set(filter(None, args.skip.split(",")))
     width, n_ang = args.width, args.angles
     center = (width - 1) / 2 + 3.3
-    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} "
-          "(other work on the machine inflates the wall times)")
+    print(
+        f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} "
+        "(other work on the machine inflates the wall times)"
+    )
     print(f"slice: {width} px wide, {n_ang} projections over 360°, axis at column {center:.1f}")
     angles, sino, truth = phantom(width, n_ang, center)
     rng = np.random.default_rng(1)
@@ -130,8 +135,7 @@ def main() -> None:
         from skimage.transform import iradon
 
         centred = ndi.shift(noisy, (0, (width - 1) / 2 - center), mode="nearest")
-        t_sk, rec = timed(lambda: iradon(centred.T, theta=angles, filter_name="ramp",
-                                         circle=True))
+        t_sk, rec = timed(lambda: iradon(centred.T, theta=angles, filter_name="ramp", circle=True))
         rows.append(("scikit-image iradon (ramp)", t_sk, rmse(rec, truth, radius, orient=True), 1))
     else:
         t_sk = float("nan")
@@ -142,8 +146,11 @@ def main() -> None:
 
             def astra_fbp():
                 pad = width // 4
-                sp = np.pad(ndi.shift(noisy, (0, (width - 1) / 2 - center), mode="nearest"),
-                            ((0, 0), (pad, pad)), mode="edge")
+                sp = np.pad(
+                    ndi.shift(noisy, (0, (width - 1) / 2 - center), mode="nearest"),
+                    ((0, 0), (pad, pad)),
+                    mode="edge",
+                )
                 pg = astra.create_proj_geom("parallel", 1.0, sp.shape[1], np.deg2rad(angles))
                 vg = astra.create_vol_geom(width, width)
                 sid = astra.data2d.create("-sino", pg, sp)
@@ -160,8 +167,14 @@ def main() -> None:
                 return out
 
             t, rec = timed(astra_fbp)
-            rows.append((f"astra-toolbox {astra.__version__} CPU FBP", t,
-                         rmse(rec, truth, radius, orient=True), 1))
+            rows.append(
+                (
+                    f"astra-toolbox {astra.__version__} CPU FBP",
+                    t,
+                    rmse(rec, truth, radius, orient=True),
+                    1,
+                )
+            )
         except ImportError:
             rows.append(("astra-toolbox: not installed", float("nan"), float("nan"), 1))
 
@@ -173,13 +186,20 @@ def main() -> None:
         def algotom_fbp():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                return fbp_reconstruction(noisy, center, angles=np.deg2rad(angles),
-                                          apply_log=False, gpu=False)
+                return fbp_reconstruction(
+                    noisy, center, angles=np.deg2rad(angles), apply_log=False, gpu=False
+                )
 
         algotom_fbp()  # numba compilation
         t, rec = timed(algotom_fbp)
-        rows.append(("algotom FBP (numba CPU, all cores)", t,
-                     rmse(rec, truth, radius, orient=True), os.cpu_count() or 1))
+        rows.append(
+            (
+                "algotom FBP (numba CPU, all cores)",
+                t,
+                rmse(rec, truth, radius, orient=True),
+                os.cpu_count() or 1,
+            )
+        )
 
     print(f"\n{'one slice':44s} {'time/s':>8s} {'x iradon':>9s} {'RMSE':>9s}")
     for name, t, err, _ in rows:
@@ -190,26 +210,41 @@ def main() -> None:
     # the whole pipeline on a block of raw frames, one process per core
     block = np.repeat(sino[:, None, :], args.block, axis=1)
     proj, flats, darks = to_counts(block, rng)
-    t_c, c_found = timed(lambda: tomo.find_center_projections(
-        tomo.minus_log(tomo.normalize(proj, flats, darks)), angles))
+    t_c, c_found = timed(
+        lambda: tomo.find_center_projections(
+            tomo.minus_log(tomo.normalize(proj, flats, darks)), angles
+        )
+    )
     print(f"\ncentre: found {c_found:.2f} (true {center:.2f}) in {t_c:.2f} s")
     cpu0 = _cpu_seconds()
     t0 = time.perf_counter()
-    vol = tomo.reconstruct(proj, angles, flats=flats, darks=darks, workers=args.workers,
-                           chunk_rows=max(1, args.block // (2 * args.workers)))
+    vol = tomo.reconstruct(
+        proj,
+        angles,
+        flats=flats,
+        darks=darks,
+        workers=args.workers,
+        chunk_rows=max(1, args.block // (2 * args.workers)),
+    )
     t_block = time.perf_counter() - t0
     cpu_slice = (_cpu_seconds() - cpu0) / args.block
     per_slice = t_block / args.block
-    print(f"pipeline, {args.block} slices, {args.workers} processes: {t_block:.1f} s "
-          f"({per_slice:.2f} s/slice, centre finding included; RMSE "
-          f"{rmse(vol[args.block // 2], truth, radius):.2e})")
+    print(
+        f"pipeline, {args.block} slices, {args.workers} processes: {t_block:.1f} s "
+        f"({per_slice:.2f} s/slice, centre finding included; RMSE "
+        f"{rmse(vol[args.block // 2], truth, radius):.2e})"
+    )
     total = per_slice * args.slices
     print(f"projected full volume ({args.slices} slices): {total / 60:.1f} min (target < 15 min)")
     idle = cpu_slice * args.slices / args.workers
-    print(f"  CPU {cpu_slice:.2f} core-s per slice (workers included): "
-          f"{idle / 60:.1f} min on {args.workers} otherwise idle cores")
-    print("  the others, counting one slice per core at a time for the single-core ones "
-          "(optimistic: the reconstruction alone, no corrections):")
+    print(
+        f"  CPU {cpu_slice:.2f} core-s per slice (workers included): "
+        f"{idle / 60:.1f} min on {args.workers} otherwise idle cores"
+    )
+    print(
+        "  the others, counting one slice per core at a time for the single-core ones "
+        "(optimistic: the reconstruction alone, no corrections):"
+    )
     for name, t, _, cores in rows[1:]:
         if np.isfinite(t):
             wall = t * args.slices / max(1, args.workers // cores)

@@ -38,16 +38,32 @@ SAXS_RASTER_EVERY = 1800.0  # cell s
 
 def rehearse_xct(root: Path):
     target = TiledTarget(None, None, DataLayout.at(root))
-    return run_xct(target=target, cycles=20, time_scale="virtual", projections=61,
-                   binning=4, postmortem_projections=61, progress=False,
-                   figures_dir=root / "figures", experiment_id="bench-xct")
+    return run_xct(
+        target=target,
+        cycles=20,
+        time_scale="virtual",
+        projections=61,
+        binning=4,
+        postmortem_projections=61,
+        progress=False,
+        figures_dir=root / "figures",
+        experiment_id="bench-xct",
+    )
 
 
 def rehearse_saxs(root: Path):
     target = TiledTarget(None, None, DataLayout.at(root))
-    return run_saxs(target=target, beamline="synchrotron", cycles=1, time_scale="virtual",
-                    shape=(4, 5), raster_every=SAXS_RASTER_EVERY, progress=False,
-                    figures_dir=root / "figures", experiment_id="bench-saxs")
+    return run_saxs(
+        target=target,
+        beamline="synchrotron",
+        cycles=1,
+        time_scale="virtual",
+        shape=(4, 5),
+        raster_every=SAXS_RASTER_EVERY,
+        progress=False,
+        figures_dir=root / "figures",
+        experiment_id="bench-saxs",
+    )
 
 
 def _print(name: str, report) -> None:
@@ -71,8 +87,10 @@ def main(argv=None) -> int:
         if args.only in (None, "xct"):
             report = rehearse_xct(root / "xct")
             _print("XCT, default seed, 61 projections, binning 4", report)
-            print(f"  target: whole experiment <= {XCT_TARGET_S:.0f} s wall: "
-                  f"{report.wall_s:.0f} s ({report.wall_s / XCT_TARGET_S:.2f} of the target)")
+            print(
+                f"  target: whole experiment <= {XCT_TARGET_S:.0f} s wall: "
+                f"{report.wall_s:.0f} s ({report.wall_s / XCT_TARGET_S:.2f} of the target)"
+            )
         if args.only in (None, "saxs"):
             report = rehearse_saxs(root / "saxs")
             _print("SAXS/WAXS, one C/20 cycle, 5 x 4 grid, a raster every 30 min", report)

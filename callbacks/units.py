@@ -18,7 +18,7 @@ a count, an index or a label.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 __all__ = ["UNITS", "describe", "nexus_units", "column_metadata", "array_metadata"]
 
@@ -26,11 +26,17 @@ _CELL_TIME = "cell time (simulator or station clock)"
 
 UNITS: dict[str, tuple[str, str]] = {
     # ---------------------------------------------------------------- XCT arrays
-    "volume": ("", "reconstructed linear attenuation per voxel (mu times the voxel size), "
-                   "(row, y, x); the voxel size is the node's pixel_um"),
+    "volume": (
+        "",
+        "reconstructed linear attenuation per voxel (mu times the voxel size), "
+        "(row, y, x); the voxel size is the node's pixel_um",
+    ),
     "profile": ("", "mean attenuation per voxel of each volume row inside the field of view"),
-    "particles": ("µm", "particles: x, y from the rotation axis (mirror image of the cell, "
-                        "y -> -y), z above the bottom Cu face, r equivalent-sphere radius"),
+    "particles": (
+        "µm",
+        "particles: x, y from the rotation axis (mirror image of the cell, "
+        "y -> -y), z above the bottom Cu face, r equivalent-sphere radius",
+    ),
     "trajectories": ("µm", "tracked particles (track, scan, [x, y, z, r])"),
     # ---------------------------------------------------------------- XCT cell series
     "t": ("s", _CELL_TIME),
@@ -79,8 +85,10 @@ UNITS: dict[str, tuple[str, str]] = {
     "potential_peak_time": ("s", "cell time of the potential peak"),
     "height_change_um": ("µm", "stack height change the force rise means through the spring"),
     "contact_area_loss": ("", "fraction of contact area lost that explains the height change"),
-    "contact_area_loss_whole": ("", "the same with the current-density factor rounded up to a "
-                                    "whole number"),
+    "contact_area_loss_whole": (
+        "",
+        "the same with the current-density factor rounded up to a whole number",
+    ),
     "current_factor": ("", "local current-density factor: height change over plated thickness"),
     "pressure_nominal_start_mpa": ("MPa", "nominal pressure at the start of plating"),
     "pressure_start_mpa": ("MPa", "pressure on the measured electrode at the start of plating"),
@@ -113,11 +121,13 @@ UNITS: dict[str, tuple[str, str]] = {
     # ---------------------------------------------------------------- SAXS/WAXS arrays
     "q_saxs": ("nm⁻¹", "scattering vector of the SAXS curves"),
     "q_waxs": ("nm⁻¹", "scattering vector of the WAXS curves"),
-    "saxs": ("", "SAXS intensity per point (pyFAI, solid-angle corrected counts, arbitrary "
-                 "scale), empty-cell background subtracted"),
+    "saxs": (
+        "",
+        "SAXS intensity per point (pyFAI, solid-angle corrected counts, arbitrary "
+        "scale), empty-cell background subtracted",
+    ),
     "saxs_sigma": ("", "standard uncertainty of saxs (Poisson)"),
-    "waxs": ("", "WAXS intensity per point (arbitrary scale), empty-cell background "
-                 "subtracted"),
+    "waxs": ("", "WAXS intensity per point (arbitrary scale), empty-cell background subtracted"),
     "waxs_sigma": ("", "standard uncertainty of waxs (Poisson)"),
     "waxs_norm": ("", "WAXS over the open-circuit reference of the same pixel, minus 1"),
     "li2s_map": ("", "Li2S signal (I/I_OCV - 1 over 18.3-20.8 nm⁻¹) per grid pixel (ny, nx)"),
@@ -159,9 +169,19 @@ UNITS: dict[str, tuple[str, str]] = {
 }
 
 #: units a name's suffix says, for names not in UNITS (longest suffix first)
-_SUFFIX_UNITS = (("_ua_cm2", "µA/cm²"), ("_mpa", "MPa"), ("_mah", "mAh"), ("_um", "µm"),
-                 ("_mm", "mm"), ("_nm", "nm"), ("_s", "s"), ("_c", "C"), ("_v", "V"),
-                 ("_n", "N"), ("_a", "A"))
+_SUFFIX_UNITS = (
+    ("_ua_cm2", "µA/cm²"),
+    ("_mpa", "MPa"),
+    ("_mah", "mAh"),
+    ("_um", "µm"),
+    ("_mm", "mm"),
+    ("_nm", "nm"),
+    ("_s", "s"),
+    ("_c", "C"),
+    ("_v", "V"),
+    ("_n", "N"),
+    ("_a", "A"),
+)
 
 _NEXUS = {"µm": "um", "nm⁻¹": "1/nm", "µA/cm²": "uA/cm^2", "mAh": "mA*h", "°": "deg"}
 
@@ -192,8 +212,10 @@ def column_metadata(columns: Iterable[str]) -> dict:
     """Metadata for a table node: ``{"units": {col: unit}, "descriptions": {col: text}}``
     (dimensionless columns have unit ``""``)."""
     cols = list(columns)
-    return {"units": {c: describe(c)[0] for c in cols},
-            "descriptions": {c: describe(c)[1] for c in cols}}
+    return {
+        "units": {c: describe(c)[0] for c in cols},
+        "descriptions": {c: describe(c)[1] for c in cols},
+    }
 
 
 def array_metadata(name: str) -> dict:

@@ -132,19 +132,21 @@ class Technique:
     cycles: int = 1
 
     @classmethod
-    def ocv(cls, duration: float) -> "Technique":
+    def ocv(cls, duration: float) -> Technique:
         return cls("OCV", duration)
 
     @classmethod
-    def cycling(cls, current: float, *, e_min: float, e_max: float, cycles: int = 1,
-                duration: float = 1e9) -> "Technique":
+    def cycling(
+        cls, current: float, *, e_min: float, e_max: float, cycles: int = 1, duration: float = 1e9
+    ) -> Technique:
         """Galvanostatic cycling (GCPL): discharge first at |current|, turning at
         ``e_min``/``e_max``, for ``cycles`` full cycles or ``duration`` s."""
         return cls("GCPL", duration, abs(current), e_min, e_max, cycles)
 
     @classmethod
-    def constant_current(cls, current: float, duration: float, *, e_min: float = -10.0,
-                         e_max: float = 10.0) -> "Technique":
+    def constant_current(
+        cls, current: float, duration: float, *, e_min: float = -10.0, e_max: float = 10.0
+    ) -> Technique:
         return cls("CC", duration, current, e_min, e_max)
 
 
@@ -187,9 +189,13 @@ class Potentiostat(Device):
         """Configure ``technique`` (mode, current, duration, limits); nothing starts."""
         if not isinstance(technique, Technique):
             raise TypeError(f"{self.name} takes a Technique, not {technique!r}")
-        settings = [(self.mode, technique.mode), (self.duration, technique.duration),
-                    (self.current_sp, technique.current), (self.e_min, technique.e_min),
-                    (self.e_max, technique.e_max)]
+        settings = [
+            (self.mode, technique.mode),
+            (self.duration, technique.duration),
+            (self.current_sp, technique.current),
+            (self.e_min, technique.e_min),
+            (self.e_max, technique.e_max),
+        ]
         if technique.mode == "GCPL":
             if not hasattr(self, "cycles"):
                 raise ValueError(f"{self.name} has no galvanostatic cycling (GCPL)")
@@ -271,8 +277,9 @@ class HDF5AreaDetector(Device):
     cam = Cpt(HDF5Cam, "cam:")
     hdf1 = Cpt(HDF5Plugin, "HDF1:")
 
-    def __init__(self, prefix="", *, write_path: str | Path = "", file_stem: str | None = None,
-                 **kwargs):
+    def __init__(
+        self, prefix="", *, write_path: str | Path = "", file_stem: str | None = None, **kwargs
+    ):
         super().__init__(prefix, **kwargs)
         self.write_path = str(write_path)
         self.file_stem = file_stem or self.name
@@ -324,8 +331,10 @@ class HDF5AreaDetector(Device):
                 status.set_exception(st.exception() or RuntimeError("acquisition failed"))
                 return
             index = next(self._counter)
-            self._assets.push("stream_datum", self._bundle.compose_stream_datum(
-                indices={"start": index, "stop": index + 1}))
+            self._assets.push(
+                "stream_datum",
+                self._bundle.compose_stream_datum(indices={"start": index, "stop": index + 1}),
+            )
             status.set_finished()
 
         acquire.add_callback(frame_written)

@@ -114,8 +114,13 @@ class SaxsStation(Station):
     waxs: ScatteringDetector
 
 
-def make_saxs_station(prefix: str = "SAXS:", *, write_path: str | Path = "",
-                      connect: bool = True, timeout: float = 10.0) -> SaxsStation:
+def make_saxs_station(
+    prefix: str = "SAXS:",
+    *,
+    write_path: str | Path = "",
+    connect: bool = True,
+    timeout: float = 10.0,
+) -> SaxsStation:
     """Build the SAXS/WAXS station's devices from the IOC prefix."""
     station = SaxsStation(
         clock=SimClock(f"{prefix}clock:", name="clock"),
@@ -125,10 +130,12 @@ def make_saxs_station(prefix: str = "SAXS:", *, write_path: str | Path = "",
         shutter=Shutter(f"{prefix}shutter:", name="shutter"),
         diode=Diode(f"{prefix}diode:", name="diode"),
         beam=Beam(f"{prefix}beam:", name="beam"),
-        saxs=SaxsDetector(f"{prefix}saxs:", name="saxs", write_path=write_path,
-                          labels={"detectors"}),
-        waxs=ScatteringDetector(f"{prefix}waxs:", name="waxs", write_path=write_path,
-                                labels={"detectors"}),
+        saxs=SaxsDetector(
+            f"{prefix}saxs:", name="saxs", write_path=write_path, labels={"detectors"}
+        ),
+        waxs=ScatteringDetector(
+            f"{prefix}waxs:", name="waxs", write_path=write_path, labels={"detectors"}
+        ),
     )
     if connect:
         station.wait_for_connection(timeout=timeout)

@@ -81,8 +81,13 @@ class XCTStation(Station):
     stage: SampleStage
 
 
-def make_xct_station(prefix: str = "XCT:", *, write_path: str | Path = "",
-                     connect: bool = True, timeout: float = 10.0) -> XCTStation:
+def make_xct_station(
+    prefix: str = "XCT:",
+    *,
+    write_path: str | Path = "",
+    connect: bool = True,
+    timeout: float = 10.0,
+) -> XCTStation:
     """Build the XCT station's devices from the IOC prefix.
 
     ``write_path`` is the directory where the detector writes its HDF5 files (it
@@ -93,8 +98,9 @@ def make_xct_station(prefix: str = "XCT:", *, write_path: str | Path = "",
         pstat=Potentiostat(f"{prefix}pstat:", name="pstat"),
         force=ForceSensor(f"{prefix}force:", name="force"),
         source=XraySource(f"{prefix}src:", name="source"),
-        ct_det=CTDetector(f"{prefix}det:", name="ct_det", write_path=write_path,
-                          labels={"detectors"}),
+        ct_det=CTDetector(
+            f"{prefix}det:", name="ct_det", write_path=write_path, labels={"detectors"}
+        ),
         stage=SampleStage(f"{prefix}stage:", name="stage"),
     )
     if connect:

@@ -40,8 +40,15 @@ from collections.abc import Awaitable, Callable
 
 from caproto.server import PVGroup, pvproperty
 
-__all__ = ["SimClock", "VirtualClock", "make_clock", "parse_time_scale", "ClockGroup",
-           "find_clock", "VIRTUAL"]
+__all__ = [
+    "SimClock",
+    "VirtualClock",
+    "make_clock",
+    "parse_time_scale",
+    "ClockGroup",
+    "find_clock",
+    "VIRTUAL",
+]
 
 #: The spelling of virtual time wherever a time scale is given (``--time-scale virtual``).
 VIRTUAL = "virtual"
@@ -56,11 +63,9 @@ def parse_time_scale(value) -> float | str:
     try:
         scale = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"time scale must be a number > 0 or {VIRTUAL!r}, "
-                         f"not {value!r}") from None
+        raise ValueError(f"time scale must be a number > 0 or {VIRTUAL!r}, not {value!r}") from None
     if not (math.isfinite(scale) and scale > 0):
-        raise ValueError(f"time scale must be a finite number > 0 or {VIRTUAL!r}, "
-                         f"not {value!r}")
+        raise ValueError(f"time scale must be a finite number > 0 or {VIRTUAL!r}, not {value!r}")
     return scale
 
 
@@ -108,8 +113,14 @@ class SimClock:
     #: clock after it, so a long wait never oversleeps by more than scheduling jitter.
     max_wall_sleep = 0.2
 
-    def __init__(self, scale: float = 1.0, t_start: float = 0.0, *,
-                 monotonic: Callable[[], float] = time.monotonic, hold: bool = False):
+    def __init__(
+        self,
+        scale: float = 1.0,
+        t_start: float = 0.0,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+        hold: bool = False,
+    ):
         scale = float(scale)
         if not (math.isfinite(scale) and scale > 0):
             raise ValueError(f"time scale must be a finite number > 0, got {scale!r}")
@@ -300,8 +311,7 @@ class VirtualClock(SimClock):
     def _may_advance(self) -> bool:
         self._pending = [item for item in self._pending if not item[2].done()]
         heapq.heapify(self._pending)
-        return (bool(self._pending) and not self._held
-                and (self._waiting or not self._sync))
+        return bool(self._pending) and not self._held and (self._waiting or not self._sync)
 
     def _next_model_event(self) -> float:
         return min((float(f()) for f in self._sources), default=math.inf)
@@ -331,8 +341,9 @@ class VirtualClock(SimClock):
                     try:
                         await hook(self._t)
                     except Exception:  # a model's failure must not stop time
-                        logger.exception("virtual clock: step hook %r failed at t=%.3f",
-                                         hook, self._t)
+                        logger.exception(
+                            "virtual clock: step hook %r failed at t=%.3f", hook, self._t
+                        )
                 while self._pending and self._pending[0][0] <= self._t:
                     _, _, fut = heapq.heappop(self._pending)
                     if not fut.done():
@@ -381,28 +392,41 @@ class ClockGroup(PVGroup):
         self.simclock = simclock or find_clock(self.parent) or SimClock()
 
     cell_time = pvproperty(
-        name="time", value=0.0, read_only=True, units="s", precision=3,
+        name="time",
+        value=0.0,
+        read_only=True,
+        units="s",
+        precision=3,
         doc="Cell (simulated) time, s since the experiment's t=0",
     )
     scale = pvproperty(
-        value=1.0, read_only=True, precision=3,
+        value=1.0,
+        read_only=True,
+        precision=3,
         doc="Time-scale factor: cell seconds per wall second (0: virtual time)",
     )
     virtual = pvproperty(
-        value=0, read_only=True, doc="1: virtual (discrete-event) cell time",
+        value=0,
+        read_only=True,
+        doc="1: virtual (discrete-event) cell time",
     )
     wait = pvproperty(
-        value=0.0, units="s", precision=3,
+        value=0.0,
+        units="s",
+        precision=3,
         doc="Put T with completion: completes when clock:time >= T",
     )
     hold = pvproperty(
-        value=0, doc="1: cell time frozen; put 0 to start it, 1 to freeze it",
+        value=0,
+        doc="1: cell time frozen; put 0 to start it, 1 to freeze it",
     )
     sync = pvproperty(
-        value=0, doc="Virtual time: 1 = advance only while clock:waiting is 1",
+        value=0,
+        doc="Virtual time: 1 = advance only while clock:waiting is 1",
     )
     waiting = pvproperty(
-        value=0, doc="Virtual time: 1 while the synchronized client waits",
+        value=0,
+        doc="Virtual time: 1 while the synchronized client waits",
     )
 
     async def _publish(self, t: float) -> None:

@@ -16,7 +16,7 @@ from caproto.server import PVGroup, SubGroup, pvproperty
 from .hdf5_writer import HDF5FrameWriter
 from .pvs import ClippedDouble, ClippedInteger, char_pv
 
-__all__ = ['DetectorCam', 'HDF1', 'FrameDetector']
+__all__ = ["DetectorCam", "HDF1", "FrameDetector"]
 
 
 class DetectorCam(PVGroup):
@@ -30,24 +30,34 @@ class DetectorCam(PVGroup):
     SizeX_RBV (columns), SizeY_RBV (rows).
     """
 
-    acquire_time = pvproperty(name="AcquireTime", value=1.5, dtype=ClippedDouble,
-                              lower_ctrl_limit=1e-3, upper_ctrl_limit=3600.0, units="s",
-                              precision=4, doc="Exposure per image (cell s)")
-    num_exposures = pvproperty(name="NumExposures", value=3, dtype=ClippedInteger,
-                               lower_ctrl_limit=1, upper_ctrl_limit=100,
-                               doc="Images per frame")
-    acquire = pvproperty(name="Acquire", value=0,
-                         doc="Put 1 with completion: acquire one frame")
-    acquire_rbv = pvproperty(name="Acquire_RBV", value=0, read_only=True,
-                             doc="1 while a frame is being acquired")
-    array_counter = pvproperty(name="ArrayCounter", value=0,
-                               doc="Frames acquired (put to reset)")
-    array_counter_rbv = pvproperty(name="ArrayCounter_RBV", value=0, read_only=True,
-                                   doc="Frames acquired")
-    size_x = pvproperty(name="SizeX_RBV", value=0, read_only=True,
-                        doc="Frame width (columns)")
-    size_y = pvproperty(name="SizeY_RBV", value=0, read_only=True,
-                        doc="Frame height (rows)")
+    acquire_time = pvproperty(
+        name="AcquireTime",
+        value=1.5,
+        dtype=ClippedDouble,
+        lower_ctrl_limit=1e-3,
+        upper_ctrl_limit=3600.0,
+        units="s",
+        precision=4,
+        doc="Exposure per image (cell s)",
+    )
+    num_exposures = pvproperty(
+        name="NumExposures",
+        value=3,
+        dtype=ClippedInteger,
+        lower_ctrl_limit=1,
+        upper_ctrl_limit=100,
+        doc="Images per frame",
+    )
+    acquire = pvproperty(name="Acquire", value=0, doc="Put 1 with completion: acquire one frame")
+    acquire_rbv = pvproperty(
+        name="Acquire_RBV", value=0, read_only=True, doc="1 while a frame is being acquired"
+    )
+    array_counter = pvproperty(name="ArrayCounter", value=0, doc="Frames acquired (put to reset)")
+    array_counter_rbv = pvproperty(
+        name="ArrayCounter_RBV", value=0, read_only=True, doc="Frames acquired"
+    )
+    size_x = pvproperty(name="SizeX_RBV", value=0, read_only=True, doc="Frame width (columns)")
+    size_y = pvproperty(name="SizeY_RBV", value=0, read_only=True, doc="Frame height (rows)")
 
     @size_x.startup
     async def size_x(self, instance, async_lib):
@@ -79,16 +89,21 @@ class HDF1(PVGroup):
 
     file_path = char_pv("FilePath", doc="Directory of the HDF5 files")
     file_name = char_pv("FileName", "frames", doc="File base name")
-    file_number = pvproperty(name="FileNumber", value=1,
-                             doc="Number of the next file (incremented on open)")
-    full_file_name = char_pv("FullFileName_RBV", read_only=True,
-                             doc="Absolute path of the open/last file")
-    capture = pvproperty(name="Capture", value=0,
-                         doc="Put 1: open a new file (SWMR); put 0: close it")
-    capture_rbv = pvproperty(name="Capture_RBV", value=0, read_only=True,
-                             doc="1 while a file is open")
-    num_captured = pvproperty(name="NumCaptured_RBV", value=0, read_only=True,
-                              doc="Frames written to the open file")
+    file_number = pvproperty(
+        name="FileNumber", value=1, doc="Number of the next file (incremented on open)"
+    )
+    full_file_name = char_pv(
+        "FullFileName_RBV", read_only=True, doc="Absolute path of the open/last file"
+    )
+    capture = pvproperty(
+        name="Capture", value=0, doc="Put 1: open a new file (SWMR); put 0: close it"
+    )
+    capture_rbv = pvproperty(
+        name="Capture_RBV", value=0, read_only=True, doc="1 while a file is open"
+    )
+    num_captured = pvproperty(
+        name="NumCaptured_RBV", value=0, read_only=True, doc="Frames written to the open file"
+    )
 
     @capture.putter
     async def capture(self, instance, value):
@@ -141,8 +156,7 @@ class FrameDetector(PVGroup):
         """(rows, cols) of the frames."""
         raise NotImplementedError
 
-    def snapshot(self, *, t_start: float, t: float, n_exposures: int,
-                 acquire_time: float) -> dict:
+    def snapshot(self, *, t_start: float, t: float, n_exposures: int, acquire_time: float) -> dict:
         """Everything :meth:`render` needs, taken on the event loop at the end of
         the exposure (the cell is at ``t``). Must not share mutable state with
         the loop."""
@@ -185,9 +199,15 @@ class FrameDetector(PVGroup):
             await hdf.full_file_name.write(str(path))
             await hdf.num_captured.write(0)
             await hdf.capture_rbv.write(1)
-            self.station.truth.write({"event": "file_open", "t": self.station.simclock.now(),
-                                      "detector": self.prefix, "path": str(path),
-                                      "shape": shape})
+            self.station.truth.write(
+                {
+                    "event": "file_open",
+                    "t": self.station.simclock.now(),
+                    "detector": self.prefix,
+                    "path": str(path),
+                    "shape": shape,
+                }
+            )
             return path
 
     async def close_file(self) -> None:
@@ -196,10 +216,15 @@ class FrameDetector(PVGroup):
                 path, n = self.writer.path, self.writer.num_frames
                 loop = asyncio.get_running_loop()
                 await loop.run_in_executor(None, self.writer.close)
-                self.station.truth.write({"event": "file_close",
-                                          "t": self.station.simclock.now(),
-                                          "detector": self.prefix,
-                                          "path": str(path), "frames": n})
+                self.station.truth.write(
+                    {
+                        "event": "file_close",
+                        "t": self.station.simclock.now(),
+                        "detector": self.prefix,
+                        "path": str(path),
+                        "frames": n,
+                    }
+                )
             await self.hdf1.capture_rbv.write(0)
 
     # -- frames ---------------------------------------------------------------------
@@ -209,8 +234,11 @@ class FrameDetector(PVGroup):
         index = self.writer.append(frame) if self.writer.is_open else None
         if self.station.truth:
             record = self.frame_truth(snap, frame)
-            record.update(event="frame", file=str(self.writer.path) if index is not None
-                          else None, index=index)
+            record.update(
+                event="frame",
+                file=str(self.writer.path) if index is not None else None,
+                index=index,
+            )
             self.station.truth.write(record)
         return frame, index
 
@@ -227,8 +255,7 @@ class FrameDetector(PVGroup):
                 exposure = float(cam.acquire_time.value)
                 await clock.sleep_until(t0 + n_exp * exposure)
                 t1 = await station.pstat.update()  # the cell at the end of the exposure
-                snap = self.snapshot(t_start=t0, t=t1, n_exposures=n_exp,
-                                     acquire_time=exposure)
+                snap = self.snapshot(t_start=t0, t=t1, n_exposures=n_exp, acquire_time=exposure)
                 snap["array_counter"] = int(cam.array_counter.value) + 1
                 loop = asyncio.get_running_loop()
                 _, index = await loop.run_in_executor(None, self._render_and_store, snap)

@@ -52,8 +52,9 @@ class HDF5FrameWriter:
     def num_frames(self) -> int:
         return 0 if self._dset is None else int(self._dset.shape[0])
 
-    def open(self, path, frame_shape: tuple[int, int] | None = None,
-             attrs: dict | None = None) -> Path:
+    def open(
+        self, path, frame_shape: tuple[int, int] | None = None, attrs: dict | None = None
+    ) -> Path:
         """Create the file (parents too) with an empty frame dataset, in SWMR mode.
 
         ``attrs`` are stored as attributes of ``/entry``. Closes a file left open.
@@ -76,8 +77,12 @@ class HDF5FrameWriter:
             for key, value in (attrs or {}).items():
                 entry.attrs[key] = value
             dset = data.create_dataset(
-                "data", shape=(0, rows, cols), maxshape=(None, rows, cols),
-                chunks=(1, rows, cols), dtype=self.dtype)
+                "data",
+                shape=(0, rows, cols),
+                maxshape=(None, rows, cols),
+                chunks=(1, rows, cols),
+                dtype=self.dtype,
+            )
             f.swmr_mode = True
             f.flush()
         except BaseException:

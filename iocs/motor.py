@@ -124,19 +124,39 @@ class SimMotor(PVGroup):
 
     tick = 0.05  # wall s between readback updates during a move
 
-    motor = pvproperty(value=0.0, name="", record="motor", dtype=MotorValue,
-                       precision=3, doc="Motor record (cell-time motion)")
+    motor = pvproperty(
+        value=0.0,
+        name="",
+        record="motor",
+        dtype=MotorValue,
+        precision=3,
+        doc="Motor record (cell-time motion)",
+    )
 
-    def __init__(self, *args, velocity: float = 1.0, acceleration: float = 0.2,
-                 limits: tuple[float, float] = (-100.0, 100.0), egu: str = "mm",
-                 precision: int = 3, position: float = 0.0, resolution: float = 1e-4,
-                 simclock: SimClock | None = None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        velocity: float = 1.0,
+        acceleration: float = 0.2,
+        limits: tuple[float, float] = (-100.0, 100.0),
+        egu: str = "mm",
+        precision: int = 3,
+        position: float = 0.0,
+        resolution: float = 1e-4,
+        simclock: SimClock | None = None,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.simclock = simclock or find_clock(self.parent) or SimClock()
-        self.defaults = dict(velocity=float(velocity), acceleration=float(acceleration),
-                             limits=(float(limits[0]), float(limits[1])), egu=str(egu),
-                             precision=int(precision), position=float(position),
-                             resolution=float(resolution))
+        self.defaults = dict(
+            velocity=float(velocity),
+            acceleration=float(acceleration),
+            limits=(float(limits[0]), float(limits[1])),
+            egu=str(egu),
+            precision=int(precision),
+            position=float(position),
+            resolution=float(resolution),
+        )
         self._target = float(position)
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -169,10 +189,10 @@ class SimMotor(PVGroup):
         await fields.user_high_limit.write(hi)
         await fields.dial_low_limit.write(lo)
         await fields.dial_high_limit.write(hi)
-        await instance.write_metadata(lower_ctrl_limit=lo, upper_ctrl_limit=hi,
-                                      units=d["egu"], precision=d["precision"])
-        await fields.user_readback_value.write_metadata(units=d["egu"],
-                                                        precision=d["precision"])
+        await instance.write_metadata(
+            lower_ctrl_limit=lo, upper_ctrl_limit=hi, units=d["egu"], precision=d["precision"]
+        )
+        await fields.user_readback_value.write_metadata(units=d["egu"], precision=d["precision"])
         await instance.write(d["position"], verify_value=False)
         await self._write_readback(d["position"])
         await fields.done_moving_to_value.write(1)
@@ -317,8 +337,7 @@ class SimMotor(PVGroup):
                 self._wake.clear()
                 if not self._stop_requested:
                     # retarget from where the motor is now
-                    await self._write_readback(start + profile(min(clock.now() - t0,
-                                                                   duration)))
+                    await self._write_readback(start + profile(min(clock.now() - t0, duration)))
                     retarget = True
                     break
             if not retarget:

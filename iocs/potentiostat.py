@@ -18,7 +18,7 @@ from .pvs import ClippedDouble, keyed_normal
 
 TECHNIQUE_STATES = ("idle", "running", "done", "limit", "aborted")
 
-__all__ = ['TECHNIQUE_STATES', 'Potentiostat']
+__all__ = ["TECHNIQUE_STATES", "Potentiostat"]
 
 
 class Potentiostat(PVGroup):
@@ -50,35 +50,78 @@ class Potentiostat(PVGroup):
     noise_v = 50e-6  # V rms on Ewe
     rng_stream = 1
 
-    mode = pvproperty(value="OCV", enum_strings=("OCV", "CC"), dtype=ChannelType.ENUM,
-                      doc="Technique to run: OCV or CC")
-    current_sp = pvproperty(value=0.0, dtype=ClippedDouble, lower_ctrl_limit=-0.8,
-                            upper_ctrl_limit=0.8, units="A", precision=9,
-                            doc="CC current (A); clipped to the ctrl limits +-0.8 A")
-    duration = pvproperty(value=3600.0, dtype=ClippedDouble, lower_ctrl_limit=1e-3,
-                          upper_ctrl_limit=1e8, units="s", precision=3,
-                          doc="Technique duration in cell s (> 0)")
-    e_min = pvproperty(value=-10.0, dtype=ClippedDouble, lower_ctrl_limit=-10.0,
-                       upper_ctrl_limit=10.0, units="V", precision=4,
-                       doc="Lower Ewe limit of the CC technique (V)")
-    e_max = pvproperty(value=10.0, dtype=ClippedDouble, lower_ctrl_limit=-10.0,
-                       upper_ctrl_limit=10.0, units="V", precision=4,
-                       doc="Upper Ewe limit of the CC technique (V)")
-    start_cmd = pvproperty(name="start", value=0,
-                           doc="Put 1: start the technique (completes once it runs)")
-    wait_cmd = pvproperty(name="wait", value=0,
-                          doc="Put 1 with completion: completes when the technique ends")
-    stop_cmd = pvproperty(name="stop", value=0,
-                          doc="Put 1: abort the running technique; cell to OCV")
-    state = pvproperty(value="idle", enum_strings=TECHNIQUE_STATES,
-                       dtype=ChannelType.ENUM, read_only=True, doc="Technique state")
-    ewe = pvproperty(value=0.0, read_only=True, units="V", precision=6,
-                     doc="Working electrode potential (V)")
+    mode = pvproperty(
+        value="OCV",
+        enum_strings=("OCV", "CC"),
+        dtype=ChannelType.ENUM,
+        doc="Technique to run: OCV or CC",
+    )
+    current_sp = pvproperty(
+        value=0.0,
+        dtype=ClippedDouble,
+        lower_ctrl_limit=-0.8,
+        upper_ctrl_limit=0.8,
+        units="A",
+        precision=9,
+        doc="CC current (A); clipped to the ctrl limits +-0.8 A",
+    )
+    duration = pvproperty(
+        value=3600.0,
+        dtype=ClippedDouble,
+        lower_ctrl_limit=1e-3,
+        upper_ctrl_limit=1e8,
+        units="s",
+        precision=3,
+        doc="Technique duration in cell s (> 0)",
+    )
+    e_min = pvproperty(
+        value=-10.0,
+        dtype=ClippedDouble,
+        lower_ctrl_limit=-10.0,
+        upper_ctrl_limit=10.0,
+        units="V",
+        precision=4,
+        doc="Lower Ewe limit of the CC technique (V)",
+    )
+    e_max = pvproperty(
+        value=10.0,
+        dtype=ClippedDouble,
+        lower_ctrl_limit=-10.0,
+        upper_ctrl_limit=10.0,
+        units="V",
+        precision=4,
+        doc="Upper Ewe limit of the CC technique (V)",
+    )
+    start_cmd = pvproperty(
+        name="start", value=0, doc="Put 1: start the technique (completes once it runs)"
+    )
+    wait_cmd = pvproperty(
+        name="wait", value=0, doc="Put 1 with completion: completes when the technique ends"
+    )
+    stop_cmd = pvproperty(
+        name="stop", value=0, doc="Put 1: abort the running technique; cell to OCV"
+    )
+    state = pvproperty(
+        value="idle",
+        enum_strings=TECHNIQUE_STATES,
+        dtype=ChannelType.ENUM,
+        read_only=True,
+        doc="Technique state",
+    )
+    ewe = pvproperty(
+        value=0.0, read_only=True, units="V", precision=6, doc="Working electrode potential (V)"
+    )
     i = pvproperty(value=0.0, read_only=True, units="A", precision=9, doc="Current (A)")
-    charge = pvproperty(value=0.0, read_only=True, units="C", precision=9,
-                        doc="Charge passed in the current technique (C)")
-    elapsed = pvproperty(value=0.0, read_only=True, units="s", precision=3,
-                         doc="Technique elapsed time (cell s)")
+    charge = pvproperty(
+        value=0.0,
+        read_only=True,
+        units="C",
+        precision=9,
+        doc="Charge passed in the current technique (C)",
+    )
+    elapsed = pvproperty(
+        value=0.0, read_only=True, units="s", precision=3, doc="Technique elapsed time (cell s)"
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -125,9 +168,16 @@ class Potentiostat(PVGroup):
         """The state of a technique started at ``now`` (cell advanced to it)."""
         mode = self.mode.value
         current = self.technique_current(mode)
-        tech = dict(mode=mode, current=current, t0=now, seg_t0=now, q0=0.0,
-                    t_end=now + float(self.duration.value),
-                    e_min=float(self.e_min.value), e_max=float(self.e_max.value))
+        tech = dict(
+            mode=mode,
+            current=current,
+            t0=now,
+            seg_t0=now,
+            q0=0.0,
+            t_end=now + float(self.duration.value),
+            e_min=float(self.e_min.value),
+            e_max=float(self.e_max.value),
+        )
         tech["t_limit"] = self._limit_at(tech, now)
         return tech
 
@@ -179,10 +229,19 @@ class Potentiostat(PVGroup):
         await self.i.write(0.0)
         await self.technique_ended(tech, reason, t_end)
         await self.state.write(reason)
-        self.station.truth.write({"event": "technique_end", "t": t_end, "reason": reason,
-                                  "mode": tech["mode"], "current_a": tech["current"],
-                                  "elapsed_s": elapsed, "charge_c": charge,
-                                  "ewe_v": self.ewe.value, **self.technique_truth(tech)})
+        self.station.truth.write(
+            {
+                "event": "technique_end",
+                "t": t_end,
+                "reason": reason,
+                "mode": tech["mode"],
+                "current_a": tech["current"],
+                "elapsed_s": elapsed,
+                "charge_c": charge,
+                "ewe_v": self.ewe.value,
+                **self.technique_truth(tech),
+            }
+        )
 
     async def technique_ended(self, tech: dict, reason: str, t_end: float) -> None:
         """Hook: extra readbacks when a technique ends (before ``state`` changes)."""
@@ -207,7 +266,8 @@ class Potentiostat(PVGroup):
             await self.handle_event(kind, t_event)
         self.advance_cell(now)
         ewe = self.cell_voltage(self.applied_current) + keyed_normal(
-            self.station.seed, self.rng_stream, now, self.noise_v)
+            self.station.seed, self.rng_stream, now, self.noise_v
+        )
         await self.ewe.write(ewe)
         tech = self.technique
         if tech is not None:
@@ -240,7 +300,7 @@ class Potentiostat(PVGroup):
                 wall = min(wall, clock.wall_delay(self.next_event()[0] - clock.now()))
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=max(wall, 1e-3))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._wake.clear()
 
@@ -274,12 +334,19 @@ class Potentiostat(PVGroup):
         await self.i.write(tech["current"])
         await self.publish_technique(now)
         await self.state.write("running")
-        self.station.truth.write({"event": "technique_start", "t": now, "mode": tech["mode"],
-                                  "current_a": tech["current"],
-                                  "duration_s": tech["t_end"] - now,
-                                  "e_min": tech["e_min"], "e_max": tech["e_max"],
-                                  **{k: tech[k] for k in ("cycles",) if k in tech},
-                                  **self.technique_truth(tech)})
+        self.station.truth.write(
+            {
+                "event": "technique_start",
+                "t": now,
+                "mode": tech["mode"],
+                "current_a": tech["current"],
+                "duration_s": tech["t_end"] - now,
+                "e_min": tech["e_min"],
+                "e_max": tech["e_max"],
+                **{k: tech[k] for k in ("cycles",) if k in tech},
+                **self.technique_truth(tech),
+            }
+        )
 
     @wait_cmd.putter
     async def wait_cmd(self, instance, value):

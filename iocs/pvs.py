@@ -20,10 +20,11 @@ from caproto import ChannelType
 from caproto.server import pvproperty
 from caproto.server.server import PvpropertyDouble, PvpropertyInteger
 
-__all__ = ['ClippedDouble', 'ClippedInteger', 'TruthLog', 'char_pv', 'keyed_normal']
+__all__ = ["ClippedDouble", "ClippedInteger", "TruthLog", "char_pv", "keyed_normal"]
 
 
 # -- PV helpers ---------------------------------------------------------------
+
 
 def _clip(value, lo, hi):
     if lo == hi:  # EPICS convention: equal limits mean "no limits"
@@ -51,8 +52,7 @@ class ClippedInteger(PvpropertyInteger):
     """An integer PV whose puts are clipped to its ctrl limits."""
 
     async def verify_value(self, value):
-        value = int(_clip(int(round(float(value))), self.lower_ctrl_limit,
-                          self.upper_ctrl_limit))
+        value = int(_clip(int(round(float(value))), self.lower_ctrl_limit, self.upper_ctrl_limit))
         result = await super().verify_value(value)
         return value if result is None else result
 
@@ -68,11 +68,19 @@ def keyed_normal(seed: int, stream: int, t: float, sigma: float) -> float:
     return float(np.random.default_rng([int(seed), int(stream), key]).normal(0.0, sigma))
 
 
-def char_pv(name: str, value: str = "", *, max_length: int = 256, read_only: bool = False,
-            doc: str = ""):
+def char_pv(
+    name: str, value: str = "", *, max_length: int = 256, read_only: bool = False, doc: str = ""
+):
     """A long-string PV as a char waveform (a DBR_STRING holds only 40 characters)."""
-    return pvproperty(name=name, value=value, max_length=max_length, dtype=ChannelType.CHAR,
-                      string_encoding="utf-8", read_only=read_only, doc=doc)
+    return pvproperty(
+        name=name,
+        value=value,
+        max_length=max_length,
+        dtype=ChannelType.CHAR,
+        string_encoding="utf-8",
+        read_only=read_only,
+        doc=doc,
+    )
 
 
 def _jsonable(obj):

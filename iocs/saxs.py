@@ -88,20 +88,51 @@ class CyclingPotentiostat(potentiostat.Potentiostat):
     exactly at e_min on discharge / e_max on charge.
     """
 
-    mode = pvproperty(value="OCV", enum_strings=MODES, dtype=ChannelType.ENUM,
-                      doc="Technique to run: OCV, CC or GCPL")
-    cycles = pvproperty(value=1, dtype=ClippedInteger, lower_ctrl_limit=1,
-                        upper_ctrl_limit=100, doc="GCPL full cycles (1..100)")
-    c_rate = pvproperty(value=0.0, read_only=True, precision=5,
-                        doc="C-rate of |current_sp| for this cell (0.05 at C/20)")
-    c_rate_current = pvproperty(value=0.0, read_only=True, units="A", precision=9,
-                                doc="Current of 1C for this cell (A, from its sulfur loading)")
-    capacity = pvproperty(value=0.0, read_only=True, units="mAh", precision=6,
-                          doc="Capacity passed in the present half cycle (mAh, >= 0)")
-    half_cycle = pvproperty(value=0, read_only=True,
-                            doc="Half cycle of the technique: 0 first discharge, 1 first charge")
-    direction = pvproperty(value="rest", enum_strings=DIRECTIONS, dtype=ChannelType.ENUM,
-                           read_only=True, doc="Present direction: rest/discharge/charge")
+    mode = pvproperty(
+        value="OCV",
+        enum_strings=MODES,
+        dtype=ChannelType.ENUM,
+        doc="Technique to run: OCV, CC or GCPL",
+    )
+    cycles = pvproperty(
+        value=1,
+        dtype=ClippedInteger,
+        lower_ctrl_limit=1,
+        upper_ctrl_limit=100,
+        doc="GCPL full cycles (1..100)",
+    )
+    c_rate = pvproperty(
+        value=0.0,
+        read_only=True,
+        precision=5,
+        doc="C-rate of |current_sp| for this cell (0.05 at C/20)",
+    )
+    c_rate_current = pvproperty(
+        value=0.0,
+        read_only=True,
+        units="A",
+        precision=9,
+        doc="Current of 1C for this cell (A, from its sulfur loading)",
+    )
+    capacity = pvproperty(
+        value=0.0,
+        read_only=True,
+        units="mAh",
+        precision=6,
+        doc="Capacity passed in the present half cycle (mAh, >= 0)",
+    )
+    half_cycle = pvproperty(
+        value=0,
+        read_only=True,
+        doc="Half cycle of the technique: 0 first discharge, 1 first charge",
+    )
+    direction = pvproperty(
+        value="rest",
+        enum_strings=DIRECTIONS,
+        dtype=ChannelType.ENUM,
+        read_only=True,
+        doc="Present direction: rest/discharge/charge",
+    )
 
     # -- cell model ----------------------------------------------------------------
     def limit_time(self, current_a: float, e_min: float, e_max: float) -> float:
@@ -155,9 +186,15 @@ class CyclingPotentiostat(potentiostat.Potentiostat):
         tech = self.technique
         capacity = self._segment_capacity(t)
         ewe = self.cell_voltage(tech["current"])
-        record = {"event": "half_cycle", "t": t, "ended": int(tech["half"]),
-                  "ended_direction": _direction(tech["current"]),
-                  "capacity_mah": capacity, "ewe_v": ewe, "current_a": tech["current"]}
+        record = {
+            "event": "half_cycle",
+            "t": t,
+            "ended": int(tech["half"]),
+            "ended_direction": _direction(tech["current"]),
+            "capacity_mah": capacity,
+            "ewe_v": ewe,
+            "current_a": tech["current"],
+        }
         if tech["half"] + 1 >= 2 * tech["cycles"]:
             self.station.truth.write(dict(record, half=None, truth=self.cell.truth()))
             await self._finish("done", t)
@@ -168,9 +205,14 @@ class CyclingPotentiostat(potentiostat.Potentiostat):
         tech["seg_t0"] = t
         self.applied_current = tech["current"]
         tech["t_limit"] = self._limit_at(tech, t)
-        self.station.truth.write(dict(record, half=tech["half"],
-                                      direction=_direction(tech["current"]),
-                                      truth=self.cell.truth()))
+        self.station.truth.write(
+            dict(
+                record,
+                half=tech["half"],
+                direction=_direction(tech["current"]),
+                truth=self.cell.truth(),
+            )
+        )
         await self.publish_technique(t)
 
 
@@ -181,10 +223,24 @@ class ScanStage(PVGroup):
     (cell coordinates at the beam, see the module doc). Moves run in cell time.
     """
 
-    x = SubGroup(SimMotor, prefix="x", velocity=2.0, acceleration=0.1,
-                 limits=(-5.0, 5.0), egu="mm", precision=4)
-    y = SubGroup(SimMotor, prefix="y", velocity=1.0, acceleration=0.1,
-                 limits=(-2.0, 3.0), egu="mm", precision=4)
+    x = SubGroup(
+        SimMotor,
+        prefix="x",
+        velocity=2.0,
+        acceleration=0.1,
+        limits=(-5.0, 5.0),
+        egu="mm",
+        precision=4,
+    )
+    y = SubGroup(
+        SimMotor,
+        prefix="y",
+        velocity=1.0,
+        acceleration=0.1,
+        limits=(-2.0, 3.0),
+        egu="mm",
+        precision=4,
+    )
 
 
 class SampleHolder(PVGroup):
@@ -199,10 +255,19 @@ class SampleHolder(PVGroup):
 
     switch_s = 2.0  # cell s
 
-    select = pvproperty(value="cell", enum_strings=SLOTS, dtype=ChannelType.ENUM,
-                        doc="Slot in the beam: cell or empty_cell (put with completion)")
-    select_rbv = pvproperty(value="cell", enum_strings=SLOTS, dtype=ChannelType.ENUM,
-                            read_only=True, doc="Slot in the beam")
+    select = pvproperty(
+        value="cell",
+        enum_strings=SLOTS,
+        dtype=ChannelType.ENUM,
+        doc="Slot in the beam: cell or empty_cell (put with completion)",
+    )
+    select_rbv = pvproperty(
+        value="cell",
+        enum_strings=SLOTS,
+        dtype=ChannelType.ENUM,
+        read_only=True,
+        doc="Slot in the beam",
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -217,8 +282,7 @@ class SampleHolder(PVGroup):
             if instance.value == value:  # not re-targeted meanwhile
                 self.slot = value
                 await self.select_rbv.write(value)
-                station.truth.write({"event": "sample", "t": station.simclock.now(),
-                                     "slot": value})
+                station.truth.write({"event": "sample", "t": station.simclock.now(), "slot": value})
         return value
 
 
@@ -234,8 +298,14 @@ class Shutter(PVGroup):
 
     move_s = 0.02  # cell s
 
-    open_cmd = pvproperty(name="open", value=0, dtype=ClippedInteger, lower_ctrl_limit=0,
-                          upper_ctrl_limit=1, doc="Put 1/0 with completion: open/close")
+    open_cmd = pvproperty(
+        name="open",
+        value=0,
+        dtype=ClippedInteger,
+        lower_ctrl_limit=0,
+        upper_ctrl_limit=1,
+        doc="Put 1/0 with completion: open/close",
+    )
     open_rbv = pvproperty(value=0, read_only=True, doc="1: open")
 
     @property
@@ -251,8 +321,9 @@ class Shutter(PVGroup):
             await station.simclock.sleep(self.move_s)
             if instance.value == value:
                 await self.open_rbv.write(value)
-                station.truth.write({"event": "shutter", "t": station.simclock.now(),
-                                     "open": value})
+                station.truth.write(
+                    {"event": "shutter", "t": station.simclock.now(), "open": value}
+                )
         return value
 
 
@@ -269,8 +340,12 @@ class Diode(PVGroup):
     period = 0.1  # wall s
     rel_noise = 2e-3
 
-    trans = pvproperty(value=0.0, read_only=True, precision=8,
-                       doc="Transmitted fraction at the present position (0: closed)")
+    trans = pvproperty(
+        value=0.0,
+        read_only=True,
+        precision=8,
+        doc="Transmitted fraction at the present position (0: closed)",
+    )
 
     rng_stream = 6
 
@@ -313,16 +388,24 @@ class Beam(PVGroup):
     along x), size_v_um (vertical, along y).
     """
 
-    config = pvproperty(value="", dtype=ChannelType.STRING, read_only=True,
-                        doc="Beamline set-up: synchrotron or lab")
-    energy_kev = pvproperty(value=0.0, read_only=True, units="keV", precision=4,
-                            doc="Photon energy (keV)")
-    wavelength_A = pvproperty(value=0.0, read_only=True, units="A", precision=5,
-                              doc="Wavelength (Angstrom)")
-    size_h_um = pvproperty(value=0.0, read_only=True, units="um", precision=1,
-                           doc="Beam size, horizontal (x), um")
-    size_v_um = pvproperty(value=0.0, read_only=True, units="um", precision=1,
-                           doc="Beam size, vertical (y), um")
+    config = pvproperty(
+        value="",
+        dtype=ChannelType.STRING,
+        read_only=True,
+        doc="Beamline set-up: synchrotron or lab",
+    )
+    energy_kev = pvproperty(
+        value=0.0, read_only=True, units="keV", precision=4, doc="Photon energy (keV)"
+    )
+    wavelength_A = pvproperty(
+        value=0.0, read_only=True, units="A", precision=5, doc="Wavelength (Angstrom)"
+    )
+    size_h_um = pvproperty(
+        value=0.0, read_only=True, units="um", precision=1, doc="Beam size, horizontal (x), um"
+    )
+    size_v_um = pvproperty(
+        value=0.0, read_only=True, units="um", precision=1, doc="Beam size, vertical (y), um"
+    )
 
     @config.startup
     async def config(self, instance, async_lib):
@@ -336,6 +419,7 @@ class Beam(PVGroup):
 
 # -- detectors ------------------------------------------------------------------------
 
+
 class ScatteringCam(DetectorCam):
     """Camera of a SAXS/WAXS detector (Pilatus/Eiger-like).
 
@@ -348,20 +432,35 @@ class ScatteringCam(DetectorCam):
     detector name).
     """
 
-    geometry = char_pv("Geometry_RBV", max_length=8192, read_only=True,
-                       doc="pyFAI geometry as JSON (ai.get_config(); pyFAI.load accepts it)")
-    poni_file = char_pv("PoniFile_RBV", read_only=True,
-                        doc="PONI file with the same geometry (in the data dir)")
-    model = pvproperty(name="Model_RBV", value="", dtype=ChannelType.STRING, read_only=True,
-                       doc="Detector model (pyFAI detector name)")
+    geometry = char_pv(
+        "Geometry_RBV",
+        max_length=8192,
+        read_only=True,
+        doc="pyFAI geometry as JSON (ai.get_config(); pyFAI.load accepts it)",
+    )
+    poni_file = char_pv(
+        "PoniFile_RBV", read_only=True, doc="PONI file with the same geometry (in the data dir)"
+    )
+    model = pvproperty(
+        name="Model_RBV",
+        value="",
+        dtype=ChannelType.STRING,
+        read_only=True,
+        doc="Detector model (pyFAI detector name)",
+    )
 
 
 class SaxsCam(ScatteringCam):
     """The SAXS camera: :class:`ScatteringCam` plus BeamstopRadius_RBV (m)."""
 
-    beamstop_radius = pvproperty(name="BeamstopRadius_RBV", value=0.0, read_only=True,
-                                 units="m", precision=6,
-                                 doc="Beamstop radius on the detector (m); mask it")
+    beamstop_radius = pvproperty(
+        name="BeamstopRadius_RBV",
+        value=0.0,
+        read_only=True,
+        units="m",
+        precision=6,
+        doc="Beamstop radius on the detector (m); mask it",
+    )
 
 
 class ScatteringDetector(FrameDetector):
@@ -395,9 +494,15 @@ class ScatteringDetector(FrameDetector):
     def file_attrs(self) -> dict:
         s = self.prepared
         bl = self.station.beamline
-        return {"beamline": bl.name, "detector_role": self.role, "detector": s["model"],
-                "energy_kev": float(bl.energy_kev), "wavelength_m": float(bl.wavelength_m),
-                "geometry": s["geometry_json"], "beamstop_radius_m": s["beamstop_radius_m"]}
+        return {
+            "beamline": bl.name,
+            "detector_role": self.role,
+            "detector": s["model"],
+            "energy_kev": float(bl.energy_kev),
+            "wavelength_m": float(bl.wavelength_m),
+            "geometry": s["geometry_json"],
+            "beamstop_radius_m": s["beamstop_radius_m"],
+        }
 
     async def startup(self) -> None:
         """Publish the geometry, PONI path, model, frame size and default exposure."""
@@ -421,23 +526,36 @@ class ScatteringDetector(FrameDetector):
         slot = station.sample.slot
         footprint = station.footprint()
         return dict(
-            detector=self.role, t_start=t_start, t=t, stage_x_mm=x, stage_y_mm=y,
-            cell_x_mm=cx, cell_y_mm=cy, slot=slot, shutter_open=station.shutter.is_open,
-            beamline=station.beamline.name, n_exposures=n_exposures,
-            acquire_time=acquire_time, exposure_s=n_exposures * acquire_time,
-            footprint=footprint, li2s_size_nm=footprint.li2s_size_nm,
-            state_of_discharge=cell.state_of_discharge, capacity_mah=cell.capacity_mah,
+            detector=self.role,
+            t_start=t_start,
+            t=t,
+            stage_x_mm=x,
+            stage_y_mm=y,
+            cell_x_mm=cx,
+            cell_y_mm=cy,
+            slot=slot,
+            shutter_open=station.shutter.is_open,
+            beamline=station.beamline.name,
+            n_exposures=n_exposures,
+            acquire_time=acquire_time,
+            exposure_s=n_exposures * acquire_time,
+            footprint=footprint,
+            li2s_size_nm=footprint.li2s_size_nm,
+            state_of_discharge=cell.state_of_discharge,
+            capacity_mah=cell.capacity_mah,
             half_cycle_capacity_mah=cell.half_cycle_capacity_mah,
             pstat_half_cycle=int(pstat.half_cycle.value),
-            pstat_direction=pstat.direction.value, pstat_capacity_mah=pstat.capacity.value,
+            pstat_direction=pstat.direction.value,
+            pstat_capacity_mah=pstat.capacity.value,
             ewe_v=float(pstat.ewe.value),
         )
 
     def render(self, snap: dict) -> np.ndarray:
         bl = self.station.beamline
         if snap["shutter_open"]:
-            return sf.render_point(bl, snap["footprint"], self._rng, roles=(self.role,),
-                                   exposure_s=snap["exposure_s"])[self.role]
+            return sf.render_point(
+                bl, snap["footprint"], self._rng, roles=(self.role,), exposure_s=snap["exposure_s"]
+            )[self.role]
         setup = bl.detector(self.role)
         arrays = sf.pixel_arrays(bl.integrator(self.role), setup.beamstop_radius_m)
         frame = np.zeros(self.frame_shape(), np.int32)
@@ -446,8 +564,7 @@ class ScatteringDetector(FrameDetector):
 
     def frame_truth(self, snap: dict, frame: np.ndarray) -> dict:
         counts = frame[frame > 0]
-        return dict(snap, frame_sum=int(counts.sum(dtype=np.int64)),
-                    frame_max=int(frame.max()))
+        return dict(snap, frame_sum=int(counts.sum(dtype=np.int64)), frame_max=int(frame.max()))
 
 
 class SaxsDetector(ScatteringDetector):
@@ -470,6 +587,7 @@ class WaxsDetector(ScatteringDetector):
 
 
 # -- station ----------------------------------------------------------------------------
+
 
 class SaxsStation(Station):
     """Simulated scanning operando SAXS/WAXS station (all-solid-state Li-S cell).
@@ -503,11 +621,19 @@ class SaxsStation(Station):
     saxs = SubGroup(SaxsDetector, prefix="saxs:")
     waxs = SubGroup(WaxsDetector, prefix="waxs:")
 
-    def __init__(self, *args, beamline: str = "synchrotron", time_scale: float = 1.0,
-                 seed: int = 0, data_dir="./data/saxs-frames", truth_file=None,
-                 cell_params: SaxsCellParams | None = None,
-                 mount_offset: tuple[float, float] = (0.0, 0.0), hold: bool = False,
-                 **kwargs):
+    def __init__(
+        self,
+        *args,
+        beamline: str = "synchrotron",
+        time_scale: float = 1.0,
+        seed: int = 0,
+        data_dir="./data/saxs-frames",
+        truth_file=None,
+        cell_params: SaxsCellParams | None = None,
+        mount_offset: tuple[float, float] = (0.0, 0.0),
+        hold: bool = False,
+        **kwargs,
+    ):
         # Set before PVGroup.__init__: the subgroups find them through .parent.
         self.beamline = sf.get_beamline(beamline)
         self.cell_params = cell_params or SaxsCellParams()
@@ -515,8 +641,15 @@ class SaxsStation(Station):
         self.mount_offset = (float(mount_offset[0]), float(mount_offset[1]))
         self._prepared: dict | None = None
         self._prepare_lock = threading.Lock()
-        super().__init__(*args, time_scale=time_scale, seed=seed, data_dir=data_dir,
-                         truth_file=truth_file, hold=hold, **kwargs)
+        super().__init__(
+            *args,
+            time_scale=time_scale,
+            seed=seed,
+            data_dir=data_dir,
+            truth_file=truth_file,
+            hold=hold,
+            **kwargs,
+        )
 
     def prepare(self) -> dict:
         """Build both detectors' geometries (idempotent, thread-safe).
@@ -540,11 +673,13 @@ class SaxsStation(Station):
                     bl.write_poni(role, poni)
                     sf.pixel_arrays(ai, setup.beamstop_radius_m)
                     bl.q_grid(role)
-                    out[role] = {"shape": tuple(int(n) for n in ai.detector.shape),
-                                 "model": setup.detector,
-                                 "geometry_json": json.dumps(bl.geometry(role)),
-                                 "poni_file": str(poni),
-                                 "beamstop_radius_m": float(setup.beamstop_radius_m)}
+                    out[role] = {
+                        "shape": tuple(int(n) for n in ai.detector.shape),
+                        "model": setup.detector,
+                        "geometry_json": json.dumps(bl.geometry(role)),
+                        "poni_file": str(poni),
+                        "beamstop_radius_m": float(setup.beamstop_radius_m),
+                    }
                 self._prepared = out
             return self._prepared
 
@@ -556,29 +691,50 @@ class SaxsStation(Station):
         """What the beam crosses now (cell as it is; slot; stage readbacks)."""
         bl = self.beamline
         cx, cy = self.cell_xy(self.stage.x.position, self.stage.y.position)
-        return self.cell.composition_at(cx, cy, bl.beam_w_mm, bl.beam_h_mm, bl.energy_kev,
-                                        empty=self.sample.slot == "empty_cell")
+        return self.cell.composition_at(
+            cx,
+            cy,
+            bl.beam_w_mm,
+            bl.beam_h_mm,
+            bl.energy_kev,
+            empty=self.sample.slot == "empty_cell",
+        )
 
     def start_info(self) -> dict:
-        return {"beamline": self.beamline.name, "mount_offset_mm": self.mount_offset,
-                "cell_params": self.cell_params, "truth": self.cell.truth()}
+        return {
+            "beamline": self.beamline.name,
+            "mount_offset_mm": self.mount_offset,
+            "cell_params": self.cell_params,
+            "truth": self.cell.truth(),
+        }
 
 
 def main(argv=None) -> None:
-    parser, split_args = station_arg_parser(SaxsStation, default_prefix="SAXS:",
-                                            default_data_dir="./data/saxs-frames", argv=argv)
-    parser.add_argument("--beamline", default="synchrotron", choices=BEAMLINES,
-                        help="beamline set-up (default synchrotron)")
-    parser.add_argument("--mount-offset", type=float, nargs=2, default=(0.0, 0.0),
-                        metavar=("DX", "DY"),
-                        help="stage position (mm) of the cell origin (default 0 0)")
+    parser, split_args = station_arg_parser(
+        SaxsStation, default_prefix="SAXS:", default_data_dir="./data/saxs-frames", argv=argv
+    )
+    parser.add_argument(
+        "--beamline",
+        default="synchrotron",
+        choices=BEAMLINES,
+        help="beamline set-up (default synchrotron)",
+    )
+    parser.add_argument(
+        "--mount-offset",
+        type=float,
+        nargs=2,
+        default=(0.0, 0.0),
+        metavar=("DX", "DY"),
+        help="stage position (mm) of the cell origin (default 0 0)",
+    )
     args = parser.parse_args(argv)
     kwargs = station_kwargs(parser, args)
     if not all(math.isfinite(v) for v in args.mount_offset):
         parser.error("--mount-offset must be finite")
     ioc_options, run_options = split_args(args)
-    ioc = SaxsStation(beamline=args.beamline, mount_offset=tuple(args.mount_offset),
-                      **kwargs, **ioc_options)
+    ioc = SaxsStation(
+        beamline=args.beamline, mount_offset=tuple(args.mount_offset), **kwargs, **ioc_options
+    )
     ioc.prepare()  # pyFAI geometries and PONI files before serving
     serve(ioc, run_options)
 

@@ -18,7 +18,7 @@ from .clock import VIRTUAL, make_clock, parse_time_scale
 from .detector import FrameDetector
 from .pvs import TruthLog
 
-__all__ = ['Station', 'station_arg_parser', 'station_kwargs', 'serve']
+__all__ = ["Station", "station_arg_parser", "station_kwargs", "serve"]
 
 
 class Station(PVGroup):
@@ -30,8 +30,16 @@ class Station(PVGroup):
     ``super().__init__``.
     """
 
-    def __init__(self, *args, time_scale: float = 1.0, seed: int = 0, data_dir=".",
-                 truth_file=None, hold: bool = False, **kwargs):
+    def __init__(
+        self,
+        *args,
+        time_scale: float = 1.0,
+        seed: int = 0,
+        data_dir=".",
+        truth_file=None,
+        hold: bool = False,
+        **kwargs,
+    ):
         self.seed = int(seed)
         self.data_dir = Path(data_dir).expanduser().absolute()
         self.truth = TruthLog(truth_file)
@@ -53,10 +61,17 @@ class Station(PVGroup):
         files are closed).
         """
         self.simclock.restart(0.0)
-        self.truth.write({"event": "ioc_start", "t": self.simclock.now(),
-                          "prefix": self.prefix, "time_scale": VIRTUAL if self.simclock.virtual else self.simclock.scale,
-                          "seed": self.seed, "held": self.simclock.held,
-                          **self.start_info()})
+        self.truth.write(
+            {
+                "event": "ioc_start",
+                "t": self.simclock.now(),
+                "prefix": self.prefix,
+                "time_scale": VIRTUAL if self.simclock.virtual else self.simclock.scale,
+                "seed": self.seed,
+                "held": self.simclock.held,
+                **self.start_info(),
+            }
+        )
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, signal.getsignal(signal.SIGINT))
 
@@ -67,8 +82,7 @@ class Station(PVGroup):
         self.truth.close()
 
 
-def station_arg_parser(station_cls, *, default_prefix: str, default_data_dir: str,
-                       argv=None):
+def station_arg_parser(station_cls, *, default_prefix: str, default_data_dir: str, argv=None):
     """caproto's ``template_arg_parser`` with the options every station takes:
     ``--time-scale``, ``--data-dir``, ``--seed``, ``--truth-file``, ``--hold``.
 
@@ -76,26 +90,55 @@ def station_arg_parser(station_cls, *, default_prefix: str, default_data_dir: st
     ``args = parser.parse_args(argv)`` and :func:`station_kwargs`.
     """
     parser, split_args = template_arg_parser(
-        default_prefix=default_prefix, desc=dedent(station_cls.__doc__ or ""),
-        supported_async_libs=("asyncio",), argv=argv)
-    parser.add_argument("--time-scale", type=parse_time_scale, default=1.0, metavar="S",
-                        help="cell seconds per wall second (default 1), or 'virtual': "
-                             "cell time advances only by what the operations take")
-    parser.add_argument("--data-dir", default=default_data_dir, metavar="D",
-                        help=f"default FilePath of the HDF5 files (default {default_data_dir})")
-    parser.add_argument("--seed", type=int, default=0, metavar="N",
-                        help="random seed of the cell and the noise (default 0)")
-    parser.add_argument("--truth-file", default=None, metavar="PATH",
-                        help="append ground truth as JSON lines to PATH (for tests)")
-    parser.add_argument("--hold", action="store_true",
-                        help="start with the cell time frozen at 0 until clock:hold is put 0")
+        default_prefix=default_prefix,
+        desc=dedent(station_cls.__doc__ or ""),
+        supported_async_libs=("asyncio",),
+        argv=argv,
+    )
+    parser.add_argument(
+        "--time-scale",
+        type=parse_time_scale,
+        default=1.0,
+        metavar="S",
+        help="cell seconds per wall second (default 1), or 'virtual': "
+        "cell time advances only by what the operations take",
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=default_data_dir,
+        metavar="D",
+        help=f"default FilePath of the HDF5 files (default {default_data_dir})",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        metavar="N",
+        help="random seed of the cell and the noise (default 0)",
+    )
+    parser.add_argument(
+        "--truth-file",
+        default=None,
+        metavar="PATH",
+        help="append ground truth as JSON lines to PATH (for tests)",
+    )
+    parser.add_argument(
+        "--hold",
+        action="store_true",
+        help="start with the cell time frozen at 0 until clock:hold is put 0",
+    )
     return parser, split_args
 
 
 def station_kwargs(parser, args) -> dict:
     """The common station keyword arguments from parsed ``args`` (validated)."""
-    return dict(time_scale=args.time_scale, seed=args.seed, data_dir=args.data_dir,
-                truth_file=args.truth_file, hold=args.hold)
+    return dict(
+        time_scale=args.time_scale,
+        seed=args.seed,
+        data_dir=args.data_dir,
+        truth_file=args.truth_file,
+        hold=args.hold,
+    )
 
 
 def serve(ioc: Station, run_options: dict) -> None:

@@ -52,6 +52,7 @@ def _particles_of(geom):
 
 # -- clock.py: the clock; motor.py: motors; potentiostat.py, detector.py, station.py --
 
+
 class Potentiostat(potentiostat.Potentiostat):
     """The shared SP-150e-like potentiostat (PVs: see :class:`potentiostat.Potentiostat`)
     on the XCT cell.
@@ -85,8 +86,7 @@ class Potentiostat(potentiostat.Potentiostat):
         cell = self.cell
         if cell.shorted and not self._short_logged:
             self._short_logged = True
-            self.station.truth.write({"event": "short", "t": cell.short_time,
-                                      "t_detected": t})
+            self.station.truth.write({"event": "short", "t": cell.short_time, "t_detected": t})
 
 
 class ForceSensor(PVGroup):
@@ -108,14 +108,24 @@ class ForceSensor(PVGroup):
     noise_n = 0.02
     period = 0.1  # wall s between updates (scaled time; virtual: at every advance)
 
-    bridge = pvproperty(value=0.0, read_only=True, units="mV/V", precision=6,
-                        doc="GSV-3USB bridge signal (2 mV/V at 500 N)")
-    force = pvproperty(value=0.0, read_only=True, units="N", precision=3,
-                       upper_alarm_limit=500.0, upper_warning_limit=450.0,
-                       doc="Force (N) = bridge/2 mV/V*500 N - tare offset")
+    bridge = pvproperty(
+        value=0.0,
+        read_only=True,
+        units="mV/V",
+        precision=6,
+        doc="GSV-3USB bridge signal (2 mV/V at 500 N)",
+    )
+    force = pvproperty(
+        value=0.0,
+        read_only=True,
+        units="N",
+        precision=3,
+        upper_alarm_limit=500.0,
+        upper_warning_limit=450.0,
+        doc="Force (N) = bridge/2 mV/V*500 N - tare offset",
+    )
     tare = pvproperty(value=0, doc="Put 1: take the current force as zero offset")
-    offset = pvproperty(value=0.0, read_only=True, units="N", precision=3,
-                        doc="Tare offset (N)")
+    offset = pvproperty(value=0.0, read_only=True, units="N", precision=3, doc="Tare offset (N)")
 
     rng_stream = 2
 
@@ -125,8 +135,7 @@ class ForceSensor(PVGroup):
 
     async def _update(self, t: float | None = None) -> None:
         station = self.parent
-        noise = keyed_normal(station.seed, self.rng_stream, station.simclock.now(),
-                             self.noise_n)
+        noise = keyed_normal(station.seed, self.rng_stream, station.simclock.now(), self.noise_n)
         load = float(station.cell.force_n) + noise
         load = min(load, self.full_scale_n)
         self._load = load
@@ -173,17 +182,35 @@ class XraySource(PVGroup):
 
     warmup_s = 10.0  # cell s
 
-    on = pvproperty(value=0, dtype=ClippedInteger, lower_ctrl_limit=0, upper_ctrl_limit=1,
-                    doc="Put 1/0 with completion: completes when ready / off")
+    on = pvproperty(
+        value=0,
+        dtype=ClippedInteger,
+        lower_ctrl_limit=0,
+        upper_ctrl_limit=1,
+        doc="Put 1/0 with completion: completes when ready / off",
+    )
     on_rbv = pvproperty(value=0, read_only=True, doc="Source state (1: ready)")
-    kv = pvproperty(value=70.0, dtype=ClippedDouble, lower_ctrl_limit=0.0,
-                    upper_ctrl_limit=70.0, units="kV", precision=2,
-                    doc="Tube voltage (kV), clipped to 0..70")
-    ua = pvproperty(value=143.0, dtype=ClippedDouble, lower_ctrl_limit=0.0,
-                    upper_ctrl_limit=150.0, units="uA", precision=2,
-                    doc="Tube current (uA), clipped to 0..150")
-    filter = pvproperty(value="LE1", enum_strings=FILTERS, dtype=ChannelType.ENUM,
-                        doc="Low-energy filter")
+    kv = pvproperty(
+        value=70.0,
+        dtype=ClippedDouble,
+        lower_ctrl_limit=0.0,
+        upper_ctrl_limit=70.0,
+        units="kV",
+        precision=2,
+        doc="Tube voltage (kV), clipped to 0..70",
+    )
+    ua = pvproperty(
+        value=143.0,
+        dtype=ClippedDouble,
+        lower_ctrl_limit=0.0,
+        upper_ctrl_limit=150.0,
+        units="uA",
+        precision=2,
+        doc="Tube current (uA), clipped to 0..150",
+    )
+    filter = pvproperty(
+        value="LE1", enum_strings=FILTERS, dtype=ChannelType.ENUM, doc="Low-energy filter"
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -195,9 +222,16 @@ class XraySource(PVGroup):
         return bool(self.on_rbv.value) and self.kv.value > 0 and self.ua.value > 0
 
     def _log(self, state: str) -> None:
-        self.parent.truth.write({"event": "source", "t": self.parent.simclock.now(),
-                                 "state": state, "kv": self.kv.value, "ua": self.ua.value,
-                                 "filter": self.filter.value})
+        self.parent.truth.write(
+            {
+                "event": "source",
+                "t": self.parent.simclock.now(),
+                "state": state,
+                "kv": self.kv.value,
+                "ua": self.ua.value,
+                "filter": self.filter.value,
+            }
+        )
 
     @on.putter
     async def on(self, instance, value):
@@ -235,12 +269,29 @@ class CTCam(DetectorCam):
     SizeY_RBV (rows), PixelSize_RBV (um at the sample, after binning).
     """
 
-    objective = pvproperty(name="Objective", value="4X", enum_strings=OBJECTIVES,
-                           dtype=ChannelType.ENUM, doc="Optics (voxel 3.4/5.44/0.68 um)")
-    bin_x = pvproperty(name="BinX", value=4, dtype=ClippedInteger, lower_ctrl_limit=1,
-                       upper_ctrl_limit=4, doc="Binning 1, 2 or 4 (both axes)")
-    pixel_size = pvproperty(name="PixelSize_RBV", value=0.0, read_only=True, units="um",
-                            precision=4, doc="Pixel size at the sample after binning (um)")
+    objective = pvproperty(
+        name="Objective",
+        value="4X",
+        enum_strings=OBJECTIVES,
+        dtype=ChannelType.ENUM,
+        doc="Optics (voxel 3.4/5.44/0.68 um)",
+    )
+    bin_x = pvproperty(
+        name="BinX",
+        value=4,
+        dtype=ClippedInteger,
+        lower_ctrl_limit=1,
+        upper_ctrl_limit=4,
+        doc="Binning 1, 2 or 4 (both axes)",
+    )
+    pixel_size = pvproperty(
+        name="PixelSize_RBV",
+        value=0.0,
+        read_only=True,
+        units="um",
+        precision=4,
+        doc="Pixel size at the sample after binning (um)",
+    )
 
     @objective.putter
     async def objective(self, instance, value):
@@ -278,8 +329,11 @@ class CTDetector(FrameDetector):
         return int(self.geometry.n_rows), int(self.geometry.n_cols)
 
     def file_attrs(self) -> dict:
-        return {"objective": self.objective, "binning": self.binning,
-                "pixel_size_um": float(self.geometry.pixel_um)}
+        return {
+            "objective": self.objective,
+            "binning": self.binning,
+            "pixel_size_um": float(self.geometry.pixel_um),
+        }
 
     async def publish_size(self) -> None:
         await super().publish_size()
@@ -299,8 +353,10 @@ class CTDetector(FrameDetector):
             return
         async with self._lock:
             if self.writer.is_open:
-                raise RuntimeError("cannot change the objective or binning while capturing "
-                                   "(the open file's frame shape is fixed): put Capture 0")
+                raise RuntimeError(
+                    "cannot change the objective or binning while capturing "
+                    "(the open file's frame shape is fixed): put Capture 0"
+                )
             self.geometry = DetectorGeometry.for_objective(objective, binning=binning)
             self.objective, self.binning = objective, binning
             await self.publish_size()
@@ -313,9 +369,12 @@ class CTDetector(FrameDetector):
         if proj is None:
             if len(self._projectors) > 8:
                 self._projectors.clear()
-            proj = Projector(snap["det_geometry"], energy_kev=energy_kev,
-                             axis_offset_px=self.station.axis_offset_px,
-                             seed=self.station.seed)
+            proj = Projector(
+                snap["det_geometry"],
+                energy_kev=energy_kev,
+                axis_offset_px=self.station.axis_offset_px,
+                seed=self.station.seed,
+            )
             self._projectors[key] = proj
         return proj
 
@@ -326,16 +385,30 @@ class CTDetector(FrameDetector):
         source_on = src.emitting
         energy = float(effective_energy_kev(kv if kv > 0 else 70.0, filt))
         # open-beam counts per full-size pixel and exposure (binning averages)
-        counts = (float(i0_rate(kv, ua, filt)) * acquire_time
-                  * objective_flux_factor(self.objective)) if source_on else 0.0
+        counts = (
+            (float(i0_rate(kv, ua, filt)) * acquire_time * objective_flux_factor(self.objective))
+            if source_on
+            else 0.0
+        )
         stage = station.stage
         return dict(
-            t_start=t_start, t=t, theta_deg=stage.th.position,
-            stage_x_mm=stage.x.position, stage_y_mm=stage.y.position,
-            stage_z_mm=stage.z.position, source_on=source_on, kv=kv, ua=ua,
-            filter=filt, energy_kev=energy, counts_per_exposure=counts,
-            n_exposures=n_exposures, acquire_time=acquire_time, objective=self.objective,
-            binning=self.binning, pixel_um=float(self.geometry.pixel_um),
+            t_start=t_start,
+            t=t,
+            theta_deg=stage.th.position,
+            stage_x_mm=stage.x.position,
+            stage_y_mm=stage.y.position,
+            stage_z_mm=stage.z.position,
+            source_on=source_on,
+            kv=kv,
+            ua=ua,
+            filter=filt,
+            energy_kev=energy,
+            counts_per_exposure=counts,
+            n_exposures=n_exposures,
+            acquire_time=acquire_time,
+            objective=self.objective,
+            binning=self.binning,
+            pixel_um=float(self.geometry.pixel_um),
             det_geometry=self.geometry,
             geometry=station.cell.geometry(),  # a frozen snapshot
             truth=station.cell.truth() if station.truth else None,
@@ -344,19 +417,26 @@ class CTDetector(FrameDetector):
     def render(self, snap: dict) -> np.ndarray:
         proj = self._projector(snap)
         if snap["source_on"]:
-            transmission = proj.transmission(snap["geometry"], snap["theta_deg"],
-                                             stage_x_mm=snap["stage_x_mm"],
-                                             stage_z_mm=snap["stage_z_mm"])
+            transmission = proj.transmission(
+                snap["geometry"],
+                snap["theta_deg"],
+                stage_x_mm=snap["stage_x_mm"],
+                stage_z_mm=snap["stage_z_mm"],
+            )
         else:  # dark frame: no need to project
             det = snap["det_geometry"]
             transmission = np.ones((int(det.n_rows), int(det.n_cols)))
-        return proj.frame(transmission, snap["counts_per_exposure"], snap["n_exposures"],
-                          self._rng, source_on=snap["source_on"])
+        return proj.frame(
+            transmission,
+            snap["counts_per_exposure"],
+            snap["n_exposures"],
+            self._rng,
+            source_on=snap["source_on"],
+        )
 
     def frame_truth(self, snap: dict, frame: np.ndarray) -> dict:
         record = {k: v for k, v in snap.items() if k not in ("geometry", "det_geometry")}
-        record.update(frame_mean=float(np.mean(frame)),
-                      particles=_particles_of(snap["geometry"]))
+        record.update(frame_mean=float(np.mean(frame)), particles=_particles_of(snap["geometry"]))
         return record
 
 
@@ -367,14 +447,42 @@ class SampleStage(PVGroup):
     axis through x = 0. Moves run in cell time.
     """
 
-    th = SubGroup(SimMotor, prefix="th", velocity=30.0, acceleration=0.1,
-                  limits=(-720.0, 720.0), egu="deg", precision=4)
-    x = SubGroup(SimMotor, prefix="x", velocity=2.0, acceleration=0.1,
-                 limits=(-25.0, 25.0), egu="mm", precision=4)
-    y = SubGroup(SimMotor, prefix="y", velocity=2.0, acceleration=0.1,
-                 limits=(-25.0, 25.0), egu="mm", precision=4)
-    z = SubGroup(SimMotor, prefix="z", velocity=2.0, acceleration=0.1,
-                 limits=(-25.0, 25.0), egu="mm", precision=4)
+    th = SubGroup(
+        SimMotor,
+        prefix="th",
+        velocity=30.0,
+        acceleration=0.1,
+        limits=(-720.0, 720.0),
+        egu="deg",
+        precision=4,
+    )
+    x = SubGroup(
+        SimMotor,
+        prefix="x",
+        velocity=2.0,
+        acceleration=0.1,
+        limits=(-25.0, 25.0),
+        egu="mm",
+        precision=4,
+    )
+    y = SubGroup(
+        SimMotor,
+        prefix="y",
+        velocity=2.0,
+        acceleration=0.1,
+        limits=(-25.0, 25.0),
+        egu="mm",
+        precision=4,
+    )
+    z = SubGroup(
+        SimMotor,
+        prefix="z",
+        velocity=2.0,
+        acceleration=0.1,
+        limits=(-25.0, 25.0),
+        egu="mm",
+        precision=4,
+    )
 
 
 class XCTStation(Station):
@@ -402,10 +510,19 @@ class XCTStation(Station):
     det = SubGroup(CTDetector, prefix="det:")
     stage = SubGroup(SampleStage, prefix="stage:")
 
-    def __init__(self, *args, time_scale: float = 1.0, seed: int = 0, binning: int = 4,
-                 data_dir="./data/xct-frames", truth_file=None,
-                 cell_params: CellParams | None = None, axis_offset_px: float = 3.7,
-                 hold: bool = False, **kwargs):
+    def __init__(
+        self,
+        *args,
+        time_scale: float = 1.0,
+        seed: int = 0,
+        binning: int = 4,
+        data_dir="./data/xct-frames",
+        truth_file=None,
+        cell_params: CellParams | None = None,
+        axis_offset_px: float = 3.7,
+        hold: bool = False,
+        **kwargs,
+    ):
         if binning not in BINNINGS:
             raise ValueError(f"binning must be one of {BINNINGS}, got {binning!r}")
         # Set before PVGroup.__init__: the subgroups find them through .parent.
@@ -413,19 +530,37 @@ class XCTStation(Station):
         self.axis_offset_px = float(axis_offset_px)
         self.cell_params = cell_params or CellParams()
         self.cell = XCTCell(self.cell_params, seed=int(seed))
-        super().__init__(*args, time_scale=time_scale, seed=seed, data_dir=data_dir,
-                         truth_file=truth_file, hold=hold, **kwargs)
+        super().__init__(
+            *args,
+            time_scale=time_scale,
+            seed=seed,
+            data_dir=data_dir,
+            truth_file=truth_file,
+            hold=hold,
+            **kwargs,
+        )
 
     def start_info(self) -> dict:
-        return {"binning": self.binning, "axis_offset_px": self.axis_offset_px,
-                "cell_params": self.cell_params, "truth": self.cell.truth()}
+        return {
+            "binning": self.binning,
+            "axis_offset_px": self.axis_offset_px,
+            "cell_params": self.cell_params,
+            "truth": self.cell.truth(),
+        }
 
 
 def main(argv=None) -> None:
-    parser, split_args = station_arg_parser(XCTStation, default_prefix="XCT:",
-                                            default_data_dir="./data/xct-frames", argv=argv)
-    parser.add_argument("--binning", type=int, default=4, choices=BINNINGS, metavar="B",
-                        help="initial detector binning 1, 2 or 4 (default 4)")
+    parser, split_args = station_arg_parser(
+        XCTStation, default_prefix="XCT:", default_data_dir="./data/xct-frames", argv=argv
+    )
+    parser.add_argument(
+        "--binning",
+        type=int,
+        default=4,
+        choices=BINNINGS,
+        metavar="B",
+        help="initial detector binning 1, 2 or 4 (default 4)",
+    )
     args = parser.parse_args(argv)
     kwargs = station_kwargs(parser, args)
     ioc_options, run_options = split_args(args)

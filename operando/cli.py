@@ -1,16 +1,16 @@
 """The ``operando`` command line.
 
-    operando iocs {xct,saxs} [--prefix P] [--time-scale S] [--data-dir D] [--list-pvs]
-    operando run xct [--cycles N] [--time-scale S] [--projections N] [--binning B]
-                     [--tiled-uri URI --api-key KEY] [--prefix P] [--data-dir D]
-    operando run saxs [--beamline synchrotron|lab] [--cycles N] [--grid NXxNY]
-                      [--raster-every SECONDS] [--time-scale S] [--tiled-uri URI --api-key KEY]
-    operando rehearse xct|saxs [run options]    (the run on virtual time, timed)
-    operando reduce UID [--figures DIR] [--tiled-uri URI --api-key KEY] [--data-dir D]
-    operando replay [--data-dir D] [--tiled-uri URI --api-key KEY]
-    operando export UID --format nxtomo|nxcansas|tiff|nexus|csv|parquet [-o FILE]
-                    [--tiled-uri URI --api-key KEY] [--data-dir D]
-    operando serve [--data-dir D] [--port P]
+operando iocs {xct,saxs} [--prefix P] [--time-scale S] [--data-dir D] [--list-pvs]
+operando run xct [--cycles N] [--time-scale S] [--projections N] [--binning B]
+                 [--tiled-uri URI --api-key KEY] [--prefix P] [--data-dir D]
+operando run saxs [--beamline synchrotron|lab] [--cycles N] [--grid NXxNY]
+                  [--raster-every SECONDS] [--time-scale S] [--tiled-uri URI --api-key KEY]
+operando rehearse xct|saxs [run options]    (the run on virtual time, timed)
+operando reduce UID [--figures DIR] [--tiled-uri URI --api-key KEY] [--data-dir D]
+operando replay [--data-dir D] [--tiled-uri URI --api-key KEY]
+operando export UID --format nxtomo|nxcansas|tiff|nexus|csv|parquet [-o FILE]
+                [--tiled-uri URI --api-key KEY] [--data-dir D]
+operando serve [--data-dir D] [--port P]
 """
 
 from __future__ import annotations
@@ -27,12 +27,21 @@ IOC_MODULES = {"xct": "operando.iocs.xct", "saxs": "operando.iocs.saxs"}
 
 
 def _add_tiled_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tiled-uri", help="write to this existing Tiled server instead of the "
-                   "embedded one (the server must be able to read --data-dir)")
-    p.add_argument("--api-key", default=os.environ.get("TILED_API_KEY"),
-                   help="API key of --tiled-uri (default: $TILED_API_KEY)")
-    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
-                   help="catalog, detector files and logs (default: ./data)")
+    p.add_argument(
+        "--tiled-uri",
+        help="write to this existing Tiled server instead of the "
+        "embedded one (the server must be able to read --data-dir)",
+    )
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get("TILED_API_KEY"),
+        help="API key of --tiled-uri (default: $TILED_API_KEY)",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=DEFAULT_DATA_DIR,
+        help="catalog, detector files and logs (default: ./data)",
+    )
 
 
 def _time_scale(text: str):
@@ -45,9 +54,11 @@ def _time_scale(text: str):
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-TIME_SCALE_HELP = ("cell seconds per wall second (1 = real time), or 'virtual': cell time "
-                   "advances only by what the station's operations take, as fast as the "
-                   "machine allows (default {default})")
+TIME_SCALE_HELP = (
+    "cell seconds per wall second (1 = real time), or 'virtual': cell time "
+    "advances only by what the station's operations take, as fast as the "
+    "machine allows (default {default})"
+)
 
 
 def _grid(text: str) -> tuple[int, int]:
@@ -65,51 +76,103 @@ def _add_experiments(parser: argparse.ArgumentParser, *, default_scale) -> None:
     """The experiments ``run`` and ``rehearse`` take, with their options."""
     run_sub = parser.add_subparsers(dest="experiment", required=True)
     xct = run_sub.add_parser("xct", help="the operando XCT protocol (pressurized cell)")
-    xct.add_argument("--cycles", type=int, default=20,
-                     help="cycles at most; the run stops earlier when the cell fails "
-                          "(default 20)")
-    xct.add_argument("--time-scale", type=_time_scale, default=default_scale,
-                     help=TIME_SCALE_HELP.format(default=default_scale))
-    xct.add_argument("--projections", type=int, default=1601,
-                     help="projections per 3D scan (default 1601)")
-    xct.add_argument("--postmortem-projections", type=int, default=None,
-                     help="projections per post-mortem scan (default: --projections)")
-    xct.add_argument("--binning", type=int, default=4, choices=(1, 2, 4),
-                     help="detector binning (default 4; 1 = full 1000 x 970 frames)")
+    xct.add_argument(
+        "--cycles",
+        type=int,
+        default=20,
+        help="cycles at most; the run stops earlier when the cell fails (default 20)",
+    )
+    xct.add_argument(
+        "--time-scale",
+        type=_time_scale,
+        default=default_scale,
+        help=TIME_SCALE_HELP.format(default=default_scale),
+    )
+    xct.add_argument(
+        "--projections", type=int, default=1601, help="projections per 3D scan (default 1601)"
+    )
+    xct.add_argument(
+        "--postmortem-projections",
+        type=int,
+        default=None,
+        help="projections per post-mortem scan (default: --projections)",
+    )
+    xct.add_argument(
+        "--binning",
+        type=int,
+        default=4,
+        choices=(1, 2, 4),
+        help="detector binning (default 4; 1 = full 1000 x 970 frames)",
+    )
     xct.add_argument("--exposure", type=float, default=1.5, help="exposure per image, s")
     xct.add_argument("--images", type=int, default=3, help="images averaged per projection")
-    xct.add_argument("--sample-every", type=float, default=60.0,
-                     help="record force and potential every this many cell seconds")
+    xct.add_argument(
+        "--sample-every",
+        type=float,
+        default=60.0,
+        help="record force and potential every this many cell seconds",
+    )
     xct.add_argument("--no-postmortem", action="store_true", help="skip the post-mortem scans")
-    xct.add_argument("--prefix", help="PV prefix of IOCs already running (default: start "
-                     "the simulators for the job and stop them after)")
+    xct.add_argument(
+        "--prefix",
+        help="PV prefix of IOCs already running (default: start "
+        "the simulators for the job and stop them after)",
+    )
     xct.add_argument("--seed", type=int, default=0, help="simulator seed (default 0)")
     xct.add_argument("--experiment-id", help="experiment id stored in every run")
     xct.add_argument("--no-progress", action="store_true", help="no progress bar")
-    xct.add_argument("--figures", default=None,
-                     help="folder for the figures, one sub-folder per experiment "
-                          "(default: DATA_DIR/figures)")
-    xct.add_argument("--no-reduction", action="store_true",
-                     help="raw data only (no live reconstruction, no figures)")
+    xct.add_argument(
+        "--figures",
+        default=None,
+        help="folder for the figures, one sub-folder per experiment (default: DATA_DIR/figures)",
+    )
+    xct.add_argument(
+        "--no-reduction",
+        action="store_true",
+        help="raw data only (no live reconstruction, no figures)",
+    )
     _add_tiled_args(xct)
 
     saxs = run_sub.add_parser("saxs", help="the scanning operando SAXS/WAXS experiment")
-    saxs.add_argument("--beamline", choices=("synchrotron", "lab"), default="synchrotron",
-                      help="Elettra-like SAXS beamline (default) or a Xeuss-like laboratory")
+    saxs.add_argument(
+        "--beamline",
+        choices=("synchrotron", "lab"),
+        default="synchrotron",
+        help="Elettra-like SAXS beamline (default) or a Xeuss-like laboratory",
+    )
     saxs.add_argument("--cycles", type=int, default=1, help="full cycles (default 1)")
-    saxs.add_argument("--grid", type=_grid, default=(4, 5), metavar="NXxNY",
-                      help="raster points across (x) and along (y) the stack (default 5x4)")
-    saxs.add_argument("--raster-every", type=float, default=None, metavar="SECONDS",
-                      help="start a raster every SECONDS of cell time (default: back to back, "
-                           "as in the paper)")
+    saxs.add_argument(
+        "--grid",
+        type=_grid,
+        default=(4, 5),
+        metavar="NXxNY",
+        help="raster points across (x) and along (y) the stack (default 5x4)",
+    )
+    saxs.add_argument(
+        "--raster-every",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="start a raster every SECONDS of cell time (default: back to back, as in the paper)",
+    )
     saxs.add_argument("--c-rate", type=float, default=1 / 20, help="C-rate (default 1/20)")
-    saxs.add_argument("--exposure", type=float, default=None,
-                      help="exposure per point, s (default 7 s synchrotron, 80 s lab)")
-    saxs.add_argument("--time-scale", type=_time_scale, default=default_scale,
-                      help=TIME_SCALE_HELP.format(default=default_scale))
-    saxs.add_argument("--figures", default=None,
-                      help="folder for the figures, one sub-folder per experiment "
-                           "(default: DATA_DIR/figures)")
+    saxs.add_argument(
+        "--exposure",
+        type=float,
+        default=None,
+        help="exposure per point, s (default 7 s synchrotron, 80 s lab)",
+    )
+    saxs.add_argument(
+        "--time-scale",
+        type=_time_scale,
+        default=default_scale,
+        help=TIME_SCALE_HELP.format(default=default_scale),
+    )
+    saxs.add_argument(
+        "--figures",
+        default=None,
+        help="folder for the figures, one sub-folder per experiment (default: DATA_DIR/figures)",
+    )
     saxs.add_argument("--no-reduction", action="store_true", help="raw data only")
     saxs.add_argument("--prefix", help="PV prefix of IOCs already running")
     saxs.add_argument("--seed", type=int, default=0, help="simulator seed (default 0)")
@@ -123,47 +186,72 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    iocs = sub.add_parser("iocs", help="run a station's simulators in the foreground",
-                          add_help=False)
+    iocs = sub.add_parser(
+        "iocs", help="run a station's simulators in the foreground", add_help=False
+    )
     iocs.add_argument("station", choices=sorted(IOC_MODULES))
-    iocs.add_argument("ioc_args", nargs=argparse.REMAINDER,
-                      help="caproto IOC options: --prefix, --time-scale, --data-dir, "
-                           "--list-pvs, ... (see `operando iocs xct --help`)")
+    iocs.add_argument(
+        "ioc_args",
+        nargs=argparse.REMAINDER,
+        help="caproto IOC options: --prefix, --time-scale, --data-dir, "
+        "--list-pvs, ... (see `operando iocs xct --help`)",
+    )
 
     run = sub.add_parser("run", help="run an experiment headless")
     _add_experiments(run, default_scale=1.0)
-    rehearse = sub.add_parser("rehearse", help="rehearse an experiment on the simulators "
-                              "on virtual time, as fast as the machine allows, and time it")
+    rehearse = sub.add_parser(
+        "rehearse",
+        help="rehearse an experiment on the simulators "
+        "on virtual time, as fast as the machine allows, and time it",
+    )
     _add_experiments(rehearse, default_scale="virtual")
 
-    reduce = sub.add_parser("reduce", help="reduce a stored raw run (or experiment) again, "
-                            "offline, from Tiled")
-    reduce.add_argument("uid", help="raw run uid (its whole experiment is reduced) or an "
-                        "experiment id")
-    reduce.add_argument("--figures", default=None,
-                        help="folder for the figures (default: DATA_DIR/figures/<id>)")
+    reduce = sub.add_parser(
+        "reduce", help="reduce a stored raw run (or experiment) again, offline, from Tiled"
+    )
+    reduce.add_argument(
+        "uid", help="raw run uid (its whole experiment is reduced) or an experiment id"
+    )
+    reduce.add_argument(
+        "--figures", default=None, help="folder for the figures (default: DATA_DIR/figures/<id>)"
+    )
     _add_tiled_args(reduce)
 
-    replay = sub.add_parser("replay", help="write runs kept in TiledWriter's backup "
-                            "(Tiled was down) into Tiled")
+    replay = sub.add_parser(
+        "replay", help="write runs kept in TiledWriter's backup (Tiled was down) into Tiled"
+    )
     _add_tiled_args(replay)
 
-    export = sub.add_parser("export", help="export a run or a reduced result as a standard "
-                            "file (NXtomo, NXcanSAS, TIFF, NeXus, CSV, Parquet)")
-    export.add_argument("uid", help="raw run uid, experiment id, or a path below one "
-                        "(UID/volume, EXPERIMENT/cycles) or from the root (reduced/ID/points)")
-    export.add_argument("--format", required=True,
-                        choices=("nxtomo", "nxcansas", "tiff", "nexus", "csv", "parquet"),
-                        help="nxtomo: raw 3D scan; nxcansas: reduced SAXS/WAXS raster; tiff, "
-                             "nexus: reconstructed volume; csv, parquet: a reduced table")
-    export.add_argument("-o", "--output", default=None,
-                        help="file (or folder) to write (default: named after the node, here)")
+    export = sub.add_parser(
+        "export",
+        help="export a run or a reduced result as a standard "
+        "file (NXtomo, NXcanSAS, TIFF, NeXus, CSV, Parquet)",
+    )
+    export.add_argument(
+        "uid",
+        help="raw run uid, experiment id, or a path below one "
+        "(UID/volume, EXPERIMENT/cycles) or from the root (reduced/ID/points)",
+    )
+    export.add_argument(
+        "--format",
+        required=True,
+        choices=("nxtomo", "nxcansas", "tiff", "nexus", "csv", "parquet"),
+        help="nxtomo: raw 3D scan; nxcansas: reduced SAXS/WAXS raster; tiff, "
+        "nexus: reconstructed volume; csv, parquet: a reduced table",
+    )
+    export.add_argument(
+        "-o",
+        "--output",
+        default=None,
+        help="file (or folder) to write (default: named after the node, here)",
+    )
     _add_tiled_args(export)
 
     serve = sub.add_parser("serve", help="serve the local catalog with Tiled")
     serve.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
-    serve.add_argument("--host", default="127.0.0.1",
-                       help="address to listen on (default 127.0.0.1 only)")
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1 only)"
+    )
     serve.add_argument("--port", type=int, default=8000)
     return parser
 
@@ -192,14 +280,24 @@ def cmd_run(args) -> int:
         return _run_saxs(args, target)
     experiment_id = args.experiment_id or f"xct-{uuid.uuid4().hex[:8]}"
     figures = _figures_dir(args)
-    report = run_xct(target=target, cycles=args.cycles, time_scale=args.time_scale,
-                     projections=args.projections, binning=args.binning, prefix=args.prefix,
-                     seed=args.seed, exposure=args.exposure, images_per_projection=args.images,
-                     postmortem=not args.no_postmortem,
-                     postmortem_projections=args.postmortem_projections,
-                     experiment_id=experiment_id, progress=not args.no_progress,
-                     sample_every=args.sample_every, figures_dir=figures,
-                     reduce=not args.no_reduction)
+    report = run_xct(
+        target=target,
+        cycles=args.cycles,
+        time_scale=args.time_scale,
+        projections=args.projections,
+        binning=args.binning,
+        prefix=args.prefix,
+        seed=args.seed,
+        exposure=args.exposure,
+        images_per_projection=args.images,
+        postmortem=not args.no_postmortem,
+        postmortem_projections=args.postmortem_projections,
+        experiment_id=experiment_id,
+        progress=not args.no_progress,
+        sample_every=args.sample_every,
+        figures_dir=figures,
+        reduce=not args.no_reduction,
+    )
     args.report = report
     _report(report, args)
     if report.failure:
@@ -231,14 +329,17 @@ def rehearsal_summary(report, time_scale) -> list[str]:
     t = report.extra.get("timing", {})
     wall = report.wall_s
     acquisition = t.get("plan_s", 0.0) - t.get("reducer_callback_s", 0.0)
-    lines = [f"rehearsal: {cell_s / 3600:.2f} h of cell time in {wall:.1f} s of wall time "
-             f"({cell_s / wall if wall else 0:.0f}x; time scale {time_scale})"]
+    lines = [
+        f"rehearsal: {cell_s / 3600:.2f} h of cell time in {wall:.1f} s of wall time "
+        f"({cell_s / wall if wall else 0:.0f}x; time scale {time_scale})"
+    ]
     if wall > 0:
         lines.append(
             f"  share of the wall time: acquisition (RunEngine) {acquisition / wall:.0%}; "
             f"Tiled writing {t.get('tiled_writer_s', 0.0) / wall:.0%} busy on its own thread, "
             f"{t.get('ingest_drain_s', 0.0) / wall:.0%} draining after the plan; live "
-            f"reduction {t.get('reduction_flush_s', 0.0) / wall:.0%} finishing after that")
+            f"reduction {t.get('reduction_flush_s', 0.0) / wall:.0%} finishing after that"
+        )
     return lines
 
 
@@ -252,8 +353,9 @@ def _figures_dir(args) -> Path | None:
 
 
 def _report(report, args) -> None:
-    print(f"experiment {report.experiment_id}: {len(report.runs)} runs in "
-          f"{report.wall_s:.1f} s wall")
+    print(
+        f"experiment {report.experiment_id}: {len(report.runs)} runs in {report.wall_s:.1f} s wall"
+    )
     for step, cycle, uid in report.runs:
         label = f"cycle {cycle}" if cycle else ""
         print(f"  {uid}  {step:<10} {label}")
@@ -264,12 +366,22 @@ def _run_saxs(args, target) -> int:
 
     experiment_id = args.experiment_id or f"saxs-{uuid.uuid4().hex[:8]}"
     figures = _figures_dir(args)
-    report = run_saxs(target=target, beamline=args.beamline, cycles=args.cycles,
-                      time_scale=args.time_scale, shape=args.grid,
-                      raster_every=args.raster_every, prefix=args.prefix, seed=args.seed,
-                      c_rate=args.c_rate, exposure=args.exposure, experiment_id=experiment_id,
-                      progress=not args.no_progress, figures_dir=figures,
-                      reduce=not args.no_reduction)
+    report = run_saxs(
+        target=target,
+        beamline=args.beamline,
+        cycles=args.cycles,
+        time_scale=args.time_scale,
+        shape=args.grid,
+        raster_every=args.raster_every,
+        prefix=args.prefix,
+        seed=args.seed,
+        c_rate=args.c_rate,
+        exposure=args.exposure,
+        experiment_id=experiment_id,
+        progress=not args.no_progress,
+        figures_dir=figures,
+        reduce=not args.no_reduction,
+    )
     args.report = report
     _report(report, args)
     print(f"data: {report.data_dir} (detector frames under {report.frames_dir})")
@@ -359,8 +471,10 @@ def cmd_serve(args) -> int:
     server.start()
     print(f"Tiled serving {server.layout.root} at {server.uri}")
     print(f"API key: {server.api_key} (kept in {server.layout.api_key_file}, mode 0600)")
-    print(f"  from tiled.client import from_uri; c = from_uri('{server.uri}', "
-          f"api_key='{server.api_key}'); c['raw']")
+    print(
+        f"  from tiled.client import from_uri; c = from_uri('{server.uri}', "
+        f"api_key='{server.api_key}'); c['raw']"
+    )
     print(f"Browse (web UI): {server.browse_url}")
     try:
         return server.wait()
@@ -376,11 +490,19 @@ def main(argv=None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    handlers = {"iocs": cmd_iocs, "run": cmd_run, "rehearse": cmd_rehearse,
-                "serve": cmd_serve, "reduce": cmd_reduce, "replay": cmd_replay,
-                "export": cmd_export}
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    handlers = {
+        "iocs": cmd_iocs,
+        "run": cmd_run,
+        "rehearse": cmd_rehearse,
+        "serve": cmd_serve,
+        "reduce": cmd_reduce,
+        "replay": cmd_replay,
+        "export": cmd_export,
+    }
     return handlers[args.command](args) or 0
 
 

@@ -27,8 +27,16 @@ class IOCProcess:
     answers a read, polled, never a fixed sleep.
     """
 
-    def __init__(self, module: str, prefix: str, *, args=(), ready_pv: str = "clock:time",
-                 log_path: Path | None = None, startup_timeout: float = 30.0):
+    def __init__(
+        self,
+        module: str,
+        prefix: str,
+        *,
+        args=(),
+        ready_pv: str = "clock:time",
+        log_path: Path | None = None,
+        startup_timeout: float = 30.0,
+    ):
         self.module = module
         self.prefix = prefix
         self.args = [str(a) for a in args]
@@ -40,7 +48,7 @@ class IOCProcess:
         self.process: subprocess.Popen | None = None
         self._beacon_sink: socket.socket | None = None
 
-    def start(self) -> "IOCProcess":
+    def start(self) -> IOCProcess:
         epics_env.reach(self.port)
         # Receive (and drop) the IOC's beacons: sent to a closed port, each one
         # logs a traceback in the IOC's output.
@@ -48,8 +56,14 @@ class IOCProcess:
         self._beacon_sink.bind(("127.0.0.1", self.port + 1))
         cmd = [sys.executable, "-m", self.module, "--prefix", self.prefix, "-q", *self.args]
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
-        self.process = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, start_new_session=True)
+        self.process = subprocess.Popen(
+            cmd,
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         if self.log_path:
             out.close()
         self.wait_ready()
@@ -63,16 +77,17 @@ class IOCProcess:
         pv = self.prefix + self.ready_pv
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"IOC {self.module} exited with code "
-                                   f"{self.process.returncode} (log: {self.log_path})")
+                raise RuntimeError(
+                    f"IOC {self.module} exited with code "
+                    f"{self.process.returncode} (log: {self.log_path})"
+                )
             try:
                 read(pv, timeout=0.5, repeater=False)
                 return
             except Exception:
                 continue
         self.stop()
-        raise TimeoutError(f"IOC {self.module} did not serve {pv} within "
-                           f"{self.startup_timeout} s")
+        raise TimeoutError(f"IOC {self.module} did not serve {pv} within {self.startup_timeout} s")
 
     def release_hold(self) -> None:
         """Start the simulated clock of an IOC started with ``--hold`` (cell time 0 = now)."""
@@ -100,7 +115,7 @@ class IOCProcess:
     def returncode(self):
         return None if self.process is None else self.process.returncode
 
-    def __enter__(self) -> "IOCProcess":
+    def __enter__(self) -> IOCProcess:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -65,16 +65,26 @@ def simulators(module: str, *, prefix: str | None, args: list, log_path: Path):
         yield ioc
 
 
-def _station_job(*, target: TiledTarget, station_name: str, make_station, ioc_args: list,
-                 prefix: str | None, plan_factory, reducer_factory, progress_hours: float,
-                 cycles: int, progress: bool, figures_dir: Path | None) -> tuple:
+def _station_job(
+    *,
+    target: TiledTarget,
+    station_name: str,
+    make_station,
+    ioc_args: list,
+    prefix: str | None,
+    plan_factory,
+    reducer_factory,
+    progress_hours: float,
+    cycles: int,
+    progress: bool,
+    figures_dir: Path | None,
+) -> tuple:
     """Simulators (unless ``prefix``), Tiled, the station, a RunEngine with
     TiledWriter (+ backup), the live reducer and the progress bar; runs the plan
     made by ``plan_factory(station)`` and returns ``(plan result, uri, frames dir)``.
     The plan result gains ``cell_time_s``, the station's cell time at the end.
     """
     import ophyd
-
     from bluesky.callbacks.buffer import BufferingWrapper
 
     from .session import TimedCallback, make_run_engine, make_tiled_writer
@@ -83,11 +93,22 @@ def _station_job(*, target: TiledTarget, station_name: str, make_station, ioc_ar
     layout.create()
     frames = layout.frames / station_name
     frames.mkdir(parents=True, exist_ok=True)
-    args = [*ioc_args, "--data-dir", frames,
-            "--truth-file", layout.root / f"{station_name}-truth.jsonl"]
-    with tiled_client(target) as (client, uri), \
-            simulators(f"operando.iocs.{station_name}", prefix=prefix, args=args,
-                       log_path=layout.root / f"{station_name}-ioc.log") as ioc:
+    args = [
+        *ioc_args,
+        "--data-dir",
+        frames,
+        "--truth-file",
+        layout.root / f"{station_name}-truth.jsonl",
+    ]
+    with (
+        tiled_client(target) as (client, uri),
+        simulators(
+            f"operando.iocs.{station_name}",
+            prefix=prefix,
+            args=args,
+            log_path=layout.root / f"{station_name}-ioc.log",
+        ) as ioc,
+    ):
         ophyd.set_cl("caproto")
         with contextlib.suppress(RuntimeError):  # set once per process, by the first job
             ophyd.signal.EpicsSignalBase.set_defaults(timeout=10.0, connection_timeout=10.0)
@@ -97,8 +118,9 @@ def _station_job(*, target: TiledTarget, station_name: str, make_station, ioc_ar
         # A rehearsal on virtual time writes rows in batches (a run lasts seconds of
         # wall time, and every run is flushed at its stop); real time row by row.
         batch = VIRTUAL_TIME_BATCH if int(station.clock.virtual.get()) else 1
-        writer = TimedCallback(make_tiled_writer(client, backup_directory=layout.backup,
-                                                 batch_size=batch))
+        writer = TimedCallback(
+            make_tiled_writer(client, backup_directory=layout.backup, batch_size=batch)
+        )
         ingest = BufferingWrapper(writer)
         RE.subscribe(ingest)
         reducer = reducer_factory(client, figures_dir) if reducer_factory else None
@@ -127,8 +149,7 @@ def _station_job(*, target: TiledTarget, station_name: str, make_station, ioc_ar
                 reducer.flush(timeout=1800)
                 errors = getattr(reducer, "errors", None)
                 if errors:
-                    logger.error("live reduction reported %d error(s): %s", len(errors),
-                                 errors[:3])
+                    logger.error("live reduction reported %d error(s): %s", len(errors), errors[:3])
             t_flush = time.perf_counter() - t0 - t_plan - t_ingest
             _disconnect(station)
     result.timing = {
@@ -154,14 +175,27 @@ def _disconnect(station) -> None:
         dev.destroy()
 
 
-def run_xct(*, target: TiledTarget, cycles: int, time_scale: float | str, projections: int,
-            binning: int, prefix: str | None = None, seed: int = 0,
-            exposure: float = 1.5, images_per_projection: int = 3,
-            postmortem: bool = True, postmortem_projections: int | None = None,
-            experiment_id: str | None = None, progress: bool = True,
-            ocv_hours: float = 3.0, plating_hours: float = 6.0,
-            sample_every: float = 60.0, figures_dir: Path | None = None,
-            reduce: bool = True) -> JobReport:
+def run_xct(
+    *,
+    target: TiledTarget,
+    cycles: int,
+    time_scale: float | str,
+    projections: int,
+    binning: int,
+    prefix: str | None = None,
+    seed: int = 0,
+    exposure: float = 1.5,
+    images_per_projection: int = 3,
+    postmortem: bool = True,
+    postmortem_projections: int | None = None,
+    experiment_id: str | None = None,
+    progress: bool = True,
+    ocv_hours: float = 3.0,
+    plating_hours: float = 6.0,
+    sample_every: float = 60.0,
+    figures_dir: Path | None = None,
+    reduce: bool = True,
+) -> JobReport:
     """The operando XCT protocol on the simulated (or a real) station, into Tiled,
     reduced live (reconstructions, layers, particles, figures) unless ``reduce`` is off."""
     from .constants import HOUR
@@ -170,11 +204,18 @@ def run_xct(*, target: TiledTarget, cycles: int, time_scale: float | str, projec
 
     def plan(station):
         return xct_operando(
-            station, cycles=cycles, num_projections=projections, exposure=exposure,
-            images_per_projection=images_per_projection, ocv_duration=ocv_hours * HOUR,
-            plating_duration=plating_hours * HOUR, sample_every=sample_every,
-            do_postmortem=postmortem, postmortem_projections=postmortem_projections,
-            experiment_id=experiment_id)
+            station,
+            cycles=cycles,
+            num_projections=projections,
+            exposure=exposure,
+            images_per_projection=images_per_projection,
+            ocv_duration=ocv_hours * HOUR,
+            plating_duration=plating_hours * HOUR,
+            sample_every=sample_every,
+            do_postmortem=postmortem,
+            postmortem_projections=postmortem_projections,
+            experiment_id=experiment_id,
+        )
 
     def reducer(client, figures):
         from .techniques import get
@@ -183,31 +224,62 @@ def run_xct(*, target: TiledTarget, cycles: int, time_scale: float | str, projec
 
     t_wall = time.monotonic()
     result, uri, frames = _station_job(
-        target=target, station_name="xct", make_station=make_xct_station,
+        target=target,
+        station_name="xct",
+        make_station=make_xct_station,
         ioc_args=["--time-scale", time_scale, "--seed", seed, "--binning", binning],
-        prefix=prefix, plan_factory=plan, reducer_factory=reducer if reduce else None,
-        progress_hours=cycles * (ocv_hours + plating_hours), cycles=cycles,
-        progress=progress, figures_dir=figures_dir)
-    return JobReport(experiment_id=result.experiment_id, runs=result.runs, tiled_uri=uri,
-                     data_dir=target.layout.root, frames_dir=frames,
-                     wall_s=time.monotonic() - t_wall, failure=result.failure,
-                     extra=_extra(result, figures_dir if reduce else None))
+        prefix=prefix,
+        plan_factory=plan,
+        reducer_factory=reducer if reduce else None,
+        progress_hours=cycles * (ocv_hours + plating_hours),
+        cycles=cycles,
+        progress=progress,
+        figures_dir=figures_dir,
+    )
+    return JobReport(
+        experiment_id=result.experiment_id,
+        runs=result.runs,
+        tiled_uri=uri,
+        data_dir=target.layout.root,
+        frames_dir=frames,
+        wall_s=time.monotonic() - t_wall,
+        failure=result.failure,
+        extra=_extra(result, figures_dir if reduce else None),
+    )
 
 
-def run_saxs(*, target: TiledTarget, beamline: str, cycles: int, time_scale: float | str,
-             shape: tuple[int, int], raster_every: float | None, prefix: str | None = None,
-             seed: int = 0, c_rate: float = 1 / 20, exposure: float | None = None,
-             experiment_id: str | None = None, progress: bool = True,
-             figures_dir: Path | None = None, reduce: bool = True) -> JobReport:
+def run_saxs(
+    *,
+    target: TiledTarget,
+    beamline: str,
+    cycles: int,
+    time_scale: float | str,
+    shape: tuple[int, int],
+    raster_every: float | None,
+    prefix: str | None = None,
+    seed: int = 0,
+    c_rate: float = 1 / 20,
+    exposure: float | None = None,
+    experiment_id: str | None = None,
+    progress: bool = True,
+    figures_dir: Path | None = None,
+    reduce: bool = True,
+) -> JobReport:
     """The scanning operando SAXS/WAXS experiment on the simulated (or a real) station,
     reduced live (pyFAI, maps, sizes, figures) unless ``reduce`` is off."""
     from .devices.saxs import make_saxs_station
     from .plans.saxs import saxs_waxs_operando
 
     def plan(station):
-        return saxs_waxs_operando(station, cycles=cycles, c_rate=c_rate, shape=shape,
-                                  raster_every=raster_every, exposure=exposure,
-                                  experiment_id=experiment_id)
+        return saxs_waxs_operando(
+            station,
+            cycles=cycles,
+            c_rate=c_rate,
+            shape=shape,
+            raster_every=raster_every,
+            exposure=exposure,
+            experiment_id=experiment_id,
+        )
 
     def reducer(client, figures):
         from .techniques import get
@@ -216,12 +288,24 @@ def run_saxs(*, target: TiledTarget, beamline: str, cycles: int, time_scale: flo
 
     t_wall = time.monotonic()
     result, uri, frames = _station_job(
-        target=target, station_name="saxs", make_station=make_saxs_station,
+        target=target,
+        station_name="saxs",
+        make_station=make_saxs_station,
         ioc_args=["--time-scale", time_scale, "--seed", seed, "--beamline", beamline],
-        prefix=prefix, plan_factory=plan, reducer_factory=reducer if reduce else None,
-        progress_hours=cycles / c_rate, cycles=cycles, progress=progress,
-        figures_dir=figures_dir)
-    return JobReport(experiment_id=result.experiment_id, runs=result.runs, tiled_uri=uri,
-                     data_dir=target.layout.root, frames_dir=frames,
-                     wall_s=time.monotonic() - t_wall,
-                     extra=_extra(result, figures_dir if reduce else None))
+        prefix=prefix,
+        plan_factory=plan,
+        reducer_factory=reducer if reduce else None,
+        progress_hours=cycles / c_rate,
+        cycles=cycles,
+        progress=progress,
+        figures_dir=figures_dir,
+    )
+    return JobReport(
+        experiment_id=result.experiment_id,
+        runs=result.runs,
+        tiled_uri=uri,
+        data_dir=target.layout.root,
+        frames_dir=frames,
+        wall_s=time.monotonic() - t_wall,
+        extra=_extra(result, figures_dir if reduce else None),
+    )

@@ -65,9 +65,12 @@ def xct_station():
         epics_env.use_loopback_if_unset()
         prefix = random_prefix("XCT")
         scale = os.environ.get("OPERANDO_TIME_SCALE", "1")
-        ioc = IOCProcess("operando.iocs.xct", prefix,
-                         args=["--time-scale", scale, "--data-dir", frames],
-                         log_path=layout.root / "xct-ioc.log").start()
+        ioc = IOCProcess(
+            "operando.iocs.xct",
+            prefix,
+            args=["--time-scale", scale, "--data-dir", frames],
+            log_path=layout.root / "xct-ioc.log",
+        ).start()
         atexit.register(ioc.stop)
         print(f"XCT simulators at prefix {prefix} (time scale {scale})")
     else:

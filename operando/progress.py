@@ -16,8 +16,15 @@ from .constants import HOUR
 
 
 class ExperimentProgress(DocumentRouter):
-    def __init__(self, total_cell_hours: float, *, cycles: int | None = None,
-                 clock_key: str = "clock_time", file=None, disable: bool | None = None):
+    def __init__(
+        self,
+        total_cell_hours: float,
+        *,
+        cycles: int | None = None,
+        clock_key: str = "clock_time",
+        file=None,
+        disable: bool | None = None,
+    ):
         super().__init__()
         self.cycles = cycles
         self.clock_key = clock_key
@@ -25,10 +32,15 @@ class ExperimentProgress(DocumentRouter):
         file = file or sys.stderr
         if disable is None:
             disable = not (hasattr(file, "isatty") and file.isatty())
-        self.bar = tqdm(total=round(total_cell_hours, 3), unit="cell-h", file=file,
-                        disable=disable, dynamic_ncols=True,
-                        bar_format="{desc} {percentage:3.0f}%|{bar}| {n:.2f}/{total:.2f} "
-                                   "cell-h [{elapsed}<{remaining}]")
+        self.bar = tqdm(
+            total=round(total_cell_hours, 3),
+            unit="cell-h",
+            file=file,
+            disable=disable,
+            dynamic_ncols=True,
+            bar_format="{desc} {percentage:3.0f}%|{bar}| {n:.2f}/{total:.2f} "
+            "cell-h [{elapsed}<{remaining}]",
+        )
 
     def start(self, doc):
         cycle = doc.get("cycle")

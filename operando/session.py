@@ -13,8 +13,7 @@ from .tiled_server import runs_container
 logger = logging.getLogger(__name__)
 
 
-def make_tiled_writer(client, *, backup_directory: str | Path | None = None,
-                      batch_size: int = 1):
+def make_tiled_writer(client, *, backup_directory: str | Path | None = None, batch_size: int = 1):
     """``TiledWriter`` into the runs container of ``client``.
 
     ``batch_size=1`` makes rows visible while a run is going; ``backup_directory``
@@ -25,12 +24,22 @@ def make_tiled_writer(client, *, backup_directory: str | Path | None = None,
 
     if backup_directory is not None:
         Path(backup_directory).mkdir(parents=True, exist_ok=True)
-    return TiledWriter(runs_container(client), batch_size=batch_size,
-                       backup_directory=str(backup_directory) if backup_directory else None)
+    return TiledWriter(
+        runs_container(client),
+        batch_size=batch_size,
+        backup_directory=str(backup_directory) if backup_directory else None,
+    )
 
 
-def make_run_engine(tiled_client=None, *, backup_directory=None, md: dict | None = None,
-                    main_thread: bool = True, clock=None, loop=None) -> RunEngine:
+def make_run_engine(
+    tiled_client=None,
+    *,
+    backup_directory=None,
+    md: dict | None = None,
+    main_thread: bool = True,
+    clock=None,
+    loop=None,
+) -> RunEngine:
     """A RunEngine writing every run into Tiled (when a client is given).
 
     With the station's ``clock`` device, a simulator on virtual time is

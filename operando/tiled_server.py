@@ -46,7 +46,7 @@ class DataLayout:
     root: Path
 
     @classmethod
-    def at(cls, root: str | os.PathLike) -> "DataLayout":
+    def at(cls, root: str | os.PathLike) -> DataLayout:
         return cls(Path(root).expanduser().resolve())
 
     @property
@@ -130,12 +130,18 @@ def server_config(layout: DataLayout, *, readable: list[Path] | None = None) -> 
     from .exporters import server_config as exporter_config
 
     config = {
-        "trees": [{"path": "/", "tree": "catalog", "args": {
-            "uri": str(layout.catalog),
-            "writable_storage": [str(layout.arrays), f"duckdb:///{layout.tables}"],
-            "readable_storage": [str(layout.frames), *(str(p) for p in readable or [])],
-            "init_if_not_exists": True,
-        }}],
+        "trees": [
+            {
+                "path": "/",
+                "tree": "catalog",
+                "args": {
+                    "uri": str(layout.catalog),
+                    "writable_storage": [str(layout.arrays), f"duckdb:///{layout.tables}"],
+                    "readable_storage": [str(layout.frames), *(str(p) for p in readable or [])],
+                    "init_if_not_exists": True,
+                },
+            }
+        ],
         "authentication": {"allow_anonymous_access": False},
     }
     config.update(exporter_config())
@@ -147,15 +153,24 @@ def write_server_config(layout: DataLayout, config: dict) -> Path:
     import yaml
 
     path = layout.config
-    path.write_text("# written by operando.tiled_server at each start; edits are lost\n"
-                    + yaml.safe_dump(config, sort_keys=False))
+    path.write_text(
+        "# written by operando.tiled_server at each start; edits are lost\n"
+        + yaml.safe_dump(config, sort_keys=False)
+    )
     return path
 
 
 def serve_command(config_path: Path, *, host: str, port: int) -> list[str]:
     """The ``tiled serve config`` command line (the key comes from $TILED_SINGLE_USER_API_KEY)."""
-    return _tiled_executable() + ["serve", "config", str(config_path),
-                                  "--host", host, "--port", str(port)]
+    return _tiled_executable() + [
+        "serve",
+        "config",
+        str(config_path),
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
 
 
 def ui_url(uri: str, api_key: str, path: str = RUNS_CONTAINER) -> str:
@@ -170,9 +185,16 @@ class TiledServer:
     ...     client = server.client()
     """
 
-    def __init__(self, layout: DataLayout, *, host: str = "127.0.0.1", port: int | None = None,
-                 readable: list[Path] | None = None, log_path: Path | None = None,
-                 startup_timeout: float = 60.0):
+    def __init__(
+        self,
+        layout: DataLayout,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        readable: list[Path] | None = None,
+        log_path: Path | None = None,
+        startup_timeout: float = 60.0,
+    ):
         self.layout = layout
         self.host = host
         self.port = port or free_port(host)
@@ -191,20 +213,25 @@ class TiledServer:
         """Tiled's web UI on the runs, logged in with the API key."""
         return ui_url(self.uri, self.api_key)
 
-    def start(self) -> "TiledServer":
+    def start(self) -> TiledServer:
         self.layout.create()
         self.api_key = ensure_api_key(self.layout.api_key_file)
-        config = write_server_config(self.layout,
-                                     server_config(self.layout, readable=self.readable))
+        config = write_server_config(
+            self.layout, server_config(self.layout, readable=self.readable)
+        )
         env = dict(os.environ, **{API_KEY_ENV: self.api_key})
         # Tiled prints a login URL with the key at start: the log is private, like the key
         fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.chmod(self.log_path, 0o600)
         log = os.fdopen(fd, "ab")
-        self.process = subprocess.Popen(serve_command(config, host=self.host, port=self.port),
-                                        stdout=log,
-                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        start_new_session=True, env=env)
+        self.process = subprocess.Popen(
+            serve_command(config, host=self.host, port=self.port),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=env,
+        )
         log.close()
         self._wait_ready()
         return self
@@ -215,8 +242,8 @@ class TiledServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(
-                    f"tiled server exited with code {self.process.returncode}; "
-                    f"see {self.log_path}")
+                    f"tiled server exited with code {self.process.returncode}; see {self.log_path}"
+                )
             try:
                 if httpx.get(url, timeout=1.0).status_code == 200:
                     return
@@ -224,8 +251,10 @@ class TiledServer:
                 pass
             time.sleep(0.2)
         self.stop()
-        raise TimeoutError(f"tiled server did not answer at {url} within "
-                           f"{self.startup_timeout} s; see {self.log_path}")
+        raise TimeoutError(
+            f"tiled server did not answer at {url} within "
+            f"{self.startup_timeout} s; see {self.log_path}"
+        )
 
     def stop(self) -> None:
         proc, self.process = self.process, None
@@ -247,7 +276,7 @@ class TiledServer:
 
         return from_uri(self.uri, api_key=self.api_key)
 
-    def __enter__(self) -> "TiledServer":
+    def __enter__(self) -> TiledServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -266,5 +295,7 @@ def runs_container(client, name: str = RUNS_CONTAINER):
 def reduced_container(client, name: str = REDUCED_CONTAINER):
     """The container holding reduced results, one sub-container per raw run uid."""
     if name not in client:
-        client.create_container(name, metadata={"description": "reduced results, keyed by raw run uid"})
+        client.create_container(
+            name, metadata={"description": "reduced results, keyed by raw run uid"}
+        )
     return client[name]

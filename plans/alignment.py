@@ -59,8 +59,10 @@ def segment_profile(positions, transmission, *, min_jump: float = 0.15) -> list[
     edges = [pos[0]] + [0.5 * (pos[i] + pos[i + 1]) for i in jumps] + [pos[-1]]
     starts = [0] + [i + 1 for i in jumps]
     stops = [i + 1 for i in jumps] + [len(pos)]
-    return [Segment(float(edges[k]), float(edges[k + 1]), float(np.median(t[a:b])))
-            for k, (a, b) in enumerate(zip(starts, stops))]
+    return [
+        Segment(float(edges[k]), float(edges[k + 1]), float(np.median(t[a:b])))
+        for k, (a, b) in enumerate(zip(starts, stops))
+    ]
 
 
 def window_extent(positions, transmission, *, fraction: float = 0.5) -> tuple[float, float]:

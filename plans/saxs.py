@@ -23,7 +23,6 @@ import bluesky.plans as bp
 import bluesky.preprocessors as bpp
 import numpy as np
 
-from ..constants import HOUR
 from ..devices.common import Technique
 from ..devices.saxs import SaxsStation
 from . import validation as check
@@ -68,10 +67,16 @@ def _transmission_profile(station: SaxsStation, motor, positions, *, step, md) -
             reading = yield from bps.trigger_and_read([station.diode, motor, station.clock])
             trans.append(reading[station.diode.trans.name]["value"])
 
-    @bpp.run_decorator(md=dict(md, motors=[motor.name], num_points=len(positions),
-                               shape=[len(positions)],
-                               extents=[[min(positions), max(positions)]],
-                               hints={"dimensions": [([motor.name], "primary")]}))
+    @bpp.run_decorator(
+        md=dict(
+            md,
+            motors=[motor.name],
+            num_points=len(positions),
+            shape=[len(positions)],
+            extents=[[min(positions), max(positions)]],
+            hints={"dimensions": [([motor.name], "primary")]},
+        )
+    )
     def run():
         yield from bpp.finalize_wrapper(body(), _closed(station))
 
@@ -79,9 +84,17 @@ def _transmission_profile(station: SaxsStation, motor, positions, *, step, md) -
     return np.asarray(positions), np.asarray(trans)
 
 
-def align(station: SaxsStation, *, y_range=(-0.5, 1.5), y_num: int = 41,
-          x_range=(-4.0, 4.0), x_num: int = 33, experiment_id: str | None = None,
-          cell: str | None = None, md: dict | None = None) -> MsgGenerator:
+def align(
+    station: SaxsStation,
+    *,
+    y_range=(-0.5, 1.5),
+    y_num: int = 41,
+    x_range=(-4.0, 4.0),
+    x_num: int = 33,
+    experiment_id: str | None = None,
+    cell: str | None = None,
+    md: dict | None = None,
+) -> MsgGenerator:
     """Vertical then horizontal transmission scans; returns ``GridBounds``.
 
     The vertical scan (``stage.y``) finds the layers of the stack and picks the
@@ -98,16 +111,25 @@ def align(station: SaxsStation, *, y_range=(-0.5, 1.5), y_num: int = 41,
 
     def plan():
         yield from bps.mv(station.sample, "cell", station.stage.x, float(np.mean(x_range)))
-        base = _md("align", args, station, step="alignment", cycle=None,
-                   experiment_id=experiment_id, cell=cell, md=md)
+        base = _md(
+            "align",
+            args,
+            station,
+            step="alignment",
+            cycle=None,
+            experiment_id=experiment_id,
+            cell=cell,
+            md=md,
+        )
         pos, trans = yield from _transmission_profile(
-            station, station.stage.y, ys, step="alignment", md=dict(base, direction="vertical"))
+            station, station.stage.y, ys, step="alignment", md=dict(base, direction="vertical")
+        )
         layers = segment_profile(pos, trans)
         cathode = cathode_layer(layers)
         yield from bps.mv(station.stage.y, 0.5 * (cathode.lo + cathode.hi))
         pos, trans = yield from _transmission_profile(
-            station, station.stage.x, xs, step="alignment",
-            md=dict(base, direction="horizontal"))
+            station, station.stage.x, xs, step="alignment", md=dict(base, direction="horizontal")
+        )
         x_lo, x_hi = window_extent(pos, trans)
         return GridBounds(x=(x_lo, x_hi), y=(cathode.lo, cathode.hi), layers=layers)
 
@@ -115,26 +137,42 @@ def align(station: SaxsStation, *, y_range=(-0.5, 1.5), y_num: int = 41,
 
 
 def _configure(station: SaxsStation, exposure: float) -> MsgGenerator:
-    yield from bps.mv(station.saxs.cam.acquire_time, exposure,
-                      station.waxs.cam.acquire_time, exposure)
+    yield from bps.mv(
+        station.saxs.cam.acquire_time, exposure, station.waxs.cam.acquire_time, exposure
+    )
 
 
-def background(station: SaxsStation, *, x: float = 0.0, y: float = 0.0,
-               exposure: float | None = None, num_frames: int = 1,
-               experiment_id: str | None = None, cell: str | None = None,
-               md: dict | None = None) -> MsgGenerator:
+def background(
+    station: SaxsStation,
+    *,
+    x: float = 0.0,
+    y: float = 0.0,
+    exposure: float | None = None,
+    num_frames: int = 1,
+    experiment_id: str | None = None,
+    cell: str | None = None,
+    md: dict | None = None,
+) -> MsgGenerator:
     """SAXS and WAXS frames of the empty cell (slot ``empty_cell``) for background subtraction."""
     beamline = station.beam.config.get()
-    exposure = check.positive("exposure", exposure if exposure is not None
-                              else EXPOSURE.get(beamline, 7.0))
+    exposure = check.positive(
+        "exposure", exposure if exposure is not None else EXPOSURE.get(beamline, 7.0)
+    )
     n = check.positive_int("num_frames", num_frames)
     check.motor_positions(station.stage.x, (x,), "background x")
     check.motor_positions(station.stage.y, (y,), "background y")
     dets = [station.saxs, station.waxs, station.diode, *_cell_readables(station)]
-    _m = _md("background", dict(x=x, y=y, exposure=exposure, num_frames=n), station,
-             step="background", cycle=None, experiment_id=experiment_id, cell=cell, md=md)
-    _m.update(detectors=[station.saxs.name, station.waxs.name], num_points=n,
-              beamline=beamline)
+    _m = _md(
+        "background",
+        dict(x=x, y=y, exposure=exposure, num_frames=n),
+        station,
+        step="background",
+        cycle=None,
+        experiment_id=experiment_id,
+        cell=cell,
+        md=md,
+    )
+    _m.update(detectors=[station.saxs.name, station.waxs.name], num_points=n, beamline=beamline)
 
     def body():
         yield from _configure(station, exposure)
@@ -165,16 +203,27 @@ def _check_grid(station: SaxsStation, x_range, y_range, shape):
     for name, (lo, hi), n in (("x", x_range, nx), ("y", y_range, ny)):
         if n > 1 and lo == hi:
             raise check.PlanArgumentError(
-                f"{name} range {lo}..{hi} gives a zero step for {n} points")
+                f"{name} range {lo}..{hi} gives a zero step for {n} points"
+            )
     check.motor_positions(station.stage.x, x_range, "raster x")
     check.motor_positions(station.stage.y, y_range, "raster y")
     return ny, nx
 
 
-def raster(station: SaxsStation, *, x_range, y_range, shape=GRID_SHAPE, snake: bool = True,
-           exposure: float | None = None, step: str = "operando", cycle: int | None = None,
-           experiment_id: str | None = None, cell: str | None = None,
-           md: dict | None = None) -> MsgGenerator:
+def raster(
+    station: SaxsStation,
+    *,
+    x_range,
+    y_range,
+    shape=GRID_SHAPE,
+    snake: bool = True,
+    exposure: float | None = None,
+    step: str = "operando",
+    cycle: int | None = None,
+    experiment_id: str | None = None,
+    cell: str | None = None,
+    md: dict | None = None,
+) -> MsgGenerator:
     """SAXS and WAXS at every point of a (ny, nx) grid over x_range × y_range.
 
     The slow axis is ``stage.y`` (across the stack), the fast one ``stage.x``;
@@ -183,22 +232,40 @@ def raster(station: SaxsStation, *, x_range, y_range, shape=GRID_SHAPE, snake: b
     open only during the raster. Validated against the stages' limits first.
     """
     beamline = station.beam.config.get()
-    exposure = check.positive("exposure", exposure if exposure is not None
-                              else EXPOSURE.get(beamline, 7.0))
+    exposure = check.positive(
+        "exposure", exposure if exposure is not None else EXPOSURE.get(beamline, 7.0)
+    )
     ny, nx = _check_grid(station, x_range, y_range, shape)
     dets = [station.saxs, station.waxs, station.diode, *_cell_readables(station)]
-    _m = _md("raster", dict(x_range=x_range, y_range=y_range, shape=shape, snake=snake,
-                            exposure=exposure), station, step=step, cycle=cycle,
-             experiment_id=experiment_id, cell=cell, md=md)
+    _m = _md(
+        "raster",
+        dict(x_range=x_range, y_range=y_range, shape=shape, snake=snake, exposure=exposure),
+        station,
+        step=step,
+        cycle=cycle,
+        experiment_id=experiment_id,
+        cell=cell,
+        md=md,
+    )
     _m["beamline"] = beamline
 
     def body():
         yield from _configure(station, exposure)
         yield from bps.mv(station.sample, "cell")
         yield from bps.mv(station.shutter, "open")
-        return (yield from bp.grid_scan(dets, station.stage.y, *y_range, ny,
-                                        station.stage.x, *x_range, nx, snake_axes=snake,
-                                        md=_m))
+        return (
+            yield from bp.grid_scan(
+                dets,
+                station.stage.y,
+                *y_range,
+                ny,
+                station.stage.x,
+                *x_range,
+                nx,
+                snake_axes=snake,
+                md=_m,
+            )
+        )
 
     return (yield from bpp.finalize_wrapper(body(), _closed(station)))
 
@@ -211,13 +278,23 @@ class SaxsResult:
     end_state: str = ""
 
 
-def saxs_waxs_operando(station: SaxsStation, *, cycles: int = 1, c_rate: float = 1 / 20,
-                       e_min: float = 0.6, e_max: float = 2.4, shape=GRID_SHAPE,
-                       bounds: GridBounds | None = None, raster_every: float | None = None,
-                       ocv_rasters: int = 1, exposure: float | None = None,
-                       snake: bool = True, experiment_id: str | None = None,
-                       cell: str = "Li-In|Li6PS5Cl|S-C (50:30:20)",
-                       md: dict | None = None) -> MsgGenerator:
+def saxs_waxs_operando(
+    station: SaxsStation,
+    *,
+    cycles: int = 1,
+    c_rate: float = 1 / 20,
+    e_min: float = 0.6,
+    e_max: float = 2.4,
+    shape=GRID_SHAPE,
+    bounds: GridBounds | None = None,
+    raster_every: float | None = None,
+    ocv_rasters: int = 1,
+    exposure: float | None = None,
+    snake: bool = True,
+    experiment_id: str | None = None,
+    cell: str = "Li-In|Li6PS5Cl|S-C (50:30:20)",
+    md: dict | None = None,
+) -> MsgGenerator:
     """The operando experiment: align, background, OCV rasters, then rasters while cycling.
 
     The potentiostat cycles the cell galvanostatically at ``c_rate`` (C from the
@@ -247,9 +324,17 @@ def saxs_waxs_operando(station: SaxsStation, *, cycles: int = 1, c_rate: float =
 
     def one_raster(step, cycle, index):
         grid = result.bounds.grid(shape)
-        uid = yield from raster(station, shape=shape, snake=snake, exposure=exposure,
-                                step=step, cycle=cycle, md=dict(md or {}, raster_index=index),
-                                **grid, **common)
+        uid = yield from raster(
+            station,
+            shape=shape,
+            snake=snake,
+            exposure=exposure,
+            step=step,
+            cycle=cycle,
+            md=dict(md or {}, raster_index=index),
+            **grid,
+            **common,
+        )
         record(step, cycle, uid)
 
     def plan():
@@ -258,9 +343,14 @@ def saxs_waxs_operando(station: SaxsStation, *, cycles: int = 1, c_rate: float =
             grid = result.bounds.grid(shape)
             _check_grid(station, grid["x_range"], grid["y_range"], shape)
         centre = result.bounds.grid(shape)
-        uid = yield from background(station, x=float(np.mean(centre["x_range"])),
-                                    y=float(np.mean(centre["y_range"])), exposure=exposure,
-                                    md=md, **common)
+        uid = yield from background(
+            station,
+            x=float(np.mean(centre["x_range"])),
+            y=float(np.mean(centre["y_range"])),
+            exposure=exposure,
+            md=md,
+            **common,
+        )
         record("background", None, uid)
         for k in range(ocv_rasters):
             yield from one_raster("ocv", 0, k)

@@ -13,9 +13,18 @@ MsgGenerator = Generator[Msg, Any, Any]
 CELL_STREAM = "cell"
 
 
-def experiment_md(plan_name: str, plan_args: dict, *, technique: str, step: str,
-                  cycle: int | None, experiment_id: str | None, cell: str | None,
-                  md: dict | None, **extra) -> dict:
+def experiment_md(
+    plan_name: str,
+    plan_args: dict,
+    *,
+    technique: str,
+    step: str,
+    cycle: int | None,
+    experiment_id: str | None,
+    cell: str | None,
+    md: dict | None,
+    **extra,
+) -> dict:
     """Start-document metadata shared by every run of an experiment.
 
     ``experiment_id``, ``cell``, ``technique``, ``step`` and ``cycle`` make the

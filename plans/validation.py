@@ -25,8 +25,11 @@ def positive(name: str, value: float) -> float:
 
 
 def positive_int(name: str, value: int, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int,)) and not (
-            isinstance(value, float) and value.is_integer()):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int,))
+        and not (isinstance(value, float) and value.is_integer())
+    ):
         raise PlanArgumentError(f"{name} must be an integer >= {minimum}, not {value!r}")
     v = int(value)
     if v < minimum:
@@ -53,7 +56,8 @@ def motor_positions(motor, positions: Iterable[float], name: str | None = None) 
         if not low <= p <= high:
             raise PlanArgumentError(
                 f"{label} position {p:g} {unit} is outside the soft limits "
-                f"[{low:g}, {high:g}] {unit}")
+                f"[{low:g}, {high:g}] {unit}"
+            )
 
 
 def signal_range(signal, value: float, name: str, unit: str = "") -> float:

@@ -67,12 +67,24 @@ def current_for_density(j_uA_cm2: float, diameter_mm: float = ELECTRODE_DIAMETER
 
 
 def _base_md(plan_name: str, plan_args: dict, station: XCTStation, **kwargs) -> dict:
-    return experiment_md(plan_name, plan_args, technique="xct",
-                         detectors=[station.ct_det.name], **kwargs)
+    return experiment_md(
+        plan_name, plan_args, technique="xct", detectors=[station.ct_det.name], **kwargs
+    )
 
 
-def _check_scan_args(station: XCTStation, *, num_projections, exposure, images_per_projection,
-                     num_darks, num_flats, start, stop, kv, flat_offset):
+def _check_scan_args(
+    station: XCTStation,
+    *,
+    num_projections,
+    exposure,
+    images_per_projection,
+    num_darks,
+    num_flats,
+    start,
+    stop,
+    kv,
+    flat_offset,
+):
     n = check.positive_int("num_projections", num_projections, minimum=2)
     exposure = check.positive("exposure", exposure)
     check.within("exposure", exposure, 1e-3, 3600.0, "s")
@@ -89,8 +101,9 @@ def _check_scan_args(station: XCTStation, *, num_projections, exposure, images_p
     return n, exposure, k
 
 
-def _configure_detector(station: XCTStation, exposure: float, images: int,
-                        objective: str | None) -> MsgGenerator:
+def _configure_detector(
+    station: XCTStation, exposure: float, images: int, objective: str | None
+) -> MsgGenerator:
     cam = station.ct_det.cam
     args = [cam.acquire_time, exposure, cam.num_exposures, images]
     if objective is not None:
@@ -105,8 +118,9 @@ def _safe_state(station: XCTStation, *, stop_technique: bool) -> MsgGenerator:
         yield from bps.stop(station.pstat)
 
 
-def _frames(station: XCTStation, stream: str, count: int, extra: list,
-            recorder: CellRecorder | None) -> MsgGenerator:
+def _frames(
+    station: XCTStation, stream: str, count: int, extra: list, recorder: CellRecorder | None
+) -> MsgGenerator:
     """``count`` frames into ``stream``, the detector staged (one HDF5 file) for them."""
     if count == 0:
         return
@@ -119,8 +133,13 @@ def _frames(station: XCTStation, stream: str, count: int, extra: list,
     yield from bps.unstage(det)
 
 
-def _darks_and_flats(station: XCTStation, num_darks: int, num_flats: int, flat_offset: float,
-                     recorder: CellRecorder | None) -> MsgGenerator:
+def _darks_and_flats(
+    station: XCTStation,
+    num_darks: int,
+    num_flats: int,
+    flat_offset: float,
+    recorder: CellRecorder | None,
+) -> MsgGenerator:
     extra = [station.clock]
     yield from bps.mv(station.source, "off")
     yield from _frames(station, "dark", num_darks, extra, recorder)
@@ -146,13 +165,28 @@ def _projections(station: XCTStation, angles: np.ndarray, recorder: CellRecorder
     yield from bps.mv(station.source, "off")
 
 
-def scan3d(station: XCTStation, *, num_projections: int = 1601, exposure: float = 1.5,
-           images_per_projection: int = 3, start: float = 0.0, stop: float = 360.0,
-           num_darks: int = 10, num_flats: int = 10, kv: float = 70.0, filter: str = "LE1",
-           objective: str | None = None, flat_offset: float = FLAT_OFFSET_MM,
-           sample_every: float = 60.0, ocv_duration: float | None = None, cycle: int | None = None,
-           step: str = "scan3d", experiment_id: str | None = None, cell: str | None = None,
-           md: dict | None = None) -> MsgGenerator:
+def scan3d(
+    station: XCTStation,
+    *,
+    num_projections: int = 1601,
+    exposure: float = 1.5,
+    images_per_projection: int = 3,
+    start: float = 0.0,
+    stop: float = 360.0,
+    num_darks: int = 10,
+    num_flats: int = 10,
+    kv: float = 70.0,
+    filter: str = "LE1",
+    objective: str | None = None,
+    flat_offset: float = FLAT_OFFSET_MM,
+    sample_every: float = 60.0,
+    ocv_duration: float | None = None,
+    cycle: int | None = None,
+    step: str = "scan3d",
+    experiment_id: str | None = None,
+    cell: str | None = None,
+    md: dict | None = None,
+) -> MsgGenerator:
     """A 3D CT scan: darks, flats, then ``num_projections`` angles over [start, stop].
 
     Defaults are the paper's: 1,601 projections, 3 images of 1.5 s each, 70 kV with
@@ -164,27 +198,55 @@ def scan3d(station: XCTStation, *, num_projections: int = 1601, exposure: float 
     Arguments are checked before anything moves.
     """
     n, exposure, k = _check_scan_args(
-        station, num_projections=num_projections, exposure=exposure,
-        images_per_projection=images_per_projection, num_darks=num_darks,
-        num_flats=num_flats, start=start, stop=stop, kv=kv, flat_offset=flat_offset)
+        station,
+        num_projections=num_projections,
+        exposure=exposure,
+        images_per_projection=images_per_projection,
+        num_darks=num_darks,
+        num_flats=num_flats,
+        start=start,
+        stop=stop,
+        kv=kv,
+        flat_offset=flat_offset,
+    )
     if ocv_duration is not None:
         check.positive("ocv_duration", ocv_duration)
     check.positive("sample_every", sample_every)
     angles = np.linspace(start, stop, n)
-    plan_args = dict(num_projections=n, exposure=exposure, images_per_projection=k,
-                     start=start, stop=stop, num_darks=num_darks, num_flats=num_flats, kv=kv,
-                     filter=filter, objective=objective, ocv_duration=ocv_duration)
-    _md = _base_md("scan3d", plan_args, station, step=step, cycle=cycle,
-                   experiment_id=experiment_id, cell=cell, md=md)
-    _md.update({
-        "motors": [station.stage.th.name],
-        "num_points": n,
-        "shape": [n],
-        "extents": [[start, stop]],
-        "scan_time_estimate_s": n * k * exposure,
-        "hints": {"dimensions": [([station.stage.th.name], "primary")]},
-        "echem": "OCV" if ocv_duration is not None else None,
-    })
+    plan_args = dict(
+        num_projections=n,
+        exposure=exposure,
+        images_per_projection=k,
+        start=start,
+        stop=stop,
+        num_darks=num_darks,
+        num_flats=num_flats,
+        kv=kv,
+        filter=filter,
+        objective=objective,
+        ocv_duration=ocv_duration,
+    )
+    _md = _base_md(
+        "scan3d",
+        plan_args,
+        station,
+        step=step,
+        cycle=cycle,
+        experiment_id=experiment_id,
+        cell=cell,
+        md=md,
+    )
+    _md.update(
+        {
+            "motors": [station.stage.th.name],
+            "num_points": n,
+            "shape": [n],
+            "extents": [[start, stop]],
+            "scan_time_estimate_s": n * k * exposure,
+            "hints": {"dimensions": [([station.stage.th.name], "primary")]},
+            "echem": "OCV" if ocv_duration is not None else None,
+        }
+    )
     recorder = CellRecorder(station.clock, [station.force, station.pstat], every=sample_every)
 
     overrun = {}
@@ -204,9 +266,12 @@ def scan3d(station: XCTStation, *, num_projections: int = 1601, exposure: float 
             # The acquisition fell behind the cell clock (a time scale too high
             # for this many frames): the cell sat longer at OCV than planned.
             overrun["s"] = t_done - (t_ocv + ocv_duration)
-            logger.warning("3D scan overran the %.2f h OCV step by %.2f h of cell time: "
-                           "lower the time scale or the number of projections",
-                           ocv_duration / HOUR, overrun["s"] / HOUR)
+            logger.warning(
+                "3D scan overran the %.2f h OCV step by %.2f h of cell time: "
+                "lower the time scale or the number of projections",
+                ocv_duration / HOUR,
+                overrun["s"] / HOUR,
+            )
         if ocv_duration is not None:
             # Keep recording the cell until the OCV step ends by itself.
             yield from recorder.record_until(t_ocv + ocv_duration)
@@ -216,11 +281,14 @@ def scan3d(station: XCTStation, *, num_projections: int = 1601, exposure: float 
     def run():
         uid = yield from bps.open_run(md=_md)
         yield from bpp.finalize_wrapper(
-            body(), _safe_state(station, stop_technique=ocv_duration is not None))
+            body(), _safe_state(station, stop_technique=ocv_duration is not None)
+        )
         reason = ""
         if overrun:
-            reason = (f"3D scan overran the OCV step by {overrun['s'] / HOUR:.2f} h of cell "
-                      f"time (acquisition slower than the cell clock)")
+            reason = (
+                f"3D scan overran the OCV step by {overrun['s'] / HOUR:.2f} h of cell "
+                f"time (acquisition slower than the cell clock)"
+            )
         yield from bps.close_run(reason=reason)
         return uid
 
@@ -233,8 +301,9 @@ def radiogram(station: XCTStation, *, stream: str = "primary", extra=()) -> MsgG
     The detector must be staged; the frame and the cell time go to ``stream``.
     """
     yield from bps.mv(station.source, "on")
-    yield from bps.trigger_and_read([station.ct_det, station.clock, station.force,
-                                     station.pstat, *extra], name=stream)
+    yield from bps.trigger_and_read(
+        [station.ct_det, station.clock, station.force, station.pstat, *extra], name=stream
+    )
     yield from bps.mv(station.source, "off")
 
 
@@ -250,15 +319,28 @@ class PlatingResult:
     radiograms: int = 0
 
 
-def plating(station: XCTStation, *, current_density: float, duration: float = 6 * HOUR,
-            radiogram_every: float = 0.5 * HOUR, sample_every: float = 60.0,
-            exposure: float = 1.5, images_per_radiogram: int = 3, num_darks: int = 5,
-            num_flats: int = 5, kv: float = 70.0, filter: str = "LE1",
-            electrode_diameter_mm: float = ELECTRODE_DIAMETER_MM,
-            short_threshold: float = SHORT_THRESHOLD_V, e_max: float = 5.0,
-            flat_offset: float = FLAT_OFFSET_MM, cycle: int | None = None,
-            experiment_id: str | None = None, cell: str | None = None,
-            md: dict | None = None) -> MsgGenerator:
+def plating(
+    station: XCTStation,
+    *,
+    current_density: float,
+    duration: float = 6 * HOUR,
+    radiogram_every: float = 0.5 * HOUR,
+    sample_every: float = 60.0,
+    exposure: float = 1.5,
+    images_per_radiogram: int = 3,
+    num_darks: int = 5,
+    num_flats: int = 5,
+    kv: float = 70.0,
+    filter: str = "LE1",
+    electrode_diameter_mm: float = ELECTRODE_DIAMETER_MM,
+    short_threshold: float = SHORT_THRESHOLD_V,
+    e_max: float = 5.0,
+    flat_offset: float = FLAT_OFFSET_MM,
+    cycle: int | None = None,
+    experiment_id: str | None = None,
+    cell: str | None = None,
+    md: dict | None = None,
+) -> MsgGenerator:
     """Unidirectional plating at ``current_density`` (µA/cm²) for ``duration`` (cell s).
 
     Darks and flats first (streams ``dark`` and ``flat``), then the constant-current
@@ -283,23 +365,39 @@ def plating(station: XCTStation, *, current_density: float, duration: float = 6 
     x0 = station.stage.x.position
     check.motor_positions(station.stage.x, (x0 + flat_offset,), "flat-field position")
 
-    plan_args = dict(current_density=j, duration=duration, radiogram_every=radiogram_every,
-                     sample_every=sample_every, exposure=exposure,
-                     images_per_radiogram=k, kv=kv, filter=filter,
-                     electrode_diameter_mm=electrode_diameter_mm)
-    _md = _base_md("plating", plan_args, station, step="plating", cycle=cycle,
-                   experiment_id=experiment_id, cell=cell, md=md)
-    _md.update({
-        "echem": "CC",
-        "current_density_uA_cm2": j,
-        "current_A": current,
-        "electrode_diameter_mm": electrode_diameter_mm,
-        "duration_s": duration,
-        "num_points": int(duration // radiogram_every) + 1,
-        "hints": {"dimensions": [([station.clock.time.name], "primary")]},
-    })
-    technique = Technique.constant_current(current, duration, e_min=short_threshold,
-                                           e_max=e_max)
+    plan_args = dict(
+        current_density=j,
+        duration=duration,
+        radiogram_every=radiogram_every,
+        sample_every=sample_every,
+        exposure=exposure,
+        images_per_radiogram=k,
+        kv=kv,
+        filter=filter,
+        electrode_diameter_mm=electrode_diameter_mm,
+    )
+    _md = _base_md(
+        "plating",
+        plan_args,
+        station,
+        step="plating",
+        cycle=cycle,
+        experiment_id=experiment_id,
+        cell=cell,
+        md=md,
+    )
+    _md.update(
+        {
+            "echem": "CC",
+            "current_density_uA_cm2": j,
+            "current_A": current,
+            "electrode_diameter_mm": electrode_diameter_mm,
+            "duration_s": duration,
+            "num_points": int(duration // radiogram_every) + 1,
+            "hints": {"dimensions": [([station.clock.time.name], "primary")]},
+        }
+    )
+    technique = Technique.constant_current(current, duration, e_min=short_threshold, e_max=e_max)
     recorder = CellRecorder(station.clock, [station.force, station.pstat], every=sample_every)
     result = PlatingResult(uid="", end_state="", shorted=False)
 
@@ -343,9 +441,11 @@ def plating(station: XCTStation, *, current_density: float, duration: float = 6 
         if state == "limit" and abs(ewe) < short_threshold:
             result.shorted = True
             result.short_time = t
-            result.reason = (f"short circuit: |Ewe| = {abs(ewe) * 1e3:.3f} mV < "
-                             f"{short_threshold * 1e3:g} mV at cell time {t / HOUR:.2f} h; "
-                             f"plating stopped")
+            result.reason = (
+                f"short circuit: |Ewe| = {abs(ewe) * 1e3:.3f} mV < "
+                f"{short_threshold * 1e3:g} mV at cell time {t / HOUR:.2f} h; "
+                f"plating stopped"
+            )
         elif state == "limit":
             result.reason = f"potential limit reached (Ewe = {ewe:.4f} V); plating stopped"
         else:
@@ -360,19 +460,22 @@ def plating(station: XCTStation, *, current_density: float, duration: float = 6 
     return (yield from run())
 
 
-def postmortem(station: XCTStation, *, scans=POSTMORTEM_SCANS, failure: dict | None = None,
-               **scan_kwargs) -> MsgGenerator:
+def postmortem(
+    station: XCTStation, *, scans=POSTMORTEM_SCANS, failure: dict | None = None, **scan_kwargs
+) -> MsgGenerator:
     """The post-mortem scans (overview with the wide field of view, then high resolution)."""
     uids = []
     user_md = scan_kwargs.pop("md", None) or {}
     for name, objective in scans.items():
         md = dict(user_md)
         md.update({"postmortem_scan": name, "failure": failure or {}})
-        uid = yield from scan3d(station, objective=objective, step="postmortem", md=md,
-                                **scan_kwargs)
+        uid = yield from scan3d(
+            station, objective=objective, step="postmortem", md=md, **scan_kwargs
+        )
         uids.append(uid)
-    yield from _configure_detector(station, scan_kwargs.get("exposure", 1.5),
-                                   scan_kwargs.get("images_per_projection", 3), "4X")
+    yield from _configure_detector(
+        station, scan_kwargs.get("exposure", 1.5), scan_kwargs.get("images_per_projection", 3), "4X"
+    )
     return uids
 
 
@@ -384,14 +487,24 @@ class OperandoResult:
     failure: dict | None = None
 
 
-def xct_operando(station: XCTStation, *, cycles: int = 20,
-                 current_densities=PAPER_CURRENT_DENSITIES, ocv_duration: float = 3 * HOUR,
-                 plating_duration: float = 6 * HOUR, radiogram_every: float = 0.5 * HOUR,
-                 sample_every: float = 60.0, num_projections: int = 1601,
-                 exposure: float = 1.5, images_per_projection: int = 3,
-                 postmortem_projections: int | None = None, do_postmortem: bool = True,
-                 experiment_id: str | None = None, cell: str = "Li|LLZTO-PEO|Li",
-                 md: dict | None = None) -> MsgGenerator:
+def xct_operando(
+    station: XCTStation,
+    *,
+    cycles: int = 20,
+    current_densities=PAPER_CURRENT_DENSITIES,
+    ocv_duration: float = 3 * HOUR,
+    plating_duration: float = 6 * HOUR,
+    radiogram_every: float = 0.5 * HOUR,
+    sample_every: float = 60.0,
+    num_projections: int = 1601,
+    exposure: float = 1.5,
+    images_per_projection: int = 3,
+    postmortem_projections: int | None = None,
+    do_postmortem: bool = True,
+    experiment_id: str | None = None,
+    cell: str = "Li|LLZTO-PEO|Li",
+    md: dict | None = None,
+) -> MsgGenerator:
     """The operando XCT protocol, repeated until the cell fails or ``cycles`` are done.
 
     Per cycle (9 h with the defaults): OCV for ``ocv_duration`` with a 3D scan
@@ -407,19 +520,34 @@ def xct_operando(station: XCTStation, *, cycles: int = 20,
     check.positive("ocv_duration", ocv_duration)
     check.positive("plating_duration", plating_duration)
     for j in densities:
-        check.signal_range(station.pstat.current_sp, current_for_density(j),
-                           f"current for {j} µA/cm²", "A")
-    scan_kw = dict(num_projections=num_projections, exposure=exposure,
-                   images_per_projection=images_per_projection, sample_every=sample_every)
+        check.signal_range(
+            station.pstat.current_sp, current_for_density(j), f"current for {j} µA/cm²", "A"
+        )
+    scan_kw = dict(
+        num_projections=num_projections,
+        exposure=exposure,
+        images_per_projection=images_per_projection,
+        sample_every=sample_every,
+    )
     # Check the scan arguments now, before the first cycle moves anything.
-    _check_scan_args(station, num_projections=num_projections, exposure=exposure,
-                     images_per_projection=images_per_projection, num_darks=10, num_flats=10,
-                     start=0.0, stop=360.0, kv=70.0, flat_offset=FLAT_OFFSET_MM)
+    _check_scan_args(
+        station,
+        num_projections=num_projections,
+        exposure=exposure,
+        images_per_projection=images_per_projection,
+        num_darks=10,
+        num_flats=10,
+        start=0.0,
+        stop=360.0,
+        kv=70.0,
+        flat_offset=FLAT_OFFSET_MM,
+    )
     scan_time = num_projections * images_per_projection * exposure
     if scan_time > ocv_duration:
         raise check.PlanArgumentError(
             f"the 3D scan ({scan_time / HOUR:.2f} h) does not fit in the OCV step "
-            f"({ocv_duration / HOUR:.2f} h): fewer projections, shorter exposure or a longer OCV")
+            f"({ocv_duration / HOUR:.2f} h): fewer projections, shorter exposure or a longer OCV"
+        )
     experiment_id = experiment_id or f"xct-{uuid.uuid4().hex[:8]}"
     common = dict(experiment_id=experiment_id, cell=cell, md=md)
     result = OperandoResult(experiment_id=experiment_id)
@@ -427,26 +555,38 @@ def xct_operando(station: XCTStation, *, cycles: int = 20,
     def protocol():
         for cycle in range(1, cycles + 1):
             j = densities[min(cycle - 1, len(densities) - 1)]
-            uid = yield from scan3d(station, ocv_duration=ocv_duration, cycle=cycle,
-                                    **scan_kw, **common)
+            uid = yield from scan3d(
+                station, ocv_duration=ocv_duration, cycle=cycle, **scan_kw, **common
+            )
             result.runs.append(("scan3d", cycle, uid))
-            plated = yield from plating(station, current_density=j, duration=plating_duration,
-                                        radiogram_every=radiogram_every,
-                                        sample_every=sample_every, exposure=exposure,
-                                        images_per_radiogram=images_per_projection,
-                                        cycle=cycle, **common)
+            plated = yield from plating(
+                station,
+                current_density=j,
+                duration=plating_duration,
+                radiogram_every=radiogram_every,
+                sample_every=sample_every,
+                exposure=exposure,
+                images_per_radiogram=images_per_projection,
+                cycle=cycle,
+                **common,
+            )
             result.runs.append(("plating", cycle, plated.uid))
             result.cycles_done = cycle
             if plated.shorted:
-                result.failure = {"cycle": cycle, "time_s": plated.short_time,
-                                  "reason": plated.reason, "run": plated.uid}
+                result.failure = {
+                    "cycle": cycle,
+                    "time_s": plated.short_time,
+                    "reason": plated.reason,
+                    "run": plated.uid,
+                }
                 break
         if do_postmortem:
             pm_kw = dict(scan_kw)
             if postmortem_projections is not None:
                 pm_kw["num_projections"] = postmortem_projections
-            uids = yield from postmortem(station, failure=result.failure, cycle=None,
-                                         **pm_kw, **common)
+            uids = yield from postmortem(
+                station, failure=result.failure, cycle=None, **pm_kw, **common
+            )
             result.runs += [("postmortem", None, u) for u in uids]
         return result
 

@@ -16,8 +16,14 @@ Nothing here imports the simulators or the acquisition code.
 from .documents import RunCollector
 from .frames import FrameReader, FrameStack, RowWindow, SWMRFile, path_of_uri
 from .live import LiveReducer, QueuedReducer
-from .store import (find_experiment_runs, json_safe, replace_container, stream_columns,
-                    write_array, write_table)
+from .store import (
+    find_experiment_runs,
+    json_safe,
+    replace_container,
+    stream_columns,
+    write_array,
+    write_table,
+)
 
 __all__ = [
     "RunCollector",

@@ -53,8 +53,9 @@ class RunCollector(DocumentRouter):
         name = doc.get("name", "primary")
         self._stream_of[doc["uid"]] = name
         self.descriptors.setdefault(name, doc)
-        self._external[doc["uid"]] = {k for k, v in doc.get("data_keys", {}).items()
-                                      if v.get("external")}
+        self._external[doc["uid"]] = {
+            k for k, v in doc.get("data_keys", {}).items() if v.get("external")
+        }
 
     def stream_resource(self, doc):
         self.resources[doc["uid"]] = doc
@@ -123,9 +124,12 @@ class RunCollector(DocumentRouter):
     def stop(self, doc):
         self.stop_doc = doc
         for ev in self.pending:
-            logger.warning("run %s: event %s of %s never got its frames",
-                           self.start_doc.get("uid"), ev.get("seq_num"),
-                           self._stream_of.get(ev.get("descriptor")))
+            logger.warning(
+                "run %s: event %s of %s never got its frames",
+                self.start_doc.get("uid"),
+                ev.get("seq_num"),
+                self._stream_of.get(ev.get("descriptor")),
+            )
         if self.on_stop is not None:
             self.on_stop(self)
 
@@ -153,5 +157,6 @@ class RunCollector(DocumentRouter):
         dtype = dk.get("dtype_numpy") or None
         if shape and len(shape) == 3 and shape[0] == 1:
             shape = shape[1:]
-        return FrameStack(locs, frame_shape=tuple(shape) if shape else None,
-                          dtype=dtype, timeout=timeout)
+        return FrameStack(
+            locs, frame_shape=tuple(shape) if shape else None, dtype=dtype, timeout=timeout
+        )

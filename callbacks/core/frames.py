@@ -61,8 +61,10 @@ class SWMRFile:
         deadline = time.monotonic() + self.timeout
         while self.dset.shape[0] < need:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.path}: {self.dset.shape[0]} frames, {need} expected "
-                                   f"after {self.timeout} s")
+                raise TimeoutError(
+                    f"{self.path}: {self.dset.shape[0]} frames, {need} expected "
+                    f"after {self.timeout} s"
+                )
             time.sleep(0.02)
             try:
                 self.dset.refresh()
@@ -102,8 +104,14 @@ class FrameStack:
     ``shape``/``dtype`` of one frame come from the descriptor (or the first file).
     """
 
-    def __init__(self, locations: list[tuple[str, str, int]], *, frame_shape=None,
-                 dtype=None, timeout: float = 60.0):
+    def __init__(
+        self,
+        locations: list[tuple[str, str, int]],
+        *,
+        frame_shape=None,
+        dtype=None,
+        timeout: float = 60.0,
+    ):
         self.locations = list(locations)
         self.timeout = float(timeout)
         self._files: dict[tuple[str, str], SWMRFile] = {}
@@ -152,8 +160,12 @@ class FrameStack:
         while k < len(sel):
             path, ds, idx = self.locations[sel[k]]
             m = k + 1  # a run of consecutive frames in one file
-            while (m < len(sel) and self.locations[sel[m]][:2] == (path, ds)
-                   and self.locations[sel[m]][2] == idx + (m - k) and sel[m] == sel[k] + (m - k)):
+            while (
+                m < len(sel)
+                and self.locations[sel[m]][:2] == (path, ds)
+                and self.locations[sel[m]][2] == idx + (m - k)
+                and sel[m] == sel[k] + (m - k)
+            ):
                 m += 1
             d = self._file(path, ds).dataset(idx + (m - k))
             blocks.append(np.asarray(d[(slice(idx, idx + (m - k)),) + rest]))

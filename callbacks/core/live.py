@@ -176,7 +176,8 @@ class LiveReducer(QueuedReducer):
         t0 = time.perf_counter()
         try:
             self.figures[exp.experiment_id] = self._figures(
-                exp, self.figures_dir / (exp.experiment_id or "unnamed"))
+                exp, self.figures_dir / (exp.experiment_id or "unnamed")
+            )
             return True
         except Exception as err:  # noqa: BLE001 - figures never stop the reduction
             logger.exception("figures of %s failed", exp.experiment_id)

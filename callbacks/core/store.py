@@ -16,8 +16,14 @@ import numpy as np
 
 from ..units import array_metadata, column_metadata
 
-__all__ = ["json_safe", "replace_container", "write_array", "write_table", "stream_columns",
-           "find_experiment_runs"]
+__all__ = [
+    "json_safe",
+    "replace_container",
+    "write_array",
+    "write_table",
+    "stream_columns",
+    "find_experiment_runs",
+]
 
 
 def json_safe(obj):
@@ -70,8 +76,9 @@ def stream_columns(stream) -> dict[str, np.ndarray]:
     return out
 
 
-def find_experiment_runs(raw, experiment_id_or_raw_uid: str, *,
-                         accept: Callable[[dict], bool] | None = None) -> tuple[str, list]:
+def find_experiment_runs(
+    raw, experiment_id_or_raw_uid: str, *, accept: Callable[[dict], bool] | None = None
+) -> tuple[str, list]:
     """``(experiment_id, [(uid, run), ...])`` of an experiment's raw runs in
     start-time order; ``accept(start_doc)`` filters them.
 

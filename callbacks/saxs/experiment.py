@@ -50,8 +50,14 @@ class ExperimentState:
     (default: the grid centre, ``(ny // 2, nx // 2)``).
     """
 
-    def __init__(self, experiment_id: str, parameters: ReductionParameters | None = None, *,
-                 pixel: tuple[int, int] | None = None, mode: str = "live"):
+    def __init__(
+        self,
+        experiment_id: str,
+        parameters: ReductionParameters | None = None,
+        *,
+        pixel: tuple[int, int] | None = None,
+        mode: str = "live",
+    ):
         self.experiment_id = experiment_id
         self.parameters = parameters or ReductionParameters()
         self.pixel = pixel
@@ -96,7 +102,9 @@ class ExperimentState:
         return result
 
     def _add_background(self, raster: RasterData) -> RasterResult:
-        result = RasterResult(raster, raster.saxs, raster.saxs_sigma, raster.waxs, raster.waxs_sigma)
+        result = RasterResult(
+            raster, raster.saxs, raster.saxs_sigma, raster.waxs, raster.waxs_sigma
+        )
         result.sodc = np.full(raster.n, np.nan)
         if self._bg_frozen:
             logger.warning("background run %s after the first raster: not used", raster.uid)
@@ -121,8 +129,12 @@ class ExperimentState:
         r = res.raster
         shape = tuple(r.shape)
         if shape not in self._references:
-            logger.warning("no OCV reference for a %s grid: the first operando raster (%s) is the "
-                           "initial state", shape, r.uid)
+            logger.warning(
+                "no OCV reference for a %s grid: the first operando raster (%s) is the "
+                "initial state",
+                shape,
+                r.uid,
+            )
             self._ocv.setdefault(shape, []).append(res)
             self._rebuild_reference(shape)
         ref = self._references[shape]
@@ -141,8 +153,12 @@ class ExperimentState:
     def rasters(self, steps=("ocv", "operando")) -> list[RasterResult]:
         """Results of the given steps in time order."""
         out = [r for r in self.results.values() if r.raster.step in steps]
-        return sorted(out, key=lambda r: (np.nanmin(r.raster.time) if np.any(np.isfinite(r.raster.time))
-                                          else math.inf))
+        return sorted(
+            out,
+            key=lambda r: (
+                np.nanmin(r.raster.time) if np.any(np.isfinite(r.raster.time)) else math.inf
+            ),
+        )
 
     def chosen_pixel(self) -> tuple[int, int] | None:
         rs = self.rasters()
@@ -176,17 +192,25 @@ class ExperimentState:
                     return math.nan
                 return float(fn(m[np.isfinite(m)]))
 
-            rows.append({
-                "raw_uid": r.uid, "step": r.step, "cycle": -1 if r.cycle is None else int(r.cycle),
-                "raster_index": -1 if r.raster_index is None else int(r.raster_index),
-                "time_start": stat(np.min, r.time), "time_end": stat(np.max, r.time),
-                "time_mid": stat(np.mean, r.time), "capacity_mean": stat(np.mean, r.capacity),
-                "ewe_mean": stat(np.mean, r.ewe), "sodc_mean": stat(np.mean, res.sodc),
-                "li2s_mean": stat(np.mean, res.li2s_map), "li2s_max": stat(np.max, res.li2s_map),
-                "li2s_size_max_nm": stat(np.max, res.li2s_size_map),
-                "li2s_size_median_nm": stat(np.median, res.li2s_size_map),
-                "saxs_change_mean": stat(np.mean, res.saxs_map),
-            })
+            rows.append(
+                {
+                    "raw_uid": r.uid,
+                    "step": r.step,
+                    "cycle": -1 if r.cycle is None else int(r.cycle),
+                    "raster_index": -1 if r.raster_index is None else int(r.raster_index),
+                    "time_start": stat(np.min, r.time),
+                    "time_end": stat(np.max, r.time),
+                    "time_mid": stat(np.mean, r.time),
+                    "capacity_mean": stat(np.mean, r.capacity),
+                    "ewe_mean": stat(np.mean, r.ewe),
+                    "sodc_mean": stat(np.mean, res.sodc),
+                    "li2s_mean": stat(np.mean, res.li2s_map),
+                    "li2s_max": stat(np.max, res.li2s_map),
+                    "li2s_size_max_nm": stat(np.max, res.li2s_size_map),
+                    "li2s_size_median_nm": stat(np.median, res.li2s_size_map),
+                    "saxs_change_mean": stat(np.mean, res.saxs_map),
+                }
+            )
         if not rows:
             return {}
         return {k: np.array([row[k] for row in rows]) for k in rows[0]}
@@ -196,8 +220,11 @@ class ExperimentState:
         rs = self.rasters()
         ops = [r for r in rs if r.raster.step == "operando"]
         pix = self.chosen_pixel()
-        out: dict[str, Any] = {"pixel": pix, "timeseries": self.timeseries(),
-                               "rasters": self.raster_table()}
+        out: dict[str, Any] = {
+            "pixel": pix,
+            "timeseries": self.timeseries(),
+            "rasters": self.raster_table(),
+        }
         for role in ("saxs", "waxs"):
             have = [r for r in rs if getattr(r, role) is not None]
             if not have or pix is None:
@@ -205,10 +232,16 @@ class ExperimentState:
             out[f"q_{role}"] = getattr(have[0].raster, f"q_{role}")
             wf = []
             for r in have:
-                g = r.raster.to_grid(getattr(r, role)) if tuple(r.raster.shape)[0] > pix[0] \
-                    and r.raster.shape[1] > pix[1] else None
-                wf.append(g[pix[0] * r.raster.shape[1] + pix[1]] if g is not None
-                          else np.full(len(out[f"q_{role}"]), np.nan))
+                g = (
+                    r.raster.to_grid(getattr(r, role))
+                    if tuple(r.raster.shape)[0] > pix[0] and r.raster.shape[1] > pix[1]
+                    else None
+                )
+                wf.append(
+                    g[pix[0] * r.raster.shape[1] + pix[1]]
+                    if g is not None
+                    else np.full(len(out[f"q_{role}"]), np.nan)
+                )
             out[f"waterfall_{role}"] = np.array(wf)
             out[f"waterfall_{role}_time"] = np.array([_point_time(r, pix) for r in have])
             if role == "waxs":
@@ -217,13 +250,19 @@ class ExperimentState:
                     ref = self.reference(r.raster.shape)
                     k = pix[0] * r.raster.shape[1] + pix[1]
                     ok = ref is not None and "waxs" in ref and k < len(ref["waxs"])
-                    norm.append(normalize_to_reference(curve, ref["waxs"][k]) if ok
-                                else np.full(len(curve), np.nan))
+                    norm.append(
+                        normalize_to_reference(curve, ref["waxs"][k])
+                        if ok
+                        else np.full(len(curve), np.nan)
+                    )
                 out["waterfall_waxs_norm"] = np.array(norm)
         shapes = {tuple(r.raster.shape) for r in ops}
         if ops and len(shapes) == 1:
-            for name, attr in (("li2s_maps", "li2s_map"), ("saxs_maps", "saxs_map"),
-                               ("li2s_size_maps", "li2s_size_map")):
+            for name, attr in (
+                ("li2s_maps", "li2s_map"),
+                ("saxs_maps", "saxs_map"),
+                ("li2s_size_maps", "li2s_size_map"),
+            ):
                 if all(getattr(r, attr) is not None for r in ops):
                     out[name] = np.array([getattr(r, attr) for r in ops])
             out["map_sodc"] = np.array([_nanmean(r.sodc) for r in ops])
@@ -236,25 +275,40 @@ class ExperimentState:
         return out
 
     def reduction_metadata(self) -> dict:
-        return json_safe({
-            "name": REDUCTION_NAME, "version": REDUCTION_VERSION, "mode": self.mode,
-            "reduced_at": _time.time(), "parameters": self.parameters.as_dict(),
-            "instrument_fwhm_nm": self.instrument_fwhm,
-            "instrument_fwhm_source": self.instrument_fwhm_source,
-        })
+        return json_safe(
+            {
+                "name": REDUCTION_NAME,
+                "version": REDUCTION_VERSION,
+                "mode": self.mode,
+                "reduced_at": _time.time(),
+                "parameters": self.parameters.as_dict(),
+                "instrument_fwhm_nm": self.instrument_fwhm,
+                "instrument_fwhm_source": self.instrument_fwhm_source,
+            }
+        )
 
     def summary(self) -> dict:
         """Numbers for a report (per raster: SODC, Li2S signal and size)."""
-        return json_safe({
-            "experiment_id": self.experiment_id,
-            "runs": [{"uid": r.uid, "step": r.raster.step, "cycle": r.raster.cycle,
-                      "raster_index": r.raster.raster_index, "npoints": r.raster.n}
-                     for r in self.results.values()],
-            "background_uids": (self.background or {}).get("uids", []),
-            "q1_mah": self.q1_mah, "sodc_final": self.sodc_final,
-            "instrument_fwhm_nm": self.instrument_fwhm,
-            "rasters": {k: v.tolist() for k, v in self.raster_table().items()},
-        })
+        return json_safe(
+            {
+                "experiment_id": self.experiment_id,
+                "runs": [
+                    {
+                        "uid": r.uid,
+                        "step": r.raster.step,
+                        "cycle": r.raster.cycle,
+                        "raster_index": r.raster.raster_index,
+                        "npoints": r.raster.n,
+                    }
+                    for r in self.results.values()
+                ],
+                "background_uids": (self.background or {}).get("uids", []),
+                "q1_mah": self.q1_mah,
+                "sodc_final": self.sodc_final,
+                "instrument_fwhm_nm": self.instrument_fwhm,
+                "rasters": {k: v.tolist() for k, v in self.raster_table().items()},
+            }
+        )
 
 
 def _nanmean(v) -> float:

@@ -79,8 +79,9 @@ def _heatmap(ax, q, t_h, curves, *, log_q: bool, log_i: bool, label: str):
     zz = z[:, good]
     fin = zz[np.isfinite(zz)]
     lims = (np.percentile(fin, 0.5), np.percentile(fin, 99.5)) if fin.size else (None, None)
-    mesh = ax.pcolormesh(_edges(q[good]), _edges(t), zz, shading="flat", cmap="viridis",
-                         vmin=lims[0], vmax=lims[1])
+    mesh = ax.pcolormesh(
+        _edges(q[good]), _edges(t), zz, shading="flat", cmap="viridis", vmin=lims[0], vmax=lims[1]
+    )
     if log_q:
         ax.set_xscale("log")
     ax.set_xlabel("q (nm⁻¹)")
@@ -88,8 +89,20 @@ def _heatmap(ax, q, t_h, curves, *, log_q: bool, log_i: bool, label: str):
     return mesh
 
 
-def waterfalls(time_s, q_saxs, saxs, q_waxs, waxs, path, *, ewe_time_s=None, ewe=None,
-               pixel=None, waxs_norm=None, title: str = "") -> str:
+def waterfalls(
+    time_s,
+    q_saxs,
+    saxs,
+    q_waxs,
+    waxs,
+    path,
+    *,
+    ewe_time_s=None,
+    ewe=None,
+    pixel=None,
+    waxs_norm=None,
+    title: str = "",
+) -> str:
     """SAXS and WAXS I(q) of one raster point against cell time (hours, upwards),
     beside the potential.  ``saxs``/``waxs``: (n_times, nq); either may be None.
     With ``waxs_norm`` (I/I_OCV, same shape) the WAXS panel shows it (linear),
@@ -110,18 +123,35 @@ def waterfalls(time_s, q_saxs, saxs, q_waxs, waxs, path, *, ewe_time_s=None, ewe
     where = "" if pixel is None else f", pixel {tuple(pixel)}"
     for ax, (role, q, curves) in zip(axes[1:], panels):
         if role == "waxs" and waxs_norm is not None:
-            mesh = _heatmap(ax, q, t_h, waxs_norm, log_q=False, log_i=False, label=f"WAXS I/I_OCV{where}")
+            mesh = _heatmap(
+                ax, q, t_h, waxs_norm, log_q=False, log_i=False, label=f"WAXS I/I_OCV{where}"
+            )
         else:
-            mesh = _heatmap(ax, q, t_h, curves, log_q=(role == "saxs"), log_i=True,
-                            label=f"{role.upper()} log10 I{where}")
+            mesh = _heatmap(
+                ax,
+                q,
+                t_h,
+                curves,
+                log_q=(role == "saxs"),
+                log_i=True,
+                label=f"{role.upper()} log10 I{where}",
+            )
         fig.colorbar(mesh, ax=ax, shrink=0.8)
     if title:
         fig.suptitle(title, fontsize=10)
     return _save(fig, path)
 
 
-def li2s_maps(maps, labels, path, *, extents=None, title: str = "", max_panels: int = 8,
-              label_name: str = "relative Li2S (18.3–20.8 nm⁻¹)") -> str:
+def li2s_maps(
+    maps,
+    labels,
+    path,
+    *,
+    extents=None,
+    title: str = "",
+    max_panels: int = 8,
+    label_name: str = "relative Li2S (18.3–20.8 nm⁻¹)",
+) -> str:
     """A row of maps (n, ny, nx) on one colour scale, each titled by ``labels[k]``
     (e.g. "SODC 45 %"); at most ``max_panels``, evenly chosen, the last always in.
     ``extents`` [[y0, y1], [x0, x1]] (mm) labels the axes; row 0 at the bottom."""
@@ -133,7 +163,9 @@ def li2s_maps(maps, labels, path, *, extents=None, title: str = "", max_panels: 
     fig = Figure(figsize=(1.2 + 2.3 * len(idx), 3.2), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(idx), sharey=True))
     finite = m[np.isfinite(m)]
-    vmin, vmax = (0.0, 1.0) if finite.size == 0 else (min(0.0, float(finite.min())), float(finite.max()))
+    vmin, vmax = (
+        (0.0, 1.0) if finite.size == 0 else (min(0.0, float(finite.min())), float(finite.max()))
+    )
     if vmax <= vmin:
         vmax = vmin + 1e-6
     kw = {}
@@ -145,8 +177,16 @@ def li2s_maps(maps, labels, path, *, extents=None, title: str = "", max_panels: 
         kw["extent"] = (x0 - dx, x1 + dx, y0 - dy, y1 + dy)
     im = None
     for ax, k in zip(axes, idx):
-        im = ax.imshow(m[k], origin="lower", aspect="auto", vmin=vmin, vmax=vmax, cmap="magma",
-                       interpolation="nearest", **kw)
+        im = ax.imshow(
+            m[k],
+            origin="lower",
+            aspect="auto",
+            vmin=vmin,
+            vmax=vmax,
+            cmap="magma",
+            interpolation="nearest",
+            **kw,
+        )
         ax.set_title(str(labels[k]), fontsize=9)
         ax.set_xlabel("x (mm)" if extents is not None else "column")
     axes[0].set_ylabel("y (mm)" if extents is not None else "row")
@@ -156,8 +196,9 @@ def li2s_maps(maps, labels, path, *, extents=None, title: str = "", max_panels: 
     return _save(fig, path)
 
 
-def li2s_size_series(time_s, size_max_nm, size_median_nm, li2s_mean, path, *, sodc=None,
-                     title: str = "") -> str:
+def li2s_size_series(
+    time_s, size_max_nm, size_median_nm, li2s_mean, path, *, sodc=None, title: str = ""
+) -> str:
     """Li2S crystallite size (max and median over the map) and the mean relative
     Li2S signal against cell time (h); SODC (%) annotated when given."""
     t = np.asarray(time_s, float) / HOUR
@@ -173,8 +214,15 @@ def li2s_size_series(time_s, size_max_nm, size_median_nm, li2s_mean, path, *, so
     if sodc is not None:
         for tt, s in zip(t, np.asarray(sodc, float)):
             if math.isfinite(s) and math.isfinite(tt):
-                ax2.annotate(f"{100 * s:.0f}%", (tt, 0), textcoords="offset points", xytext=(0, 2),
-                             fontsize=6, ha="center", xycoords=("data", "axes fraction"))
+                ax2.annotate(
+                    f"{100 * s:.0f}%",
+                    (tt, 0),
+                    textcoords="offset points",
+                    xytext=(0, 2),
+                    fontsize=6,
+                    ha="center",
+                    xycoords=("data", "axes fraction"),
+                )
     if title:
         fig.suptitle(title, fontsize=10)
     return _save(fig, path)
@@ -196,23 +244,54 @@ def experiment_figures(data: dict, directory, *, title: str = "") -> list[str]:
     out = []
     ts = data.get("timeseries") or {}
     if ts:
-        out.append(voltage_capacity(ts["capacity"], ts["ewe"], ts["half_cycle"],
-                                    d / "voltage_capacity.png", title=title))
+        out.append(
+            voltage_capacity(
+                ts["capacity"], ts["ewe"], ts["half_cycle"], d / "voltage_capacity.png", title=title
+            )
+        )
     if "waterfall_saxs" in data or "waterfall_waxs" in data:
         t = data.get("waterfall_waxs_time", data.get("waterfall_saxs_time"))
-        out.append(waterfalls(t, data.get("q_saxs"), data.get("waterfall_saxs"), data.get("q_waxs"),
-                              data.get("waterfall_waxs"), d / "waterfall.png",
-                              ewe_time_s=ts.get("time"), ewe=ts.get("ewe"), pixel=data.get("pixel"),
-                              waxs_norm=data.get("waterfall_waxs_norm"), title=title))
+        out.append(
+            waterfalls(
+                t,
+                data.get("q_saxs"),
+                data.get("waterfall_saxs"),
+                data.get("q_waxs"),
+                data.get("waterfall_waxs"),
+                d / "waterfall.png",
+                ewe_time_s=ts.get("time"),
+                ewe=ts.get("ewe"),
+                pixel=data.get("pixel"),
+                waxs_norm=data.get("waterfall_waxs_norm"),
+                title=title,
+            )
+        )
     if "li2s_maps" in data:
-        labels = [_sodc_label(s, c, h) for s, c, h in
-                  zip(data["map_sodc"], data["map_capacity"], data["map_half_cycle"])]
-        out.append(li2s_maps(data["li2s_maps"], labels, d / "li2s_maps.png",
-                             extents=data.get("map_extents"), title=title))
+        labels = [
+            _sodc_label(s, c, h)
+            for s, c, h in zip(data["map_sodc"], data["map_capacity"], data["map_half_cycle"])
+        ]
+        out.append(
+            li2s_maps(
+                data["li2s_maps"],
+                labels,
+                d / "li2s_maps.png",
+                extents=data.get("map_extents"),
+                title=title,
+            )
+        )
         r = data.get("rasters") or {}
         op = np.asarray(r.get("step", [])) == "operando"
         if op.any():
-            out.append(li2s_size_series(r["time_mid"][op], r["li2s_size_max_nm"][op],
-                                        r["li2s_size_median_nm"][op], r["li2s_mean"][op],
-                                        d / "li2s_size.png", sodc=r["sodc_mean"][op], title=title))
+            out.append(
+                li2s_size_series(
+                    r["time_mid"][op],
+                    r["li2s_size_max_nm"][op],
+                    r["li2s_size_median_nm"][op],
+                    r["li2s_mean"][op],
+                    d / "li2s_size.png",
+                    sodc=r["sodc_mean"][op],
+                    title=title,
+                )
+            )
     return out

@@ -40,8 +40,16 @@ class RasterCollector(RunCollector):
 
     IMAGE_KEYS = {"saxs": "saxs_image", "waxs": "waxs_image"}
 
-    def __init__(self, start: dict, *, npt: int, on_raster, warm_up=None, frame_timeout: float = 60.0,
-                 timings: dict | None = None):
+    def __init__(
+        self,
+        start: dict,
+        *,
+        npt: int,
+        on_raster,
+        warm_up=None,
+        frame_timeout: float = 60.0,
+        timings: dict | None = None,
+    ):
         super().__init__(start)
         self.timings = timings if timings is not None else {}
         self.npt = int(npt)
@@ -62,11 +70,16 @@ class RasterCollector(RunCollector):
         self.descriptor_uid = doc["uid"]
         configs = detector_configs(doc.get("configuration", {}))
         keys = doc.get("data_keys", {})
-        self.detectors = {role: cfg for role, cfg in configs.items() if self.IMAGE_KEYS[role] in keys}
+        self.detectors = {
+            role: cfg for role, cfg in configs.items() if self.IMAGE_KEYS[role] in keys
+        }
         for role, key in self.IMAGE_KEYS.items():
             if key in keys and role not in self.detectors:
-                logger.warning("run %s: %s has no geometry in the descriptor's configuration: not reduced",
-                               self.start_doc.get("uid"), key)
+                logger.warning(
+                    "run %s: %s has no geometry in the descriptor's configuration: not reduced",
+                    self.start_doc.get("uid"),
+                    key,
+                )
         if self.warm_up is not None:
             for cfg in self.detectors.values():
                 self.warm_up(cfg)
@@ -77,10 +90,14 @@ class RasterCollector(RunCollector):
         t0 = time.perf_counter()
         for role in self.detectors:
             path, dataset, index = frames[self.IMAGE_KEYS[role]]
-            q, i, s = integrate_frame(self._reader(path, dataset)[index], self.detectors[role], self.npt)
+            q, i, s = integrate_frame(
+                self._reader(path, dataset)[index], self.detectors[role], self.npt
+            )
             self.q[role] = q
             self.curves[role].append((i, s))
-        self.timings["integrate_events"] = self.timings.get("integrate_events", 0.0) + time.perf_counter() - t0
+        self.timings["integrate_events"] = (
+            self.timings.get("integrate_events", 0.0) + time.perf_counter() - t0
+        )
 
     def stop(self, doc):
         super().stop(doc)
@@ -95,15 +112,20 @@ class RasterCollector(RunCollector):
     def _reader(self, path: str, dataset: str) -> FrameReader:
         reader = self.readers.get((path, dataset))
         if reader is None:
-            reader = self.readers[(path, dataset)] = FrameReader(path, dataset, timeout=self.frame_timeout)
+            reader = self.readers[(path, dataset)] = FrameReader(
+                path, dataset, timeout=self.frame_timeout
+            )
         return reader
 
     def raster(self) -> RasterData:
         def stack(role):
             if role not in self.detectors or not self.curves[role]:
                 return None, None, None
-            return (self.q[role], np.array([c[0] for c in self.curves[role]]),
-                    np.array([c[1] for c in self.curves[role]]))
+            return (
+                self.q[role],
+                np.array([c[0] for c in self.curves[role]]),
+                np.array([c[1] for c in self.curves[role]]),
+            )
 
         curves = (*stack("saxs"), *stack("waxs"))
         return RasterData.from_columns(self.start_doc, self.column_arrays("primary"), curves)
@@ -124,9 +146,16 @@ class SAXSLiveReducer(LiveReducer):
     steps = REDUCED_STEPS
     timing_keys = ("integrate_events", "raster", "tiled", "figures")
 
-    def __init__(self, client, *, figures_dir=None, npt: int = 1000,
-                 parameters: ReductionParameters | None = None, pixel: tuple[int, int] | None = None,
-                 frame_timeout: float = 60.0):
+    def __init__(
+        self,
+        client,
+        *,
+        figures_dir=None,
+        npt: int = 1000,
+        parameters: ReductionParameters | None = None,
+        pixel: tuple[int, int] | None = None,
+        frame_timeout: float = 60.0,
+    ):
         self.parameters = replace(parameters or ReductionParameters(), npt=int(npt))
         self.pixel = pixel
         self._drawn: dict[str, int] = {}
@@ -154,9 +183,14 @@ class SAXSLiveReducer(LiveReducer):
         super()._handle(name, doc)
 
     def _collector(self, start: dict) -> RasterCollector:
-        return RasterCollector(start, npt=self.parameters.npt, on_raster=self._raster_done,
-                               warm_up=self._warm_up, frame_timeout=self.frame_timeout,
-                               timings=self.timings)
+        return RasterCollector(
+            start,
+            npt=self.parameters.npt,
+            on_raster=self._raster_done,
+            warm_up=self._warm_up,
+            frame_timeout=self.frame_timeout,
+            timings=self.timings,
+        )
 
     def _new_experiment(self, eid: str) -> ExperimentState:
         return ExperimentState(eid, self.parameters, pixel=self.pixel, mode="live")

@@ -57,11 +57,15 @@ class ReductionParameters:
 
 
 _POINT_KEYS = {
-    "time": "clock_time", "x": "stage_x", "y": "stage_y", "ewe": "pstat_ewe",
-    "current": "pstat_current", "capacity": "pstat_capacity", "half_cycle": "pstat_half_cycle",
+    "time": "clock_time",
+    "x": "stage_x",
+    "y": "stage_y",
+    "ewe": "pstat_ewe",
+    "current": "pstat_current",
+    "capacity": "pstat_capacity",
+    "half_cycle": "pstat_half_cycle",
     "diode": "diode_trans",
 }
-
 
 
 @dataclass
@@ -117,12 +121,23 @@ class RasterData:
         if shape is None or len(shape) != 2 or int(shape[0]) * int(shape[1]) < n:
             shape = (1, n)
         return cls(
-            uid=start["uid"], experiment_id=str(start.get("experiment_id") or ""),
-            step=str(start.get("step") or ""), cycle=start.get("cycle"),
-            raster_index=start.get("raster_index"), shape=(int(shape[0]), int(shape[1])),
-            q_saxs=q_s, saxs=i_s, saxs_sigma=s_s, q_waxs=q_w, waxs=i_w, waxs_sigma=s_w,
-            seq_num=seq, extents=start.get("extents"), snaking=start.get("snaking"),
-            technique=str(start.get("technique") or RUN_TECHNIQUE), **cols,
+            uid=start["uid"],
+            experiment_id=str(start.get("experiment_id") or ""),
+            step=str(start.get("step") or ""),
+            cycle=start.get("cycle"),
+            raster_index=start.get("raster_index"),
+            shape=(int(shape[0]), int(shape[1])),
+            q_saxs=q_s,
+            saxs=i_s,
+            saxs_sigma=s_s,
+            q_waxs=q_w,
+            waxs=i_w,
+            waxs_sigma=s_w,
+            seq_num=seq,
+            extents=start.get("extents"),
+            snaking=start.get("snaking"),
+            technique=str(start.get("technique") or RUN_TECHNIQUE),
+            **cols,
         )
 
     def grid(self) -> tuple[np.ndarray, np.ndarray]:
@@ -179,11 +194,19 @@ class RasterResult:
             return np.full(r.n, np.nan) if m is None else np.asarray(m, float).reshape(-1)[flat]
 
         return {
-            "seq_num": np.asarray(r.seq_num, np.int64), "time": r.time, "x": r.x, "y": r.y,
-            "row": rows.astype(np.int64), "col": cols.astype(np.int64), "ewe": r.ewe,
-            "current": r.current, "capacity": r.capacity, "half_cycle": r.half_cycle,
+            "seq_num": np.asarray(r.seq_num, np.int64),
+            "time": r.time,
+            "x": r.x,
+            "y": r.y,
+            "row": rows.astype(np.int64),
+            "col": cols.astype(np.int64),
+            "ewe": r.ewe,
+            "current": r.current,
+            "capacity": r.capacity,
+            "half_cycle": r.half_cycle,
             "diode": r.diode,
             "sodc": np.full(r.n, np.nan) if self.sodc is None else np.asarray(self.sodc, float),
-            "li2s": at(self.li2s_map), "li2s_size_nm": at(self.li2s_size_map),
+            "li2s": at(self.li2s_map),
+            "li2s_size_nm": at(self.li2s_size_map),
             "li2s_q111": at(self.li2s_q111_map),
         }

@@ -48,7 +48,9 @@ def load_run(run, npt: int = 1000) -> RasterData | None:
         return None
     stream = run["primary"]
     dets = detector_configs(stream.metadata.get("configuration", {}))
-    columns = {k: v for k, v in stream_columns(stream).items() if np.asarray(v).dtype.kind in "biuf"}
+    columns = {
+        k: v for k, v in stream_columns(stream).items() if np.asarray(v).dtype.kind in "biuf"
+    }
     curves = []
     for role in ("saxs", "waxs"):
         key = f"{role}_image"
@@ -59,7 +61,7 @@ def load_run(run, npt: int = 1000) -> RasterData | None:
         n = int(arr.shape[0])
         rows = []
         for i0 in range(0, n, FRAMES_PER_REQUEST):
-            block = np.asarray(arr[i0:min(n, i0 + FRAMES_PER_REQUEST)])
+            block = np.asarray(arr[i0 : min(n, i0 + FRAMES_PER_REQUEST)])
             rows += [integrate_frame(f, dets[role], npt) for f in block]
         if not rows:
             curves += [None, None, None]
@@ -70,9 +72,16 @@ def load_run(run, npt: int = 1000) -> RasterData | None:
     return RasterData.from_columns(start, columns, tuple(curves))
 
 
-def reduce_experiment(client, experiment_id_or_raw_uid: str, *, figures_dir=None, npt: int = 1000,
-                      parameters: ReductionParameters | None = None,
-                      pixel: tuple[int, int] | None = None, write: bool = True) -> dict:
+def reduce_experiment(
+    client,
+    experiment_id_or_raw_uid: str,
+    *,
+    figures_dir=None,
+    npt: int = 1000,
+    parameters: ReductionParameters | None = None,
+    pixel: tuple[int, int] | None = None,
+    write: bool = True,
+) -> dict:
     """Reduce a stored SAXS/WAXS experiment; returns a summary:
     ``experiment_id``, ``runs``, ``q1_mah``, ``sodc_final``,
     ``instrument_fwhm_nm``, per-raster numbers (``rasters``), ``figures``
@@ -95,7 +104,9 @@ def reduce_experiment(client, experiment_id_or_raw_uid: str, *, figures_dir=None
     if figures_dir is not None:
         from .figures import experiment_figures
 
-        figures = experiment_figures(exp.figure_data(), Path(figures_dir) / (eid or "unnamed"), title=eid)
+        figures = experiment_figures(
+            exp.figure_data(), Path(figures_dir) / (eid or "unnamed"), title=eid
+        )
     written = []
     if write:
         reduced = reduced_container(client)
@@ -106,6 +117,10 @@ def reduce_experiment(client, experiment_id_or_raw_uid: str, *, figures_dir=None
             write_experiment(reduced, exp, figures=figures)
             written.append(eid)
     summary = exp.summary()
-    summary.update(figures=figures, written=written, reduction=exp,
-                   seconds={"reduce": t_reduce, "total": time.perf_counter() - t0})
+    summary.update(
+        figures=figures,
+        written=written,
+        reduction=exp,
+        seconds={"reduce": t_reduce, "total": time.perf_counter() - t0},
+    )
     return summary

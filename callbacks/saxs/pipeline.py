@@ -55,15 +55,18 @@ def _nan_sigma_of_mean(stack) -> np.ndarray:
 # the empty cell
 # --------------------------------------------------------------------------------------
 
+
 def accumulate_background(background: dict | None, raster: RasterData) -> dict:
     """The empty-cell measurements so far with this background run's added: its
     uids, every frame's curves per detector (I, σ) and the diode readings."""
     prev = background
     frames = {"saxs": raster.saxs, "waxs": raster.waxs}
     sig = {"saxs": raster.saxs_sigma, "waxs": raster.waxs_sigma}
-    bg = {"uids": (prev["uids"] if prev else []) + [raster.uid],
-          "curves": dict(prev["curves"]) if prev else {},
-          "diode": list(prev["diode"]) if prev else []}
+    bg = {
+        "uids": (prev["uids"] if prev else []) + [raster.uid],
+        "curves": dict(prev["curves"]) if prev else {},
+        "diode": list(prev["diode"]) if prev else [],
+    }
     for role in ("saxs", "waxs"):
         if frames[role] is None:
             continue
@@ -81,8 +84,9 @@ def background_curve(background: dict | None, role: str):
     return _nan_mean(curves), _nan_sigma_of_mean(sigmas)
 
 
-def subtract_empty_cell(raster: RasterData, background: dict | None,
-                        params: ReductionParameters) -> RasterResult:
+def subtract_empty_cell(
+    raster: RasterData, background: dict | None, params: ReductionParameters
+) -> RasterResult:
     """I − s·I_bg per point, s the diode transmission at the point over the empty
     cell's (1 when unknown); σ = √(σ² + (s σ_bg)²)."""
     bg_uid = None
@@ -102,14 +106,21 @@ def subtract_empty_cell(raster: RasterData, background: dict | None,
             continue
         out[role] = cur - scale[:, None] * bg[0][None, :]
         out[f"{role}_sigma"] = np.sqrt(sig**2 + (scale[:, None] * bg[1][None, :]) ** 2)
-    res = RasterResult(raster, out["saxs"], out["saxs_sigma"], out["waxs"], out["waxs_sigma"],
-                       background_uid=bg_uid)
+    res = RasterResult(
+        raster,
+        out["saxs"],
+        out["saxs_sigma"],
+        out["waxs"],
+        out["waxs_sigma"],
+        background_uid=bg_uid,
+    )
     return res
 
 
 # --------------------------------------------------------------------------------------
 # the OCV reference
 # --------------------------------------------------------------------------------------
+
 
 def ocv_reference(results: list[RasterResult]) -> dict:
     """Per raster point (grid order), the mean background-subtracted curves of
@@ -141,6 +152,7 @@ def instrument_width(reference: dict) -> tuple[float, str]:
 # operando rasters
 # --------------------------------------------------------------------------------------
 
+
 def relative_maps(res: RasterResult, ref: dict, params: ReductionParameters) -> bool:
     """The SAXS map, WAXS over the reference and the Li2S map of an operando raster
     (set on ``res``); True when there is a Li2S map to size."""
@@ -151,8 +163,9 @@ def relative_maps(res: RasterResult, ref: dict, params: ReductionParameters) -> 
     flat = r.flat_index()
     if res.saxs is not None and "saxs" in ref:
         try:
-            res.saxs_map = saxs_map(r.q_saxs, r.to_grid(res.saxs), shape, window=p.saxs_window,
-                                    reference=ref["saxs"])
+            res.saxs_map = saxs_map(
+                r.q_saxs, r.to_grid(res.saxs), shape, window=p.saxs_window, reference=ref["saxs"]
+            )
         except ValueError as err:  # the window outside this detector's q range
             logger.warning("no SAXS map for %s: %s", r.uid, err)
     if res.waxs is None or "waxs" not in ref:
@@ -168,8 +181,9 @@ def relative_maps(res: RasterResult, ref: dict, params: ReductionParameters) -> 
     return True
 
 
-def li2s_sizes(res: RasterResult, ref: dict, params: ReductionParameters,
-               instrument_fwhm: float | None) -> None:
+def li2s_sizes(
+    res: RasterResult, ref: dict, params: ReductionParameters, instrument_fwhm: float | None
+) -> None:
     """Scherrer size and (111) position of Li2S at every point whose Li2S signal
     exceeds ``size_min_signal``, from I − I_ref (set on ``res`` as maps)."""
     r = res.raster
@@ -192,8 +206,13 @@ def li2s_sizes(res: RasterResult, ref: dict, params: ReductionParameters,
             fit = li2s_fit(q[ok], diff[ok], sigma=sig[ok])
         except (RuntimeError, ValueError):
             continue
-        if not (fit.success and fit.area > 0 and np.isfinite(fit.fwhm_err)
-                and fit.fwhm_err < 0.25 * fit.fwhm and abs(fit.center - LI2S_Q111) < 1.0):
+        if not (
+            fit.success
+            and fit.area > 0
+            and np.isfinite(fit.fwhm_err)
+            and fit.fwhm_err < 0.25 * fit.fwhm
+            and abs(fit.center - LI2S_Q111) < 1.0
+        ):
             continue
         w2 = fit.fwhm**2 - instr**2
         sizes[k] = 2 * math.pi * p.scherrer_k / math.sqrt(w2) if w2 > 0 else math.inf
@@ -205,6 +224,7 @@ def li2s_sizes(res: RasterResult, ref: dict, params: ReductionParameters,
 # --------------------------------------------------------------------------------------
 # state of discharge
 # --------------------------------------------------------------------------------------
+
 
 def state_of_discharge(results: list[RasterResult]) -> tuple[list[str], float, bool] | None:
     """The SODC of every point of ``results`` (OCV and operando rasters), from all
@@ -219,7 +239,7 @@ def state_of_discharge(results: list[RasterResult]) -> tuple[list[str], float, b
     changed = []
     k = 0
     for res in results:
-        new = values[k:k + res.raster.n]
+        new = values[k : k + res.raster.n]
         k += res.raster.n
         if res.sodc is None or not np.array_equal(res.sodc, new, equal_nan=True):
             if res.sodc is not None:

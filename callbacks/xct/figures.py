@@ -19,8 +19,14 @@ from matplotlib.patches import Circle
 
 from operando.constants import HOUR
 
-__all__ = ["timeseries", "cross_sections", "trajectories", "postmortem_overview",
-           "select_scans", "experiment_figures"]
+__all__ = [
+    "timeseries",
+    "cross_sections",
+    "trajectories",
+    "postmortem_overview",
+    "select_scans",
+    "experiment_figures",
+]
 
 _DPI = 110
 
@@ -45,8 +51,10 @@ def _finite(*arrays):
 # Fig. 6c
 # --------------------------------------------------------------------------------------
 
-def timeseries(series: dict, cycles: Sequence[dict], path, *, failure: dict | None = None,
-               title: str = "") -> str:
+
+def timeseries(
+    series: dict, cycles: Sequence[dict], path, *, failure: dict | None = None, title: str = ""
+) -> str:
     """Force (N), plated Li (µm) and potential (V) against cell time (h).
 
     ``series``: ``t``, ``force``, ``plated_um``, ``ewe`` (arrays);
@@ -56,8 +64,11 @@ def timeseries(series: dict, cycles: Sequence[dict], path, *, failure: dict | No
     t = np.asarray(series.get("t", []), float) / HOUR
     fig = Figure(figsize=(8.0, 6.5), layout="constrained")
     axes = fig.subplots(3, 1, sharex=True)
-    panels = (("force", "force (N)", "C0"), ("plated_um", "plated Li (µm)", "C2"),
-              ("ewe", "potential (V)", "C3"))
+    panels = (
+        ("force", "force (N)", "C0"),
+        ("plated_um", "plated Li (µm)", "C2"),
+        ("ewe", "potential (V)", "C3"),
+    )
     for ax, (key, label, color) in zip(axes, panels):
         v = np.asarray(series.get(key, np.full(t.shape, np.nan)), float)
         ok = _finite(t, v)
@@ -75,11 +86,25 @@ def timeseries(series: dict, cycles: Sequence[dict], path, *, failure: dict | No
     for c in cycles:
         t0, t1 = c.get("t_start"), c.get("t_end")
         if t0 is not None and t1 is not None and np.isfinite(t0) and np.isfinite(t1):
-            axes[0].text(0.5 * (t0 + t1) / HOUR, 1.0, str(c.get("cycle", "")), ha="center",
-                         va="bottom", fontsize=8, transform=axes[0].get_xaxis_transform())
+            axes[0].text(
+                0.5 * (t0 + t1) / HOUR,
+                1.0,
+                str(c.get("cycle", "")),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+                transform=axes[0].get_xaxis_transform(),
+            )
     if failure and failure.get("t_short") is not None:
-        axes[2].text(failure["t_short"] / HOUR, 0.95, " short", color="red", va="top",
-                     fontsize=8, transform=axes[2].get_xaxis_transform())
+        axes[2].text(
+            failure["t_short"] / HOUR,
+            0.95,
+            " short",
+            color="red",
+            va="top",
+            fontsize=8,
+            transform=axes[2].get_xaxis_transform(),
+        )
     axes[-1].set_xlabel("cell time (h)")
     fig.suptitle(title or "force, plated Li and potential (plating cycles dashed)")
     return _save(fig, path)
@@ -89,8 +114,10 @@ def timeseries(series: dict, cycles: Sequence[dict], path, *, failure: dict | No
 # Fig. 6a/6b
 # --------------------------------------------------------------------------------------
 
-def select_scans(scans: Sequence[dict], after_cycles: Iterable[int] = (1, 2, 3, 6, 9),
-                 max_panels: int = 5) -> list[tuple[str, dict]]:
+
+def select_scans(
+    scans: Sequence[dict], after_cycles: Iterable[int] = (1, 2, 3, 6, 9), max_panels: int = 5
+) -> list[tuple[str, dict]]:
     """(label, scan) of the operando scans after the given plating cycles (the
     scan of cycle k + 1 follows plating k); when fewer than two of those exist,
     up to ``max_panels`` operando scans evenly spread, the first labelled
@@ -146,8 +173,9 @@ def _z_of(scan: dict, row: float) -> float:
     return row
 
 
-def cross_sections(scans: Sequence[tuple[str, dict]], path_particles, path_layers, *,
-                   title: str = "") -> list[str]:
+def cross_sections(
+    scans: Sequence[tuple[str, dict]], path_particles, path_layers, *, title: str = ""
+) -> list[str]:
     """Two figures of vertical sections (``docs/reduction-xct.md``); ``scans`` as from
     :func:`select_scans`. Returns the paths written."""
     if not scans:
@@ -177,8 +205,15 @@ def cross_sections(scans: Sequence[tuple[str, dict]], path_particles, path_layer
             else:
                 vmin, vmax = _layer_clim(s, img)
                 cmap = "gray"
-            ax.imshow(img, cmap=cmap, vmin=vmin, vmax=vmax, extent=ext, aspect="auto",
-                      interpolation="nearest")
+            ax.imshow(
+                img,
+                cmap=cmap,
+                vmin=vmin,
+                vmax=vmax,
+                extent=ext,
+                aspect="auto",
+                interpolation="nearest",
+            )
             if kind == "particles":
                 cb_ = lay.get("cu_bottom", math.nan)
                 if np.isfinite(ct) and np.isfinite(cb_) and ext[2] < ext[3]:
@@ -187,28 +222,58 @@ def cross_sections(scans: Sequence[tuple[str, dict]], path_particles, path_layer
                 parts = np.asarray(s.get("particles", np.zeros((0, 4))), float).reshape(-1, 4)
                 near = np.abs(parts[:, 1]) <= 2.5 * float(s["pixel_um"]) + parts[:, 3]
                 for x, _, z, r in parts[near]:
-                    ax.add_patch(Circle((x, z), max(r, float(s["pixel_um"])), fill=False,
-                                        color="cyan", lw=0.6))
+                    ax.add_patch(
+                        Circle(
+                            (x, z), max(r, float(s["pixel_um"])), fill=False, color="cyan", lw=0.6
+                        )
+                    )
             ax.set_title(label, fontsize=9)
             ax.set_xlabel("x (µm)")
-            if kind == "layers" and all(np.isfinite(lay.get(k, math.nan))
-                                        for k in ("cu_top", "cu_bottom", "li_hse_top")):
+            if kind == "layers" and all(
+                np.isfinite(lay.get(k, math.nan)) for k in ("cu_top", "cu_bottom", "li_hse_top")
+            ):
                 z_ct, z_lt = _z_of(s, lay["cu_top"]), _z_of(s, lay["li_hse_top"])
                 z_cb = _z_of(s, lay["cu_bottom"])
                 for z, col in ((z_ct, "C1"), (z_lt, "C2"), (z_cb, "C1")):
                     ax.axhline(z, color=col, lw=0.8, ls="--")
                 xa, xb = ext[0] + 0.15 * (ext[1] - ext[0]), ext[0] + 0.65 * (ext[1] - ext[0])
-                ax.annotate("", (xa, z_cb), (xa, z_ct),
-                            arrowprops=dict(arrowstyle="<->", color="C1", lw=1.0))
-                ax.annotate("", (xb, z_lt), (xb, z_ct),
-                            arrowprops=dict(arrowstyle="<->", color="C2", lw=1.0))
-                ax.text(xa, 0.5 * (z_ct + z_cb), f" Cu–Cu\n {lay.get('cu_to_cu_um', math.nan):.0f} µm",
-                        color="C1", fontsize=8, va="center")
-                ax.text(xb, 0.5 * (z_ct + z_lt), f" top Li\n {lay.get('top_li_um', math.nan):.0f} µm",
-                        color="C2", fontsize=8, va="center")
+                ax.annotate(
+                    "",
+                    (xa, z_cb),
+                    (xa, z_ct),
+                    arrowprops=dict(arrowstyle="<->", color="C1", lw=1.0),
+                )
+                ax.annotate(
+                    "",
+                    (xb, z_lt),
+                    (xb, z_ct),
+                    arrowprops=dict(arrowstyle="<->", color="C2", lw=1.0),
+                )
+                ax.text(
+                    xa,
+                    0.5 * (z_ct + z_cb),
+                    f" Cu–Cu\n {lay.get('cu_to_cu_um', math.nan):.0f} µm",
+                    color="C1",
+                    fontsize=8,
+                    va="center",
+                )
+                ax.text(
+                    xb,
+                    0.5 * (z_ct + z_lt),
+                    f" top Li\n {lay.get('top_li_um', math.nan):.0f} µm",
+                    color="C2",
+                    fontsize=8,
+                    va="center",
+                )
         axes[0].set_ylabel(_extent(scans[0][1], np.asarray(scans[0][1]["sections"]["xz"]))[1])
-        fig.suptitle(title or ("particles (max over ±2 voxels; circles: segmented)"
-                               if kind == "particles" else "layers: top Li and Cu-to-Cu"))
+        fig.suptitle(
+            title
+            or (
+                "particles (max over ±2 voxels; circles: segmented)"
+                if kind == "particles"
+                else "layers: top Li and Cu-to-Cu"
+            )
+        )
         paths.append(_save(fig, path))
     return paths
 
@@ -217,8 +282,15 @@ def cross_sections(scans: Sequence[tuple[str, dict]], path_particles, path_layer
 # Fig. 7
 # --------------------------------------------------------------------------------------
 
-def trajectories(traj: np.ndarray, path, *, fov_radius_um: float | None = None,
-                 title: str = "", exaggerate: float | None = None) -> str:
+
+def trajectories(
+    traj: np.ndarray,
+    path,
+    *,
+    fov_radius_um: float | None = None,
+    title: str = "",
+    exaggerate: float | None = None,
+) -> str:
     """Particles from the first to the last scan of ``traj`` (track, scan, 4) µm.
 
     Left: top view (x, y from the axis) of the first (grey) and last (blue)
@@ -238,13 +310,24 @@ def trajectories(traj: np.ndarray, path, *, fov_radius_um: float | None = None,
     r0 = np.linalg.norm(first[both, :2], axis=1)
     unit = np.divide(first[both, :2], r0[:, None], out=np.zeros_like(d), where=r0[:, None] > 0)
     radial = np.sum(d * unit, axis=1)
-    extent = fov_radius_um or (float(np.nanmax(np.abs(traj[..., :2]))) if np.isfinite(traj[..., :2]).any() else 1.0)
+    extent = fov_radius_um or (
+        float(np.nanmax(np.abs(traj[..., :2]))) if np.isfinite(traj[..., :2]).any() else 1.0
+    )
     if both.any():
         med = float(np.median(np.linalg.norm(d, axis=1))) or 1.0
         scale = exaggerate or max(1.0, 0.05 * 2 * extent / med)
-        ax.quiver(first[both, 0], first[both, 1], d[:, 0] * scale, d[:, 1] * scale,
-                  angles="xy", scale_units="xy", scale=1.0, color="C3", width=0.004,
-                  label=f"displacement x{scale:.0f}")
+        ax.quiver(
+            first[both, 0],
+            first[both, 1],
+            d[:, 0] * scale,
+            d[:, 1] * scale,
+            angles="xy",
+            scale_units="xy",
+            scale=1.0,
+            color="C3",
+            width=0.004,
+            label=f"displacement x{scale:.0f}",
+        )
         ax2.scatter(r0, radial, s=12, color="C3")
     if fov_radius_um:
         ax.add_patch(Circle((0, 0), fov_radius_um, fill=False, ls=":", color="0.5"))
@@ -259,8 +342,11 @@ def trajectories(traj: np.ndarray, path, *, fov_radius_um: float | None = None,
     ax2.set_xlabel("distance from the axis, first scan (µm)")
     ax2.set_ylabel("radial displacement (µm, + outward)")
     if both.any():
-        ax2.set_title(f"{both.sum()} tracked, mean {np.mean(radial):+.1f} µm, "
-                      f"{100 * np.mean(radial > 0):.0f} % outward", fontsize=9)
+        ax2.set_title(
+            f"{both.sum()} tracked, mean {np.mean(radial):+.1f} µm, "
+            f"{100 * np.mean(radial > 0):.0f} % outward",
+            fontsize=9,
+        )
     fig.suptitle(title or "ceramic particles, first to last scan")
     return _save(fig, path)
 
@@ -268,6 +354,7 @@ def trajectories(traj: np.ndarray, path, *, fov_radius_um: float | None = None,
 # --------------------------------------------------------------------------------------
 # Fig. 8a
 # --------------------------------------------------------------------------------------
+
 
 def postmortem_overview(scan: dict, path, *, title: str = "") -> str:
     """Vertical section and the top Li rows against the Cu face of a scan, with
@@ -279,21 +366,31 @@ def postmortem_overview(scan: dict, path, *, title: str = "") -> str:
     img = np.asarray(sec["xz"], float)
     ext, zlabel = _extent(scan, img)
     lo, hi = _layer_clim(scan, img)
-    ax.imshow(img, cmap="gray", vmin=lo, vmax=hi, extent=ext, aspect="auto", interpolation="nearest")
+    ax.imshow(
+        img, cmap="gray", vmin=lo, vmax=hi, extent=ext, aspect="auto", interpolation="nearest"
+    )
     ax.set_xlabel("x (µm)")
     ax.set_ylabel(zlabel)
     lay = scan.get("layers", {})
-    ax.set_title(f"Cu–Cu {lay.get('cu_to_cu_um', math.nan):.0f} µm, top Li "
-                 f"{lay.get('top_li_um', math.nan):.0f} µm", fontsize=9)
+    ax.set_title(
+        f"Cu–Cu {lay.get('cu_to_cu_um', math.nan):.0f} µm, top Li "
+        f"{lay.get('top_li_um', math.nan):.0f} µm",
+        fontsize=9,
+    )
     top = sec.get("xy_lip")
     el = scan.get("electrode", {})
     if top is not None:
         top = np.asarray(top, float)
         n = top.shape[-1]
         axis = n // 2
-        e = [(-axis - 0.5) * pix, (n - axis - 0.5) * pix, (n - axis - 0.5) * pix, (-axis - 0.5) * pix]
+        e = [
+            (-axis - 0.5) * pix,
+            (n - axis - 0.5) * pix,
+            (n - axis - 0.5) * pix,
+            (-axis - 0.5) * pix,
+        ]
         ins = top != 0
-        lo, hi = (np.percentile(top[ins], [5, 99]) if ins.any() else (0, 1))
+        lo, hi = np.percentile(top[ins], [5, 99]) if ins.any() else (0, 1)
         ax2.imshow(top, cmap="gray", vmin=lo, vmax=hi, extent=e, interpolation="nearest")
         c = el.get("center_yx")
         cx, cy = ((c[1] - axis) * pix, (c[0] - axis) * pix) if c else (0.0, 0.0)
@@ -301,8 +398,11 @@ def postmortem_overview(scan: dict, path, *, title: str = "") -> str:
             d = el.get(key)
             if d is not None and np.isfinite(d):
                 ax2.add_patch(Circle((cx, cy), d / 2, fill=False, ls=ls, color="C1", lw=1.0))
-        ax2.set_title(f"Li at the top Cu minus core rows: ø {el.get('diameter_um', math.nan) / 1000:.2f}"
-                      f" mm (core {el.get('core_diameter_um', math.nan) / 1000:.2f})", fontsize=9)
+        ax2.set_title(
+            f"Li at the top Cu minus core rows: ø {el.get('diameter_um', math.nan) / 1000:.2f}"
+            f" mm (core {el.get('core_diameter_um', math.nan) / 1000:.2f})",
+            fontsize=9,
+        )
         ax2.set_xlabel("x (µm)")
         ax2.set_ylabel("y (µm)")
     fig.suptitle(title or "post-mortem overview")
@@ -313,6 +413,7 @@ def postmortem_overview(scan: dict, path, *, title: str = "") -> str:
 # All
 # --------------------------------------------------------------------------------------
 
+
 def experiment_figures(data: dict, directory, *, after_cycles=(1, 2, 3, 6, 9)) -> list[str]:
     """Every figure the data allow, into ``directory``; returns the paths."""
     directory = Path(directory)
@@ -320,26 +421,49 @@ def experiment_figures(data: dict, directory, *, after_cycles=(1, 2, 3, 6, 9)) -
     paths = []
     series = data.get("series") or {}
     if len(series.get("t", [])):
-        paths.append(timeseries(series, data.get("cycles") or [], directory / "timeseries.png",
-                                failure=data.get("failure"), title=f"{eid}: force, plated Li, potential"))
+        paths.append(
+            timeseries(
+                series,
+                data.get("cycles") or [],
+                directory / "timeseries.png",
+                failure=data.get("failure"),
+                title=f"{eid}: force, plated Li, potential",
+            )
+        )
     scans = data.get("scans") or []
     chosen = select_scans(scans, after_cycles)
     if chosen:
-        paths += cross_sections(chosen, directory / "sections_particles.png",
-                                directory / "sections_layers.png")
+        paths += cross_sections(
+            chosen, directory / "sections_particles.png", directory / "sections_layers.png"
+        )
     tr = data.get("tracking") or {}
     traj = tr.get("trajectories")
-    if traj is not None and np.asarray(traj).ndim == 3 and np.asarray(traj).shape[1] >= 2 \
-            and np.asarray(traj).shape[0]:
+    if (
+        traj is not None
+        and np.asarray(traj).ndim == 3
+        and np.asarray(traj).shape[1] >= 2
+        and np.asarray(traj).shape[0]
+    ):
         ops = [s for s in scans if s.get("step") == "scan3d" and s.get("sections")]
         fov = None
         if ops:
             fov = 0.5 * ops[0]["sections"]["ncol"] * float(ops[0]["pixel_um"])
-        paths.append(trajectories(traj, directory / "trajectories.png", fov_radius_um=fov,
-                                  title=f"{eid}: particles, first to last operando scan"))
+        paths.append(
+            trajectories(
+                traj,
+                directory / "trajectories.png",
+                fov_radius_um=fov,
+                title=f"{eid}: particles, first to last operando scan",
+            )
+        )
     pm = [s for s in scans if s.get("step") == "postmortem" and s.get("sections")]
     if pm:
         overview = [s for s in pm if s.get("postmortem_scan") == "overview"] or pm
-        paths.append(postmortem_overview(overview[-1], directory / "postmortem.png",
-                                         title=f"{eid}: post-mortem {overview[-1].get('postmortem_scan') or ''}"))
+        paths.append(
+            postmortem_overview(
+                overview[-1],
+                directory / "postmortem.png",
+                title=f"{eid}: post-mortem {overview[-1].get('postmortem_scan') or ''}",
+            )
+        )
     return paths

@@ -39,8 +39,13 @@ def run_data_from_collector(col: RunCollector, *, frame_timeout: float = 60.0) -
         if stack is not None:
             frames[stream] = stack
     configuration = {stream: col.configuration(stream) for stream in col.descriptors}
-    return RunData(start=col.start_doc, stop=col.stop_doc or {}, columns=columns, frames=frames,
-                   configuration=configuration)
+    return RunData(
+        start=col.start_doc,
+        stop=col.stop_doc or {},
+        columns=columns,
+        frames=frames,
+        configuration=configuration,
+    )
 
 
 def _close_frames(run: RunData) -> None:
@@ -64,9 +69,18 @@ class XCTLiveReducer(LiveReducer):
     steps = REDUCED_STEPS
     timing_keys = ("reduce", "tiled", "figures")
 
-    def __init__(self, client, *, figures_dir=None, reconstruct: bool = True,
-                 parameters: ReductionParameters | None = None, frame_timeout: float = 60.0):
-        self.parameters = replace(parameters or ReductionParameters(), reconstruct=bool(reconstruct))
+    def __init__(
+        self,
+        client,
+        *,
+        figures_dir=None,
+        reconstruct: bool = True,
+        parameters: ReductionParameters | None = None,
+        frame_timeout: float = 60.0,
+    ):
+        self.parameters = replace(
+            parameters or ReductionParameters(), reconstruct=bool(reconstruct)
+        )
         self.results: dict[str, object] = {}
         super().__init__(client, figures_dir=figures_dir, frame_timeout=frame_timeout)
 

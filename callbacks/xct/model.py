@@ -135,8 +135,10 @@ class RunData:
                 if out["binning"] is None and data.get("ct_det_cam_binning") is not None:
                     out["binning"] = int(data["ct_det_cam_binning"])
         if out["pixel_um"] is None:
-            raise ValueError(f"run {self.uid}: no pixel size (ct_det_cam_pixel_size) in the "
-                             "descriptor configuration")
+            raise ValueError(
+                f"run {self.uid}: no pixel size (ct_det_cam_pixel_size) in the "
+                "descriptor configuration"
+            )
         return out
 
     def column(self, stream: str, key: str) -> np.ndarray:
@@ -200,8 +202,11 @@ class ScanResult:
 
     @property
     def axis_voxel(self) -> int:
-        return int(self.volume.shape[-1] // 2) if self.volume is not None else \
-            int(self.sections.get("ncol", 0) // 2)
+        return (
+            int(self.volume.shape[-1] // 2)
+            if self.volume is not None
+            else int(self.sections.get("ncol", 0) // 2)
+        )
 
 
 @dataclass

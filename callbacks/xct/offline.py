@@ -44,17 +44,27 @@ def load_run(run) -> RunData:
         node = run[stream]
         configuration[stream] = dict((node.metadata or {}).get("configuration") or {})
         cols = stream_columns(node)
-        columns[stream] = {k: np.asarray(v) for k, v in cols.items()
-                           if np.asarray(v).ndim == 1}
+        columns[stream] = {k: np.asarray(v) for k, v in cols.items() if np.asarray(v).ndim == 1}
         if FRAME_KEY in node:
             frames[stream] = node[FRAME_KEY]
-    return RunData(start=dict(md["start"]), stop=dict(md.get("stop") or {}), columns=columns,
-                   frames=frames, configuration=configuration)
+    return RunData(
+        start=dict(md["start"]),
+        stop=dict(md.get("stop") or {}),
+        columns=columns,
+        frames=frames,
+        configuration=configuration,
+    )
 
 
-def reduce_experiment(client, uid_or_experiment_id: str, *, figures_dir=None,
-               parameters: ReductionParameters | None = None, reconstruct: bool = True,
-               write: bool = True) -> dict:
+def reduce_experiment(
+    client,
+    uid_or_experiment_id: str,
+    *,
+    figures_dir=None,
+    parameters: ReductionParameters | None = None,
+    reconstruct: bool = True,
+    write: bool = True,
+) -> dict:
     """Reduce a stored XCT experiment; returns a summary:
     the :meth:`ExperimentState.summary` numbers plus ``figures`` (paths),
     ``written`` (Tiled keys under ``reduced``), ``seconds`` and the
@@ -97,7 +107,10 @@ def reduce_experiment(client, uid_or_experiment_id: str, *, figures_dir=None,
         written.append(eid or "unnamed")
         t_write += time.perf_counter() - t1
     summary = state.summary()
-    summary.update(figures=figures, written=written, state=state,
-                   seconds={"reduce": t_reduce, "write": t_write,
-                            "total": time.perf_counter() - t0})
+    summary.update(
+        figures=figures,
+        written=written,
+        state=state,
+        seconds={"reduce": t_reduce, "write": t_write, "total": time.perf_counter() - t0},
+    )
     return summary

@@ -62,6 +62,7 @@ logger = logging.getLogger(__name__)
 # helpers
 # --------------------------------------------------------------------------------------
 
+
 def _mean_frame(frames, indices=None) -> np.ndarray | None:
     """Mean of frames (read one by one: a full-size stack need not fit in memory)."""
     if frames is None:
@@ -84,8 +85,16 @@ def _layers_or_nan(profile, pixel_um, **kwargs) -> dict:
         return find_layers(profile, pixel_um, **kwargs)
     except ValueError as err:
         logger.warning("layers not found: %s", err)
-        keys = ("cu_top", "cu_bottom", "li_hse_top", "hse_li_bottom", "cu_to_cu_um",
-                "top_li_um", "hse_um", "bottom_li_um")
+        keys = (
+            "cu_top",
+            "cu_bottom",
+            "li_hse_top",
+            "hse_li_bottom",
+            "cu_to_cu_um",
+            "top_li_um",
+            "hse_um",
+            "bottom_li_um",
+        )
         out = {k: math.nan for k in keys}
         out["pixel_um"] = float(pixel_um)
         out["error"] = str(err)
@@ -103,9 +112,11 @@ def _shift_rows(layers: dict, r0: int) -> dict:
 def _sections(volume: np.ndarray, layers_vol: dict) -> dict:
     nz, ny, nx = volume.shape
     ay = ny // 2
-    out = {"xz": np.array(volume[:, ay, :]),
-           "xz_mip": np.array(volume[:, max(0, ay - 2):ay + 3, :].max(axis=1)),
-           "ncol": nx}
+    out = {
+        "xz": np.array(volume[:, ay, :]),
+        "xz_mip": np.array(volume[:, max(0, ay - 2) : ay + 3, :].max(axis=1)),
+        "ncol": nx,
+    }
     lt, hb, ct = (layers_vol.get(k, math.nan) for k in ("li_hse_top", "hse_li_bottom", "cu_top"))
     if np.isfinite(lt) and np.isfinite(hb):
         k = int(round(0.5 * (lt + hb)))
@@ -120,8 +131,9 @@ def _sections(volume: np.ndarray, layers_vol: dict) -> dict:
             # the Li against the Cu face minus the core rows: the crept lip (see
             # _footprint_radius), the core and argon cancel
             ref = np.asarray(volume[a:b], dtype=np.float32).mean(axis=0)
-            out["xy_lip"] = np.array(sum(np.asarray(volume[r], np.float32) for r in rows)
-                                     - len(rows) * ref) * (volume[rows[0]] != 0)
+            out["xy_lip"] = np.array(
+                sum(np.asarray(volume[r], np.float32) for r in rows) - len(rows) * ref
+            ) * (volume[rows[0]] != 0)
             out["xy_lip_row"] = rows[0]
     return out
 
@@ -129,6 +141,7 @@ def _sections(volume: np.ndarray, layers_vol: dict) -> dict:
 # --------------------------------------------------------------------------------------
 # 3D scans
 # --------------------------------------------------------------------------------------
+
 
 def dark_flat(run: RunData) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Stage 1: the mean flat and dark frames of the run's own ``flat``/``dark`` streams."""
@@ -141,8 +154,10 @@ def projection_layers(frames, flat, dark, pixel_um: float, params: ReductionPara
     views = np.unique(np.linspace(0, n - 1, min(16, n)).astype(int))
     mean_proj = _mean_frame(frames, views)
     return _layers_or_nan(
-        radiography.vertical_profile(normalize(mean_proj, flat, dark), kind="absorbed"), pixel_um,
-        **({} if params.cu_peaks else {"cu_snr": math.inf}))
+        radiography.vertical_profile(normalize(mean_proj, flat, dark), kind="absorbed"),
+        pixel_um,
+        **({} if params.cu_peaks else {"cu_snr": math.inf}),
+    )
 
 
 def stack_window(layers: dict, nrow: int, params: ReductionParameters) -> tuple[int, int]:
@@ -172,8 +187,10 @@ def read_rows(frames, r0: int, r1: int, params: ReductionParameters):
     ``params.prefetch_bytes``, else lazily (:class:`~operando.callbacks.core.RowWindow`)."""
     n, _, ncol = (int(s) for s in frames.shape)
     source = RowWindow(frames, r0, r1)
-    if n * (r1 - r0) * ncol * np.dtype(getattr(frames, "dtype", np.uint16)).itemsize \
-            <= params.prefetch_bytes:
+    if (
+        n * (r1 - r0) * ncol * np.dtype(getattr(frames, "dtype", np.uint16)).itemsize
+        <= params.prefetch_bytes
+    ):
         source = np.asarray(source[:, :, :])
     return source
 
@@ -197,13 +214,22 @@ def rotation_center(source, angles, flat, dark, rows: tuple[int, int], uid: str 
         return _find_center(source, angles, flat, dark, (0, int(source.shape[1])))
 
 
-def reconstruct_volume(source, angles, flat, dark, center: float,
-                       params: ReductionParameters) -> np.ndarray:
+def reconstruct_volume(
+    source, angles, flat, dark, center: float, params: ReductionParameters
+) -> np.ndarray:
     """Stage 4: the volume (row, y, x) of the window (DFI, rings suppressed)."""
-    return tomo_rec.reconstruct(source, angles, flats=flat, darks=dark, center=center,
-                                stripes=params.stripes, filter_name=params.filter_name,
-                                pad_rate=params.pad_rate, chunk_rows=params.chunk_rows,
-                                workers=params.workers)
+    return tomo_rec.reconstruct(
+        source,
+        angles,
+        flats=flat,
+        darks=dark,
+        center=center,
+        stripes=params.stripes,
+        filter_name=params.filter_name,
+        pad_rate=params.pad_rate,
+        chunk_rows=params.chunk_rows,
+        workers=params.workers,
+    )
 
 
 def volume_layers(volume: np.ndarray, pixel_um: float) -> tuple[np.ndarray, dict]:
@@ -213,16 +239,23 @@ def volume_layers(volume: np.ndarray, pixel_um: float) -> tuple[np.ndarray, dict
     return profile, _layers_or_nan(profile, pixel_um, cu_snr=math.inf)
 
 
-def particles(volume: np.ndarray, layers_vol: dict, pixel_um: float, row0: int, nrow: int,
-              params: ReductionParameters) -> tuple[np.ndarray, np.ndarray, str]:
+def particles(
+    volume: np.ndarray,
+    layers_vol: dict,
+    pixel_um: float,
+    row0: int,
+    nrow: int,
+    params: ReductionParameters,
+) -> tuple[np.ndarray, np.ndarray, str]:
     """Stage 7: the electrolyte's particles: ``(voxels, µm in the cell frame, z reference)``."""
     lt, hb, cb = (layers_vol.get(k, math.nan) for k in ("li_hse_top", "hse_li_bottom", "cu_bottom"))
     if np.isfinite(lt) and np.isfinite(hb):
         zr = (max(0, int(math.floor(lt)) - 1), min(volume.shape[0], int(math.ceil(hb)) + 2))
     else:
         zr = (0, volume.shape[0])
-    vox = segment_particles(volume, z_range=zr, snr=params.particle_snr,
-                            min_voxels=params.particle_min_voxels)
+    vox = segment_particles(
+        volume, z_range=zr, snr=params.particle_snr, min_voxels=params.particle_min_voxels
+    )
     axis = volume.shape[-1] // 2
     z_reference = "bottom Cu face"
     if np.isfinite(cb):
@@ -230,8 +263,18 @@ def particles(volume: np.ndarray, layers_vol: dict, pixel_um: float, row0: int, 
     else:
         z_reference = "detector centre"
         z_um = (0.5 * (nrow - 1) - (vox[:, 2] + row0)) * pixel_um
-    um = np.column_stack([(vox[:, 0] - axis) * pixel_um, (vox[:, 1] - axis) * pixel_um,
-                          z_um, vox[:, 3] * pixel_um]) if len(vox) else np.zeros((0, 4))
+    um = (
+        np.column_stack(
+            [
+                (vox[:, 0] - axis) * pixel_um,
+                (vox[:, 1] - axis) * pixel_um,
+                z_um,
+                vox[:, 3] * pixel_um,
+            ]
+        )
+        if len(vox)
+        else np.zeros((0, 4))
+    )
     return vox, um, z_reference
 
 
@@ -260,14 +303,23 @@ def reduce_scan(run: RunData, params: ReductionParameters | None = None) -> Scan
     timings["projection_layers"] = _time.perf_counter() - t1
 
     res = ScanResult(
-        uid=run.uid, experiment_id=run.experiment_id, step=run.step, cycle=run.cycle,
-        start=dict(run.start), stop=dict(run.stop), detector=det, pixel_um=pix,
+        uid=run.uid,
+        experiment_id=run.experiment_id,
+        step=run.step,
+        cycle=run.cycle,
+        start=dict(run.start),
+        stop=dict(run.stop),
+        detector=det,
+        pixel_um=pix,
         n_projections=n,
         t_start=float(np.nanmin(times)) if times.size else math.nan,
         t_end=float(np.nanmax(times)) if times.size else math.nan,
         t_mid=float(np.nanmean(times)) if times.size else math.nan,
-        projection_layers=proj_layers, cell=cell_columns(run, ("cell",)),
-        parameters=params.as_dict(), timings=timings)
+        projection_layers=proj_layers,
+        cell=cell_columns(run, ("cell",)),
+        parameters=params.as_dict(),
+        timings=timings,
+    )
     if not params.reconstruct:
         res.layers = dict(proj_layers)
         res.timings["total"] = _time.perf_counter() - t0
@@ -293,13 +345,15 @@ def reduce_scan(run: RunData, params: ReductionParameters | None = None) -> Scan
     t1 = _time.perf_counter()
     res.profile, layers_vol = volume_layers(volume, pix)
     res.layers = _shift_rows(layers_vol, r0)
-    res.electrode = electrode_measurement(volume, layers_vol, pix,
-                                          nominal_diameter_um=1000.0 * params.nominal_diameter_mm)
+    res.electrode = electrode_measurement(
+        volume, layers_vol, pix, nominal_diameter_um=1000.0 * params.nominal_diameter_mm
+    )
     timings["layers"] = _time.perf_counter() - t1
 
     t1 = _time.perf_counter()
-    res.particles_vox, res.particles, res.z_reference = particles(volume, layers_vol, pix, r0,
-                                                                  nrow, params)
+    res.particles_vox, res.particles, res.z_reference = particles(
+        volume, layers_vol, pix, r0, nrow, params
+    )
     res.sections = _sections(volume, layers_vol)
     timings["particles"] = _time.perf_counter() - t1
     timings["total"] = _time.perf_counter() - t0
@@ -310,8 +364,10 @@ def reduce_scan(run: RunData, params: ReductionParameters | None = None) -> Scan
 # Plating
 # --------------------------------------------------------------------------------------
 
-def radiogram_layers(run: RunData, flat, dark, pixel_um: float,
-                     params: ReductionParameters) -> dict[str, np.ndarray]:
+
+def radiogram_layers(
+    run: RunData, flat, dark, pixel_um: float, params: ReductionParameters
+) -> dict[str, np.ndarray]:
     """The layers of every radiogram against cell time (one column per layer)."""
     frames = run.frames.get("primary")
     rows = []
@@ -322,13 +378,14 @@ def radiogram_layers(run: RunData, flat, dark, pixel_um: float,
             trans = normalize(np.asarray(frames[k]), flat, dark)
             try:
                 # radiography.analyze, with the Cu choice of the parameters
-                lay = find_layers(radiography.vertical_profile(trans, kind="absorbed"), pixel_um,
-                                  **cu_kw)
+                lay = find_layers(
+                    radiography.vertical_profile(trans, kind="absorbed"), pixel_um, **cu_kw
+                )
             except ValueError as err:
                 logger.warning("plating %s radiogram %d: %s", run.uid, k, err)
                 lay = {key: math.nan for key in LAYER_LENGTHS + LAYER_ROWS}
             rows.append(lay)
-    cols = {"t": times[:len(rows)] if times.size else np.full(len(rows), np.nan)}
+    cols = {"t": times[: len(rows)] if times.size else np.full(len(rows), np.nan)}
     for key in LAYER_LENGTHS + LAYER_ROWS:
         cols[key] = np.array([r.get(key, math.nan) for r in rows], dtype=float)
     return cols
@@ -336,8 +393,13 @@ def radiogram_layers(run: RunData, flat, dark, pixel_um: float,
 
 def cell_columns(run: RunData, streams=("cell", "primary")) -> dict[str, np.ndarray]:
     """The cell readings of a run merged in time: t, force, ewe, current, charge, elapsed."""
-    keys = {"force": "force_force", "ewe": "pstat_ewe", "current": "pstat_current",
-            "charge": "pstat_charge", "elapsed": "pstat_elapsed"}
+    keys = {
+        "force": "force_force",
+        "ewe": "pstat_ewe",
+        "current": "pstat_current",
+        "charge": "pstat_charge",
+        "elapsed": "pstat_elapsed",
+    }
     parts = []
     for stream in streams:
         t = run.numeric(stream, "clock_time")
@@ -354,7 +416,9 @@ def cell_columns(run: RunData, streams=("cell", "primary")) -> dict[str, np.ndar
     order = np.argsort(out["t"], kind="stable")
     out = {k: v[order] for k, v in out.items()}
     # the same instant read twice (radiogram + cell sample): keep one
-    keep = np.concatenate([[True], np.diff(out["t"]) > 1e-6]) if out["t"].size else np.zeros(0, bool)
+    keep = (
+        np.concatenate([[True], np.diff(out["t"]) > 1e-6]) if out["t"].size else np.zeros(0, bool)
+    )
     return {k: v[keep] for k, v in out.items()}
 
 
@@ -373,8 +437,9 @@ def technique_times(cell: dict) -> tuple[float, float, float]:
     return t0, t1, charge
 
 
-def detect_short(cell: dict, t_on: float, t_off: float, duration: float,
-                 reason: str) -> tuple[bool, dict]:
+def detect_short(
+    cell: dict, t_on: float, t_off: float, duration: float, reason: str
+) -> tuple[bool, dict]:
     """Whether (and where) the plating run shorted: the potential collapsing under
     current, else the end of an early-stopped current step with the potential
     gone (see ``docs/reduction-xct.md``)."""
@@ -385,8 +450,11 @@ def detect_short(cell: dict, t_on: float, t_off: float, duration: float,
     if ok.sum() >= 4:
         ts = cellmod.locate_short(t[ok], e[ok], i[ok])
         if ts is not None:
-            out.update(t=float(ts), method="potential collapse under current",
-                       bounds=[float(ts), float(ts)])
+            out.update(
+                t=float(ts),
+                method="potential collapse under current",
+                bounds=[float(ts), float(ts)],
+            )
             return True, out
     if not (np.isfinite(t_on) and np.isfinite(t_off)):
         return by_reason, out
@@ -399,9 +467,14 @@ def detect_short(cell: dict, t_on: float, t_off: float, duration: float,
         e_next = abs(float(e[after[0]]))
         collapsed = e_last > 5e-3 and e_next < 0.05 * e_last
     if by_reason or (early and collapsed):
-        out.update(t=float(t_off), method="end of the current step (lower potential limit)",
-                   bounds=[float(t[before[-1]]) if before.size else float(t_on),
-                           float(t[after[0]]) if after.size else float(t_off)])
+        out.update(
+            t=float(t_off),
+            method="end of the current step (lower potential limit)",
+            bounds=[
+                float(t[before[-1]]) if before.size else float(t_on),
+                float(t[after[0]]) if after.size else float(t_off),
+            ],
+        )
         return True, out
     return False, out
 
@@ -415,18 +488,28 @@ def reduce_plating(run: RunData, params: ReductionParameters | None = None) -> P
     s = run.start
     diameter = float(s.get("electrode_diameter_mm") or params.nominal_diameter_mm)
     res = PlatingResult(
-        uid=run.uid, experiment_id=run.experiment_id, cycle=run.cycle, start=dict(s),
-        stop=dict(run.stop), detector=det, pixel_um=pix,
+        uid=run.uid,
+        experiment_id=run.experiment_id,
+        cycle=run.cycle,
+        start=dict(s),
+        stop=dict(run.stop),
+        detector=det,
+        pixel_um=pix,
         current_density_uA_cm2=float(s.get("current_density_uA_cm2", math.nan)),
-        current_a=float(s.get("current_A", math.nan)), electrode_diameter_mm=diameter,
-        duration_s=float(s.get("duration_s", math.nan)), reason=str(run.stop.get("reason", "")))
+        current_a=float(s.get("current_A", math.nan)),
+        electrode_diameter_mm=diameter,
+        duration_s=float(s.get("duration_s", math.nan)),
+        reason=str(run.stop.get("reason", "")),
+    )
     flat, dark = dark_flat(run)
     res.radiograms = radiogram_layers(run, flat, dark, pix, params)
     res.cell = cell_columns(run)
     t_on, t_off, charge = technique_times(res.cell)
     res.t_technique_start, res.t_technique_end, res.charge_c = t_on, t_off, charge
     if np.isfinite(charge):
-        res.plated_um = float(cellmod.plated_thickness_um(charge, cellmod.electrode_area_cm2(diameter)))
+        res.plated_um = float(
+            cellmod.plated_thickness_um(charge, cellmod.electrode_area_cm2(diameter))
+        )
     res.shorted, res.short = detect_short(res.cell, t_on, t_off, res.duration_s, res.reason)
     res.timings["total"] = _time.perf_counter() - t0
     return res

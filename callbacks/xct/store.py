@@ -20,20 +20,34 @@ __all__ = ["UNITS", "write_scan", "write_plating", "write_run", "write_experimen
 
 
 UNITS = {
-    "lengths": "µm", "positions": "detector rows (0 = top of the image)", "t": "s (cell clock)",
-    "force": "N", "ewe": "V", "current": "A", "charge": "C", "pressure": "MPa",
+    "lengths": "µm",
+    "positions": "detector rows (0 = top of the image)",
+    "t": "s (cell clock)",
+    "force": "N",
+    "ewe": "V",
+    "current": "A",
+    "charge": "C",
+    "pressure": "MPa",
     "volume": "attenuation per voxel (mu * voxel size)",
     "particles": "µm: x, y from the rotation axis (mirror image of the cell, y -> -y), "
-                 "z above the bottom Cu face, r equivalent-sphere radius",
+    "z above the bottom Cu face, r equivalent-sphere radius",
 }
 
 
 def _base_metadata(res, state: ExperimentState) -> dict:
-    return {"raw_uid": res.uid, "experiment_id": res.experiment_id, "step": res.step,
-            "cycle": res.cycle, "technique": RUN_TECHNIQUE, "kind": res.kind,
-            "postmortem_scan": res.start.get("postmortem_scan"), "detector": res.detector,
-            "reduction": state.reduction_metadata(), "units": UNITS,
-            "timings_s": res.timings}
+    return {
+        "raw_uid": res.uid,
+        "experiment_id": res.experiment_id,
+        "step": res.step,
+        "cycle": res.cycle,
+        "technique": RUN_TECHNIQUE,
+        "kind": res.kind,
+        "postmortem_scan": res.start.get("postmortem_scan"),
+        "detector": res.detector,
+        "reduction": state.reduction_metadata(),
+        "units": UNITS,
+        "timings_s": res.timings,
+    }
 
 
 def _columns_table(cols: dict) -> Any:
@@ -45,20 +59,38 @@ def _columns_table(cols: dict) -> Any:
 def _rows_table(rows: list[dict]) -> Any:
     import pandas as pd
 
-    return pd.DataFrame([{k: (json_safe(v) if isinstance(v, (list, dict)) else v)
-                          for k, v in r.items()} for r in rows])
+    return pd.DataFrame(
+        [
+            {k: (json_safe(v) if isinstance(v, (list, dict)) else v) for k, v in r.items()}
+            for r in rows
+        ]
+    )
 
 
-def write_scan(reduced, res: ScanResult, state: ExperimentState, *, volume: np.ndarray | None = None):
+def write_scan(
+    reduced, res: ScanResult, state: ExperimentState, *, volume: np.ndarray | None = None
+):
     """Write (replace) ``reduced/<raw uid>`` of a scan; returns the container."""
     md = _base_metadata(res, state)
-    md.update({"center": res.center, "row0": res.row0, "pixel_um": res.pixel_um,
-               "n_projections": res.n_projections, "t_start": res.t_start, "t_mid": res.t_mid,
-               "t_end": res.t_end, "layers": {k: res.layers.get(k) for k in LAYER_ROWS},
-               "projection_layers": {k: res.projection_layers.get(k) for k in LAYER_LENGTHS + LAYER_ROWS},
-               "electrode": res.electrode, "n_particles": int(len(res.particles)),
-               "z_reference": res.z_reference,
-               "diameter_um": res.electrode.get("diameter_um")})
+    md.update(
+        {
+            "center": res.center,
+            "row0": res.row0,
+            "pixel_um": res.pixel_um,
+            "n_projections": res.n_projections,
+            "t_start": res.t_start,
+            "t_mid": res.t_mid,
+            "t_end": res.t_end,
+            "layers": {k: res.layers.get(k) for k in LAYER_ROWS},
+            "projection_layers": {
+                k: res.projection_layers.get(k) for k in LAYER_LENGTHS + LAYER_ROWS
+            },
+            "electrode": res.electrode,
+            "n_particles": int(len(res.particles)),
+            "z_reference": res.z_reference,
+            "diameter_um": res.electrode.get("diameter_um"),
+        }
+    )
     for k in LAYER_LENGTHS:
         md[k] = res.layers.get(k)
     node = replace_container(reduced, res.uid, md)
@@ -66,39 +98,74 @@ def write_scan(reduced, res: ScanResult, state: ExperimentState, *, volume: np.n
     if vol is not None:
         import dask.array as da
 
-        per = max(1, min(vol.shape[0], int(state.parameters.volume_chunk_bytes // max(1, vol[0].nbytes))))
-        write_array(node, da.from_array(np.ascontiguousarray(vol, dtype=np.float32),
-                                       chunks=(per, -1, -1)),
-                         key="volume", dims=["row", "y", "x"],
-                         metadata=json_safe({"row0": res.row0, "pixel_um": res.pixel_um,
-                                             "axis_voxel": vol.shape[-1] // 2,
-                                             "center_column": res.center,
-                                             "units": UNITS["volume"]}))
+        per = max(
+            1, min(vol.shape[0], int(state.parameters.volume_chunk_bytes // max(1, vol[0].nbytes)))
+        )
+        write_array(
+            node,
+            da.from_array(np.ascontiguousarray(vol, dtype=np.float32), chunks=(per, -1, -1)),
+            key="volume",
+            dims=["row", "y", "x"],
+            metadata=json_safe(
+                {
+                    "row0": res.row0,
+                    "pixel_um": res.pixel_um,
+                    "axis_voxel": vol.shape[-1] // 2,
+                    "center_column": res.center,
+                    "units": UNITS["volume"],
+                }
+            ),
+        )
     if res.profile is not None:
-        write_array(node, np.asarray(res.profile, float), key="profile", dims=["row"],
-                         metadata={"row0": res.row0})
-    write_array(node, np.asarray(res.particles, float).reshape(-1, 4), key="particles",
-                     dims=["particle", "column"],
-                     metadata=json_safe({"columns": ["x_um", "y_um", "z_um", "r_um"],
-                                         "units": UNITS["particles"],
-                                         "to_voxels": "x_vox = x_um / pixel_um + axis_voxel; "
-                                                      "y_vox = y_um / pixel_um + axis_voxel; "
-                                                      "volume row = (cu_bottom - row0) - z_um / pixel_um",
-                                         "axis_voxel": (vol.shape[-1] // 2) if vol is not None else None,
-                                         "cu_bottom": res.layers.get("cu_bottom"),
-                                         "row0": res.row0, "pixel_um": res.pixel_um}))
+        write_array(
+            node,
+            np.asarray(res.profile, float),
+            key="profile",
+            dims=["row"],
+            metadata={"row0": res.row0},
+        )
+    write_array(
+        node,
+        np.asarray(res.particles, float).reshape(-1, 4),
+        key="particles",
+        dims=["particle", "column"],
+        metadata=json_safe(
+            {
+                "columns": ["x_um", "y_um", "z_um", "r_um"],
+                "units": UNITS["particles"],
+                "to_voxels": "x_vox = x_um / pixel_um + axis_voxel; "
+                "y_vox = y_um / pixel_um + axis_voxel; "
+                "volume row = (cu_bottom - row0) - z_um / pixel_um",
+                "axis_voxel": (vol.shape[-1] // 2) if vol is not None else None,
+                "cu_bottom": res.layers.get("cu_bottom"),
+                "row0": res.row0,
+                "pixel_um": res.pixel_um,
+            }
+        ),
+    )
     return node
 
 
 def write_plating(reduced, res: PlatingResult, state: ExperimentState):
     """Write (replace) ``reduced/<raw uid>`` of a plating run; returns the container."""
     md = _base_metadata(res, state)
-    md.update({"current_density_uA_cm2": res.current_density_uA_cm2, "current_A": res.current_a,
-               "electrode_diameter_mm": res.electrode_diameter_mm, "duration_s": res.duration_s,
-               "t_technique_start": res.t_technique_start, "t_technique_end": res.t_technique_end,
-               "charge_c": res.charge_c, "plated_um": res.plated_um, "shorted": res.shorted,
-               "short": res.short, "reason": res.reason, "pixel_um": res.pixel_um,
-               "n_radiograms": int(len(res.radiograms.get("t", [])))})
+    md.update(
+        {
+            "current_density_uA_cm2": res.current_density_uA_cm2,
+            "current_A": res.current_a,
+            "electrode_diameter_mm": res.electrode_diameter_mm,
+            "duration_s": res.duration_s,
+            "t_technique_start": res.t_technique_start,
+            "t_technique_end": res.t_technique_end,
+            "charge_c": res.charge_c,
+            "plated_um": res.plated_um,
+            "shorted": res.shorted,
+            "short": res.short,
+            "reason": res.reason,
+            "pixel_um": res.pixel_um,
+            "n_radiograms": int(len(res.radiograms.get("t", []))),
+        }
+    )
     node = replace_container(reduced, res.uid, md)
     if len(res.radiograms.get("t", [])):
         write_table(node, _columns_table(res.radiograms), key="radiograms")
@@ -118,13 +185,25 @@ def write_experiment(reduced, state: ExperimentState, *, figures: Iterable[str] 
     """Write (replace) ``reduced/<experiment_id>``; returns the container."""
     d_mm, source = state.diameter()
     tr = state.tracking()
-    md = {"experiment_id": state.experiment_id, "technique": RUN_TECHNIQUE, "kind": "experiment",
-          "runs": [{"uid": r.uid, "kind": r.kind, "step": r.step, "cycle": r.cycle}
-                   for r in state.ordered()],
-          "diameter_mm": d_mm, "diameter_source": source, "failure": state.failure(),
-          "tracking": tr["summary"], "tracking_pairs": tr["pairs"], "figures": list(figures),
-          "reduction": state.reduction_metadata(), "units": UNITS}
+    md = {
+        "experiment_id": state.experiment_id,
+        "technique": RUN_TECHNIQUE,
+        "kind": "experiment",
+        "runs": [
+            {"uid": r.uid, "kind": r.kind, "step": r.step, "cycle": r.cycle}
+            for r in state.ordered()
+        ],
+        "diameter_mm": d_mm,
+        "diameter_source": source,
+        "failure": state.failure(),
+        "tracking": tr["summary"],
+        "tracking_pairs": tr["pairs"],
+        "figures": list(figures),
+        "reduction": state.reduction_metadata(),
+        "units": UNITS,
+    }
     node = replace_container(reduced, state.experiment_id or "unnamed", md)
+
     def write(data, *, key):
         return write_table(node, data, key=key)
 
@@ -143,8 +222,11 @@ def write_experiment(reduced, state: ExperimentState, *, figures: Iterable[str] 
     if tr["rows"]:
         write(_rows_table(tr["rows"]), key="displacements")
     if tr["trajectories"].size:
-        write_array(node, np.asarray(tr["trajectories"], float), key="trajectories",
-                         dims=["track", "scan", "column"],
-                         metadata=json_safe({"columns": ["x_um", "y_um", "z_um", "r_um"],
-                                             "scans": tr["scans"]}))
+        write_array(
+            node,
+            np.asarray(tr["trajectories"], float),
+            key="trajectories",
+            dims=["track", "scan", "column"],
+            metadata=json_safe({"columns": ["x_um", "y_um", "z_um", "r_um"], "scans": tr["scans"]}),
+        )
     return node

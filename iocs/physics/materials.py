@@ -165,4 +165,6 @@ def objective_flux_factor(objective: str) -> float:
     try:
         return _OBJECTIVE_FLUX[objective]
     except KeyError:
-        raise ValueError(f"unknown objective {objective!r}; one of {list(_OBJECTIVE_FLUX)}") from None
+        raise ValueError(
+            f"unknown objective {objective!r}; one of {list(_OBJECTIVE_FLUX)}"
+        ) from None

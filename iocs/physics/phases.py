@@ -127,7 +127,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import numpy as np
 import xraydb
@@ -234,51 +234,105 @@ _LI6PS5CL_SITES = (
 #: the phase table
 PHASES: dict[str, Phase] = {
     "Li2S": Phase(
-        "Li2S", "Li2S", a=5.71, centring="F", B=1.5,
+        "Li2S",
+        "Li2S",
+        a=5.71,
+        centring="F",
+        B=1.5,
         sites=(("S", 1.0, ((0, 0, 0),)), ("Li", 1.0, ((0.25, 0.25, 0.25), (0.75, 0.75, 0.75)))),
-        default_size_nm=1.75, porod_grain_um=None, note="antifluorite Fm-3m",
+        default_size_nm=1.75,
+        porod_grain_um=None,
+        note="antifluorite Fm-3m",
     ),
     "Li6PS5Cl": Phase(
-        "Li6PS5Cl", "Li6PS5Cl", a=9.85, centring="F", B=2.0, sites=_LI6PS5CL_SITES,
-        default_size_nm=50.0, porod_grain_um=2.0, note="argyrodite F-43m",
+        "Li6PS5Cl",
+        "Li6PS5Cl",
+        a=9.85,
+        centring="F",
+        B=2.0,
+        sites=_LI6PS5CL_SITES,
+        default_size_nm=50.0,
+        porod_grain_um=2.0,
+        note="argyrodite F-43m",
     ),
     "In": Phase(
-        "In", "In", a=3.252, c=4.946, centring="I", B=1.5,
+        "In",
+        "In",
+        a=3.252,
+        c=4.946,
+        centring="I",
+        B=1.5,
         sites=(("In", 1.0, ((0, 0, 0),)),),
-        default_size_nm=40.0, porod_grain_um=5.0, note="body-centred tetragonal I4/mmm",
+        default_size_nm=40.0,
+        porod_grain_um=5.0,
+        note="body-centred tetragonal I4/mmm",
     ),
     "LiIn": Phase(
-        "LiIn", "LiIn", a=6.78, centring="F", B=1.5,
+        "LiIn",
+        "LiIn",
+        a=6.78,
+        centring="F",
+        B=1.5,
         sites=(
             ("In", 1.0, ((0, 0, 0), (0.25, 0.25, 0.25))),
             ("Li", 1.0, ((0.5, 0.5, 0.5), (0.75, 0.75, 0.75))),
         ),
-        default_size_nm=30.0, porod_grain_um=5.0, note="NaTl-type Fd-3m",
+        default_size_nm=30.0,
+        porod_grain_um=5.0,
+        note="NaTl-type Fd-3m",
     ),
     "Li": Phase(
-        "Li", "Li", a=3.509, centring="I", B=3.0, sites=(("Li", 1.0, ((0, 0, 0),)),),
-        default_size_nm=50.0, porod_grain_um=5.0, note="bcc Im-3m",
+        "Li",
+        "Li",
+        a=3.509,
+        centring="I",
+        B=3.0,
+        sites=(("Li", 1.0, ((0, 0, 0),)),),
+        default_size_nm=50.0,
+        porod_grain_um=5.0,
+        note="bcc Im-3m",
     ),
     "S": Phase(
-        "S", "S", amorphous_density=2.07, halos=(), porod_grain_um=None,
+        "S",
+        "S",
+        amorphous_density=2.07,
+        halos=(),
+        porod_grain_um=None,
         note="confined sulfur, amorphous (Laue diffuse)",
     ),
     "LiIn_am": Phase(
-        "LiIn_am", "LiIn", amorphous_density=5.20, halos=((25.5, 6.0, 0.6),),
-        porod_grain_um=5.0, note="amorphous Li-In from re-lithiation",
+        "LiIn_am",
+        "LiIn",
+        amorphous_density=5.20,
+        halos=((25.5, 6.0, 0.6),),
+        porod_grain_um=5.0,
+        note="amorphous Li-In from re-lithiation",
     ),
     "C": Phase(
-        "C", "C", amorphous_density=2.0, halos=((17.5, 6.0, 1.0), (30.0, 5.0, 0.4)),
-        porod_grain_um=5.0, note="templated carbon skeleton, turbostratic",
+        "C",
+        "C",
+        amorphous_density=2.0,
+        halos=((17.5, 6.0, 1.0), (30.0, 5.0, 0.4)),
+        porod_grain_um=5.0,
+        note="templated carbon skeleton, turbostratic",
     ),
     "PEEK": Phase(
-        "PEEK", "C19H12O3", amorphous_density=1.32, halos=((13.5, 6.0, 1.2),),
-        porod_grain_um=None, note="semicrystalline PEEK (empirical)",
-        extra={"cell": (7.75, 5.89, 10.06), "crystallinity": 0.30, "size_nm": 6.0,
-               "peaks": (((1, 1, 0), 100.0), ((1, 1, 1), 45.0), ((2, 0, 0), 60.0),
-                         ((2, 1, 1), 25.0)),
-               "long_period_nm": 14.0, "lamellar_amplitude": 0.5, "lamellar_fwhm": 0.25,
-               "porod_constant": 2.0e25},
+        "PEEK",
+        "C19H12O3",
+        amorphous_density=1.32,
+        halos=((13.5, 6.0, 1.2),),
+        porod_grain_um=None,
+        note="semicrystalline PEEK (empirical)",
+        extra={
+            "cell": (7.75, 5.89, 10.06),
+            "crystallinity": 0.30,
+            "size_nm": 6.0,
+            "peaks": (((1, 1, 0), 100.0), ((1, 1, 1), 45.0), ((2, 0, 0), 60.0), ((2, 1, 1), 25.0)),
+            "long_period_nm": 14.0,
+            "lamellar_amplitude": 0.5,
+            "lamellar_fwhm": 0.25,
+            "porod_constant": 2.0e25,
+        },
     ),
 }
 
@@ -307,6 +361,7 @@ def _phase(phase: str | Phase) -> Phase:
 # densities, electron densities
 # --------------------------------------------------------------------------------------
 
+
 def _formula_counts(formula: str) -> dict[str, float]:
     return {el: float(n) for el, n in xraydb.chemparse(formula).items()}
 
@@ -319,7 +374,7 @@ def _formula_electrons(formula: str) -> float:
     return sum(n * xraydb.atomic_number(el) for el, n in _formula_counts(formula).items())
 
 
-@lru_cache(maxsize=None)
+@cache
 def density(phase: str) -> float:
     """Mass density (g/cm³): from the cell contents for crystals, tabulated otherwise."""
     p = _phase(phase)
@@ -329,14 +384,14 @@ def density(phase: str) -> float:
     return mass / N_A / (p.cell_volume_A3 * 1e-24)
 
 
-@lru_cache(maxsize=None)
+@cache
 def molar_volume(phase: str) -> float:
     """cm³ per mole of formula units (``Phase.formula``)."""
     p = _phase(phase)
     return _formula_mass(p.formula) / density(phase)
 
 
-@lru_cache(maxsize=None)
+@cache
 def electron_density(phase: str) -> float:
     """Electrons per cm³."""
     p = _phase(phase)
@@ -351,6 +406,7 @@ def sld(phase: str) -> float:
 # --------------------------------------------------------------------------------------
 # reflections
 # --------------------------------------------------------------------------------------
+
 
 def reflection_q(phase: str, hkl: tuple[int, int, int]) -> float:
     """q (nm⁻¹) of reflection ``hkl`` from the lattice parameters."""
@@ -445,12 +501,15 @@ def reflections(phase: str, q_max: float = 40.0) -> list[tuple[tuple[int, int, i
 # patterns
 # --------------------------------------------------------------------------------------
 
+
 def scherrer_fwhm(size_nm: float, K: float = 0.9) -> float:
     """Scherrer FWHM in q (nm⁻¹): Δq = 2πK/L."""
     return 2.0 * math.pi * K / float(size_nm)
 
 
-def peak_profile(q: np.ndarray, q0: float, fwhm: float, shape: str = "gauss", eta: float = 0.5) -> np.ndarray:
+def peak_profile(
+    q: np.ndarray, q0: float, fwhm: float, shape: str = "gauss", eta: float = 0.5
+) -> np.ndarray:
     """Unit-area peak profile (1/nm⁻¹) centred at ``q0`` with FWHM ``fwhm``."""
     x = np.asarray(q, float) - q0
     sigma = fwhm / (2.0 * math.sqrt(2.0 * math.log(2.0)))
@@ -528,7 +587,9 @@ def _peek(q, instrument_fwhm):
         # crystalline share of the Laue intensity, integrated over ~6 nm⁻¹, spread over the rings
         out = out + ex["crystallinity"] * base * 6.0 * (w / total) * peak_profile(q, qk, width)
     lp = 2 * math.pi / ex["long_period_nm"]
-    out = out + ex["lamellar_amplitude"] * np.exp(-0.5 * ((q - lp) / (ex["lamellar_fwhm"] / 2.3548)) ** 2)
+    out = out + ex["lamellar_amplitude"] * np.exp(
+        -0.5 * ((q - lp) / (ex["lamellar_fwhm"] / 2.3548)) ** 2
+    )
     return out + porod(q, "PEEK")
 
 

@@ -288,8 +288,14 @@ class SaxsCell:
         n_in = v_metal / (x * ph.molar_volume("LiIn") + (1 - x) * ph.molar_volume("In")) * 1e6
         self._anode_volume_cm3 = p.anode_mm * p.width_mm * p.depth_mm * 1e-3
         self._pools = _Pools(
-            fresh=self.accessible_capacity_mah, reform=0.0, rev=0.0, dead=0.0,
-            li_metal=p.anode_li_metal_umol, liin_a=0.0, liin_c=x * n_in, in_free=(1 - x) * n_in,
+            fresh=self.accessible_capacity_mah,
+            reform=0.0,
+            rev=0.0,
+            dead=0.0,
+            li_metal=p.anode_li_metal_umol,
+            liin_a=0.0,
+            liin_c=x * n_in,
+            in_free=(1 - x) * n_in,
         )
         self._li0 = max(self._pools.li_metal + self._pools.liin_c, 1e-12)
         # --- heterogeneity
@@ -297,7 +303,9 @@ class SaxsCell:
         amps = rng.normal(size=3)
         phases_ = rng.uniform(0, 2 * np.pi, size=3)
         u = np.linspace(0, 1, 2001)
-        mod = sum(a * np.cos(2 * np.pi * (k + 1) * u + f) for k, (a, f) in enumerate(zip(amps, phases_)))
+        mod = sum(
+            a * np.cos(2 * np.pi * (k + 1) * u + f) for k, (a, f) in enumerate(zip(amps, phases_))
+        )
         scale = p.lateral_variation / max(np.abs(mod).max(), 1e-12)
         self._lat = (amps * scale, phases_)
         self._wy_mean = p.edge_weight + (1 - p.edge_weight) / 2.0
@@ -345,11 +353,21 @@ class SaxsCell:
         if current_a > 0:
             d = (pools.fresh + pools.reform) / q
             li = (pools.li_metal + pools.liin_a + pools.liin_c) / self._li0
-            return (e - self._eta(current_a) - current_a * p.r_ohm
-                    - p.wall_v * math.exp(-d / p.wall_width) - p.wall_v * math.exp(-li / p.wall_width))
+            return (
+                e
+                - self._eta(current_a)
+                - current_a * p.r_ohm
+                - p.wall_v * math.exp(-d / p.wall_width)
+                - p.wall_v * math.exp(-li / p.wall_width)
+            )
         if current_a < 0:
             c = pools.rev / q
-            return e + self._eta(-current_a) - current_a * p.r_ohm + p.wall_v * math.exp(-c / p.wall_width)
+            return (
+                e
+                + self._eta(-current_a)
+                - current_a * p.r_ohm
+                + p.wall_v * math.exp(-c / p.wall_width)
+            )
         return e
 
     def voltage(self, current_a: float = 0.0) -> float:
@@ -447,7 +465,9 @@ class SaxsCell:
         wy = (p.edge_weight + (1 - p.edge_weight) * np.sin(np.pi * xi) ** 2) / self._wy_mean
         u = np.clip((np.asarray(x_mm, float) + p.width_mm / 2) / p.width_mm, 0.0, 1.0)
         amps, phases_ = self._lat
-        wx = 1.0 + sum(a * np.cos(2 * np.pi * (k + 1) * u + f) for k, (a, f) in enumerate(zip(amps, phases_)))
+        wx = 1.0 + sum(
+            a * np.cos(2 * np.pi * (k + 1) * u + f) for k, (a, f) in enumerate(zip(amps, phases_))
+        )
         return wy * wx
 
     def li2s_conversion(self, x_mm, y_mm) -> np.ndarray:
@@ -516,8 +536,22 @@ class SaxsCell:
         y0, y1 = y_mm - beam_h_mm / 2, y_mm + beam_h_mm / 2
         if beam_w_mm <= 0 or beam_h_mm <= 0:
             raise ValueError("beam size must be > 0")
-        xb = sorted({x0, x1, *[v for v in (-p.body_half_width_mm, -p.width_mm / 2, p.width_mm / 2,
-                                           p.body_half_width_mm) if x0 < v < x1]})
+        xb = sorted(
+            {
+                x0,
+                x1,
+                *[
+                    v
+                    for v in (
+                        -p.body_half_width_mm,
+                        -p.width_mm / 2,
+                        p.width_mm / 2,
+                        p.body_half_width_mm,
+                    )
+                    if x0 < v < x1
+                ],
+            }
+        )
         yb = sorted({y0, y1, *[v for v in (0.0, p.y_separator, p.y_anode, p.y_top) if y0 < v < y1]})
         mu = (lambda name: mu_per_mm(name, energy_kev)) if energy_kev is not None else None
         vols: dict[str, float] = {}
@@ -592,16 +626,25 @@ class SaxsCell:
                     size_w += float((li2s * self.li2s_size(conv)).sum())
                     cw = self._v_c * wts * tr
                     kappa = p.pore_contrast_filled * (
-                        1 - (1 - p.pore_contrast_discharged_factor) * np.clip(conv / self._c_max, 0, 1))
+                        1
+                        - (1 - p.pore_contrast_discharged_factor)
+                        * np.clip(conv / self._c_max, 0, 1)
+                    )
                     carbon_w += float(cw.sum())
                     kappa_w += float((cw * kappa).sum())
         area_tot = beam_w_mm * beam_h_mm
         sizes = {
-            "Li6PS5Cl": p.lpsc_size_nm, "In": p.in_size_nm, "LiIn": p.liin_size_nm, "Li": p.li_size_nm,
+            "Li6PS5Cl": p.lpsc_size_nm,
+            "In": p.in_size_nm,
+            "LiIn": p.liin_size_nm,
+            "Li": p.li_size_nm,
             "Li2S": size_w / li2s_w if li2s_w > 0 else p.li2s_size_min_nm,
         }
         return Footprint(
-            x_mm=float(x_mm), y_mm=float(y_mm), beam_w_mm=float(beam_w_mm), beam_h_mm=float(beam_h_mm),
+            x_mm=float(x_mm),
+            y_mm=float(y_mm),
+            beam_w_mm=float(beam_w_mm),
+            beam_h_mm=float(beam_h_mm),
             volumes=vols,
             attenuated=att if mu else None,
             transmission=t_sum / area_tot if mu else math.nan,
@@ -610,9 +653,13 @@ class SaxsCell:
             sizes=sizes,
         )
 
-    def transmission_at(self, x_mm, y_mm, beam_w_mm, beam_h_mm, energy_kev, *, empty=False) -> float:
+    def transmission_at(
+        self, x_mm, y_mm, beam_w_mm, beam_h_mm, energy_kev, *, empty=False
+    ) -> float:
         """Footprint-mean transmission (for alignment scans)."""
-        return self.composition_at(x_mm, y_mm, beam_w_mm, beam_h_mm, energy_kev, empty=empty).transmission
+        return self.composition_at(
+            x_mm, y_mm, beam_w_mm, beam_h_mm, energy_kev, empty=empty
+        ).transmission
 
     # ------------------------------------------------------------------ ground truth
     def truth(self, nx: int = 25, ny: int = 35) -> dict:
@@ -645,7 +692,12 @@ class SaxsCell:
             "li2s_volume_fraction": self._v_s0 * c * self._li2s_per_s,
             "li2s_size_nm": np.where(c > 0, self.li2s_size(c), np.nan),
             "li2s_size_max_nm": float(self.li2s_size(c.max())) if c.max() > 0 else math.nan,
-            "anode_umol": {"In": s.in_free, "LiIn": s.liin_c, "LiIn_am": s.liin_a, "Li": s.li_metal},
+            "anode_umol": {
+                "In": s.in_free,
+                "LiIn": s.liin_c,
+                "LiIn_am": s.liin_a,
+                "Li": s.li_metal,
+            },
             "pools_mah": {"fresh": s.fresh, "reform": s.reform, "rev": s.rev, "dead": s.dead},
             "layers_mm": [(n, lo, hi) for n, lo, hi in self.layers()],
         }

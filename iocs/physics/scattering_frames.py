@@ -185,9 +185,14 @@ def _integrator(setup: DetectorSetup, wl: float):
     from pyFAI.integrator.azimuthal import AzimuthalIntegrator
 
     return AzimuthalIntegrator(
-        dist=setup.dist_m, poni1=setup.poni1_m, poni2=setup.poni2_m,
-        rot1=setup.rot1, rot2=setup.rot2, rot3=setup.rot3,
-        detector=setup.detector, wavelength=wl,
+        dist=setup.dist_m,
+        poni1=setup.poni1_m,
+        poni2=setup.poni2_m,
+        rot1=setup.rot1,
+        rot2=setup.rot2,
+        rot3=setup.rot3,
+        detector=setup.detector,
+        wavelength=wl,
     )
 
 
@@ -211,12 +216,24 @@ SYNCHROTRON = Beamline(
     exposure_s=7.0,
     flux_ph_s=1e11,
     saxs=DetectorSetup(
-        "saxs", "Pilatus1M", dist_m=1.800, poni1_m=0.05912, poni2_m=0.08000,
-        beamstop_radius_m=0.666e-3, instrument_fwhm_nm=0.005, q_range_nm=(0.03, 6.71),
+        "saxs",
+        "Pilatus1M",
+        dist_m=1.800,
+        poni1_m=0.05912,
+        poni2_m=0.08000,
+        beamstop_radius_m=0.666e-3,
+        instrument_fwhm_nm=0.005,
+        q_range_nm=(0.03, 6.71),
     ),
     waxs=DetectorSetup(
-        "waxs", "Pilatus100k", dist_m=0.114, poni1_m=-0.09290, poni2_m=0.041882,
-        rot2=0.47541, instrument_fwhm_nm=0.15, q_range_nm=(16.9, 34.7),
+        "waxs",
+        "Pilatus100k",
+        dist_m=0.114,
+        poni1_m=-0.09290,
+        poni2_m=0.041882,
+        rot2=0.47541,
+        instrument_fwhm_nm=0.15,
+        q_range_nm=(16.9, 34.7),
     ),
     polarization_factor=None,
 )
@@ -229,12 +246,24 @@ LAB = Beamline(
     exposure_s=80.0,
     flux_ph_s=2e8,
     saxs=DetectorSetup(
-        "saxs", "Eiger2_1M", dist_m=0.800, poni1_m=0.0350, poni2_m=0.0400,
-        beamstop_radius_m=1.2e-3, instrument_fwhm_nm=0.005, q_range_nm=(0.06, 3.0),
+        "saxs",
+        "Eiger2_1M",
+        dist_m=0.800,
+        poni1_m=0.0350,
+        poni2_m=0.0400,
+        beamstop_radius_m=1.2e-3,
+        instrument_fwhm_nm=0.005,
+        q_range_nm=(0.06, 3.0),
     ),
     waxs=DetectorSetup(
-        "waxs", "Eiger2_500k", dist_m=0.080, poni1_m=-0.019129, poni2_m=0.03855,
-        rot2=-0.10983, instrument_fwhm_nm=0.20, q_range_nm=(14.0, 32.0),
+        "waxs",
+        "Eiger2_500k",
+        dist_m=0.080,
+        poni1_m=-0.019129,
+        poni2_m=0.03855,
+        rot2=-0.10983,
+        instrument_fwhm_nm=0.20,
+        q_range_nm=(14.0, 32.0),
     ),
     polarization_factor=None,
 )
@@ -256,9 +285,18 @@ def get_beamline(name: str = "synchrotron") -> Beamline:
 _PATTERN_CACHE: dict = {}
 
 
-def _cached_pattern(q: np.ndarray, phase: str, size: float | None, instrument_fwhm: float) -> np.ndarray:
-    key = (phase, None if size is None else round(float(size), 4), round(float(instrument_fwhm), 6),
-           q.size, float(q[0]), float(q[-1]), float(q[q.size // 2]))
+def _cached_pattern(
+    q: np.ndarray, phase: str, size: float | None, instrument_fwhm: float
+) -> np.ndarray:
+    key = (
+        phase,
+        None if size is None else round(float(size), 4),
+        round(float(instrument_fwhm), 6),
+        q.size,
+        float(q[0]),
+        float(q[-1]),
+        float(q[q.size // 2]),
+    )
     out = _PATTERN_CACHE.get(key)
     if out is None:
         if len(_PATTERN_CACHE) > 512:
@@ -308,8 +346,20 @@ _PIXEL_CACHE: dict = {}
 
 def _geometry_key(ai, beamstop_radius_m: float) -> tuple:
     det = ai.detector
-    return (type(det).__name__, det.shape, det.pixel1, det.pixel2, ai.dist, ai.poni1, ai.poni2,
-            ai.rot1, ai.rot2, ai.rot3, ai.wavelength, round(float(beamstop_radius_m), 9))
+    return (
+        type(det).__name__,
+        det.shape,
+        det.pixel1,
+        det.pixel2,
+        ai.dist,
+        ai.poni1,
+        ai.poni2,
+        ai.rot1,
+        ai.rot2,
+        ai.rot3,
+        ai.wavelength,
+        round(float(beamstop_radius_m), 9),
+    )
 
 
 def pixel_arrays(ai, beamstop_radius_m: float = 0.0) -> dict[str, np.ndarray]:
@@ -325,7 +375,12 @@ def pixel_arrays(ai, beamstop_radius_m: float = 0.0) -> dict[str, np.ndarray]:
         gap = np.zeros(det.shape, bool) if m is None else np.asarray(m).astype(bool)
         if beamstop_radius_m > 0:
             # the beamstop (a disc on the direct beam) shadows every q below its edge
-            q_edge = 4 * math.pi * math.sin(0.5 * math.atan(beamstop_radius_m / ai.dist)) / (ai.wavelength * 1e9)
+            q_edge = (
+                4
+                * math.pi
+                * math.sin(0.5 * math.atan(beamstop_radius_m / ai.dist))
+                / (ai.wavelength * 1e9)
+            )
             shadow = q < q_edge
         else:
             shadow = np.zeros(det.shape, bool)
@@ -353,7 +408,9 @@ def render(
     photons.  Returns int32: −1 in the detector's masked pixels (module gaps),
     ≈0 behind the beamstop."""
     arr = pixel_arrays(ai, beamstop_radius_m)
-    mean = np.interp(arr["q"], np.asarray(q_grid, float), np.asarray(intensity, float), left=0.0, right=0.0)
+    mean = np.interp(
+        arr["q"], np.asarray(q_grid, float), np.asarray(intensity, float), left=0.0, right=0.0
+    )
     mean *= arr["omega"]
     mean *= float(counts_scale)
     if polarization_factor is not None:
@@ -380,7 +437,12 @@ def render_point(
         q = beamline.q_grid(role)
         intensity = scattering_curve(q, footprint, instrument_fwhm=setup.instrument_fwhm_nm)
         out[role] = render(
-            beamline.integrator(role), q, intensity, beamline.counts_scale(exposure_s), rng,
-            beamstop_radius_m=setup.beamstop_radius_m, polarization_factor=beamline.polarization_factor,
+            beamline.integrator(role),
+            q,
+            intensity,
+            beamline.counts_scale(exposure_s),
+            rng,
+            beamstop_radius_m=setup.beamstop_radius_m,
+            polarization_factor=beamline.polarization_factor,
         )
     return out

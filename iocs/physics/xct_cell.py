@@ -225,7 +225,9 @@ def electrode_area_cm2(params: CellParams = CellParams()) -> float:
     return pi * r_cm * r_cm
 
 
-def paper_protocol(n_cycles: int = 11, params: CellParams = CellParams()) -> list[tuple[float, float, float]]:
+def paper_protocol(
+    n_cycles: int = 11, params: CellParams = CellParams()
+) -> list[tuple[float, float, float]]:
     """The paper's protocol as ``[(t_start_s, t_end_s, current_A), ...]``.
 
     Cycle k (1-based) starts at 9(k−1) h: 3 h OCV then 6 h constant current at
@@ -294,10 +296,22 @@ class CellGeometry:
 
     #: the fields that define the layered (particle-free, θ-independent) part
     LAYER_FIELDS = (
-        "bottom_cu_z", "hse_bottom_z", "li_top_bottom_z", "top_cu_z",
-        "li_diameter_um", "li_core_diameter_um", "top_li_rim_um", "bottom_li_rim_um",
-        "top_void_um", "bottom_void_um", "hse_diameter_um", "cu_coating_um",
-        "spacer_length_um", "inner_rod_id_um", "inner_rod_od_um", "outer_rod_id_um",
+        "bottom_cu_z",
+        "hse_bottom_z",
+        "li_top_bottom_z",
+        "top_cu_z",
+        "li_diameter_um",
+        "li_core_diameter_um",
+        "top_li_rim_um",
+        "bottom_li_rim_um",
+        "top_void_um",
+        "bottom_void_um",
+        "hse_diameter_um",
+        "cu_coating_um",
+        "spacer_length_um",
+        "inner_rod_id_um",
+        "inner_rod_od_um",
+        "outer_rod_id_um",
         "outer_rod_od_um",
     )
 
@@ -324,7 +338,9 @@ class XCTCell:
         self._kappa = p.void_sat_um / (i_ref * self._tau_v)  # µm / (A·s)
 
         rng_short = np.random.default_rng([self.seed, 1])
-        self.short_threshold_um = float(p.short_median_um * exp(p.short_sigma_log * rng_short.standard_normal()))
+        self.short_threshold_um = float(
+            p.short_median_um * exp(p.short_sigma_log * rng_short.standard_normal())
+        )
 
         self._init_particles(np.random.default_rng([self.seed, 2]))
 
@@ -466,7 +482,9 @@ class XCTCell:
     def force_baseline_n(self) -> float:
         """The force without the void contribution (creep + hidden settling only)."""
         p = self.params
-        shrink = (2 * p.li_creep_um + p.hse_creep_um + p.hidden_settling_um) * self._creep_fraction(self.t)
+        shrink = (2 * p.li_creep_um + p.hse_creep_um + p.hidden_settling_um) * self._creep_fraction(
+            self.t
+        )
         return p.initial_force_n - self._k_n_per_um * shrink
 
     @property
@@ -498,8 +516,8 @@ class XCTCell:
         bot = p.bottom_li_um + h_ion - p.li_creep_um * f + vb
         hse = p.hse_um - p.hse_creep_um * f
         d = p.li_diameter_um + (p.li_final_diameter_um - p.li_diameter_um) * f
-        ring = d * d - p.li_diameter_um ** 2
-        rim = p.li_creep_um * f * p.li_diameter_um ** 2 / ring if ring > 1e-9 else 0.0
+        ring = d * d - p.li_diameter_um**2
+        rim = p.li_creep_um * f * p.li_diameter_um**2 / ring if ring > 1e-9 else 0.0
         return dict(top=top, bot=bot, hse=hse, d=d, rim=rim, vt=vt, vb=vb, f=f)
 
     def particles(self) -> np.ndarray:

@@ -126,11 +126,13 @@ class DetectorGeometry:
     binning: int = 1
 
     @classmethod
-    def for_objective(cls, objective: str = "4X", binning: int = 1) -> "DetectorGeometry":
+    def for_objective(cls, objective: str = "4X", binning: int = 1) -> DetectorGeometry:
         try:
             pix, nc, nr = OBJECTIVES[objective]
         except KeyError:
-            raise ValueError(f"unknown objective {objective!r}; one of {list(OBJECTIVES)}") from None
+            raise ValueError(
+                f"unknown objective {objective!r}; one of {list(OBJECTIVES)}"
+            ) from None
         if int(binning) not in (1, 2, 4):
             raise ValueError(f"binning must be 1, 2 or 4, not {binning!r}")
         return cls(objective, pix, nc, nr, int(binning))
@@ -158,7 +160,9 @@ def _chords(radii: np.ndarray, u: np.ndarray) -> np.ndarray:
     return 2.0 * np.sqrt(np.maximum(d, 0.0))
 
 
-def _overlap_weights(lo: np.ndarray, hi: np.ndarray, bounds: np.ndarray, height: float) -> np.ndarray:
+def _overlap_weights(
+    lo: np.ndarray, hi: np.ndarray, bounds: np.ndarray, height: float
+) -> np.ndarray:
     """Fraction of each row [lo, hi] covered by each segment [bounds[s], bounds[s+1]]."""
     a = bounds[:-1][None, :]
     b = bounds[1:][None, :]
@@ -231,7 +235,9 @@ class Projector:
         x = np.linspace(-1.0, 1.0, nc)[None, :]
         profile = 1.0 - 0.06 * (x * x + 0.8 * y * y) + 0.02 * x - 0.015 * y
         profile /= profile.mean()
-        gain = 1.0 + np.clip(rng.normal(0.0, _GAIN_SIGMA, (nr, nc)), -3 * _GAIN_SIGMA, 3 * _GAIN_SIGMA)
+        gain = 1.0 + np.clip(
+            rng.normal(0.0, _GAIN_SIGMA, (nr, nc)), -3 * _GAIN_SIGMA, 3 * _GAIN_SIGMA
+        )
         flat = profile * gain
         dark = _DARK_OFFSET + rng.normal(0.0, _DARK_FIXED_SIGMA, (nr, nc))
         self.flat_full = flat
@@ -320,7 +326,11 @@ class Projector:
         return np.exp(-tau)
 
     def _layered(self, g: CellGeometry, stage_x_mm: float, stage_z_mm: float) -> dict:
-        key = (tuple(round(v, 3) for v in g.layer_key()), round(stage_x_mm * 1000.0, 3), round(stage_z_mm * 1000.0, 3))
+        key = (
+            tuple(round(v, 3) for v in g.layer_key()),
+            round(stage_x_mm * 1000.0, 3),
+            round(stage_z_mm * 1000.0, 3),
+        )
         hit = self._cache.get(key)
         if hit is not None:
             self._cache.move_to_end(key)
@@ -330,7 +340,9 @@ class Projector:
         bounds, profiles = self._segments(gr)
         s = self.col_supersample
         t_sub = self._segment_transmissions(profiles, self._u_sub - dx)
-        t_full_cols = t_sub.reshape(len(profiles), self._nc_used, s).mean(axis=2)  # (n_seg, nc_full)
+        t_full_cols = t_sub.reshape(len(profiles), self._nc_used, s).mean(
+            axis=2
+        )  # (n_seg, nc_full)
         b = self.det.binning
         p = self.det.pixel_um_full
         if b == 1:
@@ -471,8 +483,10 @@ def _benchmark() -> None:  # pragma: no cover - manual timing helper
         for _ in range(n):
             proj.frame(T, 12000.0, 3, rng)
         t_frame = (time.perf_counter() - t0) / n
-        print(f"binning {binning} {T.shape}: cached layers {t_cached*1e3:.1f} ms, "
-              f"new geometry {t_new*1e3:.1f} ms, frame {t_frame*1e3:.1f} ms")
+        print(
+            f"binning {binning} {T.shape}: cached layers {t_cached * 1e3:.1f} ms, "
+            f"new geometry {t_new * 1e3:.1f} ms, frame {t_frame * 1e3:.1f} ms"
+        )
 
 
 if __name__ == "__main__":  # pragma: no cover

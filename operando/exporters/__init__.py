@@ -60,5 +60,7 @@ FORMATS: dict[str, dict[str, str]] = {
 
 def server_config() -> dict:
     """The ``media_types`` and ``file_extensions`` sections of a Tiled server config."""
-    return {"media_types": {family: dict(types) for family, types in MEDIA_TYPES.items()},
-            "file_extensions": dict(FILE_EXTENSIONS)}
+    return {
+        "media_types": {family: dict(types) for family, types in MEDIA_TYPES.items()},
+        "file_extensions": dict(FILE_EXTENSIONS),
+    }

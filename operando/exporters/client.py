@@ -51,7 +51,7 @@ def _lookup(client, path: list[str]) -> tuple[object, list[str]]:
     """The node at ``path`` and its full path (a raw run may be given by a partial uid,
     in ``raw/`` and in ``reduced/``)."""
     node, full = client, []
-    for k, key in enumerate(path):
+    for key in path:
         try:
             child = _child(node, key)
         except ExportProblem as err:
@@ -88,8 +88,10 @@ def resolve(client, ref: str, fmt: str) -> tuple[object, list[str]]:
         tables = [k for k, v in node.items() if _family(v) == "table"]
         if len(tables) != 1:
             listed = ", ".join(tables) if tables else "none"
-            raise ExportProblem(f"{'/'.join(path)} holds tables {listed}: name one, e.g. "
-                                f"{'/'.join(path[1:])}/{tables[0] if tables else 'TABLE'}")
+            raise ExportProblem(
+                f"{'/'.join(path)} holds tables {listed}: name one, e.g. "
+                f"{'/'.join(path[1:])}/{tables[0] if tables else 'TABLE'}"
+            )
         path = [*path, tables[0]]
         node = node[tables[0]]
     return node, path
@@ -131,8 +133,9 @@ def download(node, fmt: str, out: Path) -> int:
     return size
 
 
-def export(client, ref: str, fmt: str,
-           out: str | os.PathLike | None = None) -> tuple[Path, int, str]:
+def export(
+    client, ref: str, fmt: str, out: str | os.PathLike | None = None
+) -> tuple[Path, int, str]:
     """Export ``ref`` as ``fmt``; returns the file, its size and the node's catalog path."""
     node, path = resolve(client, ref, fmt)
     target = Path(out) if out else Path(_default_name(path, fmt))

@@ -15,7 +15,8 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import tempfile
-from typing import Any, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import numpy as np
 
@@ -62,11 +63,12 @@ def iso_time(epoch: float | None) -> str | None:
     """Epoch seconds as an ISO 8601 time with the UTC offset (None stays None)."""
     if epoch is None or not np.isfinite(epoch):
         return None
-    return _dt.datetime.fromtimestamp(float(epoch), tz=_dt.timezone.utc).isoformat()
+    return _dt.datetime.fromtimestamp(float(epoch), tz=_dt.UTC).isoformat()
 
 
-async def streamed_file(write: Callable[[str], Awaitable[None]], *,
-                        suffix: str) -> AsyncIterator[bytes]:
+async def streamed_file(
+    write: Callable[[str], Awaitable[None]], *, suffix: str
+) -> AsyncIterator[bytes]:
     """Await ``write(path)`` on a temporary file, then return a generator of its chunks
     that removes it at the end.
 

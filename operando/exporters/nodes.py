@@ -23,8 +23,19 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["child", "keys", "structure_family", "read_array", "read_table", "array_shape",
-           "stream_columns", "asset_paths", "file_attributes", "root_of", "refuse"]
+__all__ = [
+    "child",
+    "keys",
+    "structure_family",
+    "read_array",
+    "read_table",
+    "array_shape",
+    "stream_columns",
+    "asset_paths",
+    "file_attributes",
+    "root_of",
+    "refuse",
+]
 
 #: the table of a Bluesky stream that holds its scalar columns
 INTERNAL = "internal"

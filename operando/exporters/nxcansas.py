@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from typing import Any
 
 import numpy as np
@@ -117,8 +118,9 @@ def _write_entry(f, role: str, k: int, raster: Raster) -> str:
     q, inten, sigma = raster.curves[role]
     name = f"{role}_{k:03d}"
     x, y = _value(pts, "x", k), _value(pts, "y", k)
-    entry = nx.group(f, name, "NXentry", canSAS_class="SASentry", version=CANSAS_VERSION,
-                     default="sasdata")
+    entry = nx.group(
+        f, name, "NXentry", canSAS_class="SASentry", version=CANSAS_VERSION, default="sasdata"
+    )
     nx.field(entry, "definition", "NXcanSAS")
     step, cycle, raster_index = md.get("step"), md.get("cycle"), md.get("raster_index")
     title = f"{role.upper()}, {step} raster"
@@ -130,8 +132,15 @@ def _write_entry(f, role: str, k: int, raster: Raster) -> str:
     nx.field(entry, "title", title)
     nx.field(entry, "run", raster.uid, name=f"point {k}")
 
-    data = nx.group(entry, "sasdata", "NXdata", canSAS_class="SASdata", signal="I", I_axes="Q",
-                    Q_indices=np.int32(0))
+    data = nx.group(
+        entry,
+        "sasdata",
+        "NXdata",
+        canSAS_class="SASdata",
+        signal="I",
+        I_axes="Q",
+        Q_indices=np.int32(0),
+    )
     nx.field(data, "Q", np.asarray(q, float), units=_units(f"q_{role}"))
     nx.field(data, "I", np.asarray(inten[k], float), units="arbitrary", uncertainties="Idev")
     nx.field(data, "Idev", np.asarray(sigma[k], float), units="arbitrary")
@@ -149,9 +158,11 @@ def _write_entry(f, role: str, k: int, raster: Raster) -> str:
         nx.field(sample, "transmission", trans).attrs["units"] = ""
     t, sod = _value(pts, "time", k), _value(pts, "sodc", k)
     ewe, cap = _value(pts, "ewe", k), _value(pts, "capacity", k)
-    details = f"cell time {t:.1f} s, Ewe {ewe:.4f} V, capacity {cap:.4f} mAh of the present " \
-              "half cycle, state of discharge " + (f"{sod:.4f}" if math.isfinite(sod)
-                                                   else "not known yet")
+    details = (
+        f"cell time {t:.1f} s, Ewe {ewe:.4f} V, capacity {cap:.4f} mAh of the present "
+        "half cycle, state of discharge "
+        + (f"{sod:.4f}" if math.isfinite(sod) else "not known yet")
+    )
     nx.field(sample, "details", details)
 
     red = md.get("reduction") or {}
@@ -160,10 +171,13 @@ def _write_entry(f, role: str, k: int, raster: Raster) -> str:
     when = nx.iso_time(red.get("reduced_at"))
     if when:
         nx.field(proc, "date", when)
-    nx.field(proc, "description",
-             f"pyFAI azimuthal integration to q (nm^-1); curves {md.get('curves', 'as reduced')}"
-             f" (background {md.get('background_uid')}); reduction mode {red.get('mode')}; "
-             f"parameters {json.dumps(red.get('parameters') or {}, default=str)}")
+    nx.field(
+        proc,
+        "description",
+        f"pyFAI azimuthal integration to q (nm^-1); curves {md.get('curves', 'as reduced')}"
+        f" (background {md.get('background_uid')}); reduction mode {red.get('mode')}; "
+        f"parameters {json.dumps(red.get('parameters') or {}, default=str)}",
+    )
 
     note = nx.group(entry, "sasnote", "NXcollection", canSAS_class="SASnote")
     nx.field(note, "cell_time", t, units=_units("time"))
@@ -226,9 +240,11 @@ async def raster_from_node(node, metadata: dict | None = None, filter_for_access
     """A reduced raster from its container adapter (HTTP 406 when it is not one)."""
     md = dict(metadata if metadata is not None else node.metadata())
     if md.get("technique") != "saxs_waxs" or md.get("kind") == "experiment":
-        raise nodes.refuse("NXcanSAS is for a reduced SAXS/WAXS raster (reduced/<raw uid> with "
-                           "q_saxs, saxs, saxs_sigma, ...); this node is "
-                           f"{md.get('technique')!r}/{md.get('kind', md.get('step'))!r}")
+        raise nodes.refuse(
+            "NXcanSAS is for a reduced SAXS/WAXS raster (reduced/<raw uid> with "
+            "q_saxs, saxs, saxs_sigma, ...); this node is "
+            f"{md.get('technique')!r}/{md.get('kind', md.get('step'))!r}"
+        )
     present = set(await nodes.keys(node))
     curves = {}
     for role in ROLES:
@@ -237,8 +253,9 @@ async def raster_from_node(node, metadata: dict | None = None, filter_for_access
             continue
         q, inten, sigma = [await nodes.read_array(await nodes.child(node, k)) for k in need]
         if inten.ndim != 2 or inten.shape != sigma.shape or inten.shape[1] != q.size:
-            raise nodes.refuse(f"{role}: I {inten.shape}, sigma {sigma.shape} and q {q.shape} "
-                               "do not match")
+            raise nodes.refuse(
+                f"{role}: I {inten.shape}, sigma {sigma.shape} and q {q.shape} do not match"
+            )
         curves[role] = (q, inten, sigma)
     if not curves:
         raise nodes.refuse("no reduced curves (q_saxs/saxs/saxs_sigma or the WAXS ones) here")
@@ -248,8 +265,9 @@ async def raster_from_node(node, metadata: dict | None = None, filter_for_access
         points = {c: np.asarray(table[c]) for c in table.columns}
     raw_uid = str(md.get("raw_uid") or "")
     start, geometry = await _raw_context(node, raw_uid, filter_for_access)
-    return Raster(uid=raw_uid, metadata=md, curves=curves, points=points, start=start,
-                  geometry=geometry)
+    return Raster(
+        uid=raw_uid, metadata=md, curves=curves, points=points, start=start, geometry=geometry
+    )
 
 
 async def serialize_nxcansas(mimetype, node, metadata, filter_for_access=None):

@@ -42,7 +42,8 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from typing import Any
 
 import numpy as np
@@ -50,8 +51,15 @@ import numpy as np
 from . import nexus as nx
 from . import nodes
 
-__all__ = ["TomoScan", "NXtomoWriter", "write_nxtomo", "scan_from_node", "serialize_nxtomo",
-           "IMAGE_KEYS", "STREAM_ORDER"]
+__all__ = [
+    "TomoScan",
+    "NXtomoWriter",
+    "write_nxtomo",
+    "scan_from_node",
+    "serialize_nxtomo",
+    "IMAGE_KEYS",
+    "STREAM_ORDER",
+]
 
 #: NXtomo's image_key of each stream
 IMAGE_KEYS = {"primary": 0, "flat": 1, "dark": 2}
@@ -93,8 +101,9 @@ class TomoScan:
         return sum(self.counts[s] for s in self.streams)
 
     def image_key(self) -> np.ndarray:
-        return np.concatenate([np.full(self.counts[s], IMAGE_KEYS[s], np.int32)
-                               for s in self.streams])
+        return np.concatenate(
+            [np.full(self.counts[s], IMAGE_KEYS[s], np.int32) for s in self.streams]
+        )
 
     def rotation_angle(self) -> np.ndarray:
         """Per frame; darks and flats at the first projection's angle."""
@@ -108,8 +117,12 @@ class TomoScan:
         return np.concatenate(parts)
 
     def frame_cell_time(self) -> np.ndarray:
-        return np.concatenate([np.asarray(self.cell_time.get(s, np.full(self.counts[s], np.nan)),
-                                          float) for s in self.streams])
+        return np.concatenate(
+            [
+                np.asarray(self.cell_time.get(s, np.full(self.counts[s], np.nan)), float)
+                for s in self.streams
+            ]
+        )
 
     def offsets(self) -> dict[str, int]:
         out, k = {}, 0
@@ -148,11 +161,13 @@ def _plan_arg(start: dict, key: str):
 
 def _detector_settings(configuration: dict, attrs: dict) -> dict:
     data = ((configuration or {}).get("ct_det") or {}).get("data") or {}
-    out = {"pixel_um": _float(data.get("ct_det_cam_pixel_size")),
-           "objective": data.get("ct_det_cam_objective"),
-           "binning": data.get("ct_det_cam_binning"),
-           "exposure_s": _float(data.get("ct_det_cam_acquire_time")),
-           "images": data.get("ct_det_cam_num_exposures")}
+    out = {
+        "pixel_um": _float(data.get("ct_det_cam_pixel_size")),
+        "objective": data.get("ct_det_cam_objective"),
+        "binning": data.get("ct_det_cam_binning"),
+        "exposure_s": _float(data.get("ct_det_cam_acquire_time")),
+        "images": data.get("ct_det_cam_num_exposures"),
+    }
     # the detector file says the same; it is the fallback
     if out["pixel_um"] is None:
         out["pixel_um"] = _float(attrs.get("pixel_size_um"))
@@ -187,7 +202,8 @@ async def scan_from_node(run, metadata: dict | None = None) -> tuple[TomoScan, d
     if start.get("technique") != "xct" or start.get("step") not in SCAN_STEPS:
         raise nodes.refuse(
             f"NXtomo is for 3D scans (technique 'xct', step {' or '.join(SCAN_STEPS)}); "
-            f"this run is technique {start.get('technique')!r}, step {start.get('step')!r}")
+            f"this run is technique {start.get('technique')!r}, step {start.get('step')!r}"
+        )
     present = await nodes.keys(run)
     streams, counts, frames, times, configurations = [], {}, {}, {}, []
     first_time = {}
@@ -233,13 +249,24 @@ async def scan_from_node(run, metadata: dict | None = None) -> tuple[TomoScan, d
         raise nodes.refuse("the run has no projections (stream 'primary' with ct_det_image)")
     streams.sort(key=lambda s: (first_time[s], STREAM_ORDER.index(s)))
     source = _source_settings(start, configurations)
-    scan = TomoScan(uid=str(start.get("uid", "")), start=start, stop=stop, streams=streams,
-                    counts=counts, frame_shape=shape, dtype=dtype, angles=angles,
-                    cell_time=times, pixel_um=detector.get("pixel_um"),
-                    objective=detector.get("objective"),
-                    binning=_int(detector.get("binning")), exposure_s=detector.get("exposure_s"),
-                    images_per_frame=_int(detector.get("images")),
-                    kv=source["kv"], filter=source["filter"])
+    scan = TomoScan(
+        uid=str(start.get("uid", "")),
+        start=start,
+        stop=stop,
+        streams=streams,
+        counts=counts,
+        frame_shape=shape,
+        dtype=dtype,
+        angles=angles,
+        cell_time=times,
+        pixel_um=detector.get("pixel_um"),
+        objective=detector.get("objective"),
+        binning=_int(detector.get("binning")),
+        exposure_s=detector.get("exposure_s"),
+        images_per_frame=_int(detector.get("images")),
+        kv=source["kv"],
+        filter=source["filter"],
+    )
     return scan, frames
 
 
@@ -303,8 +330,9 @@ class NXtomoWriter:
 
         det = nx.group(inst, "detector", "NXdetector")
         rows, cols = s.frame_shape
-        self.data = det.create_dataset("data", shape=(s.n_frames, rows, cols), dtype=s.dtype,
-                                       chunks=(1, rows, cols))
+        self.data = det.create_dataset(
+            "data", shape=(s.n_frames, rows, cols), dtype=s.dtype, chunks=(1, rows, cols)
+        )
         self.data.attrs["interpretation"] = "image"
         nx.field(det, "image_key", s.image_key())
         if s.exposure_s is not None:
@@ -345,22 +373,34 @@ class NXtomoWriter:
         nx.link(data, "rotation_angle", angle)
         nx.link(data, "image_key", det["image_key"])
 
-        context = {key: start.get(key) for key in ("experiment_id", "cycle", "step", "echem",
-                                                   "technique", "postmortem_scan")}
-        context.update({"objective": s.objective, "binning": s.binning,
-                        "cell_time_s": [None if not math.isfinite(t) else t
-                                        for t in s.frame_cell_time().tolist()],
-                        "start": start})
+        context = {
+            key: start.get(key)
+            for key in ("experiment_id", "cycle", "step", "echem", "technique", "postmortem_scan")
+        }
+        context.update(
+            {
+                "objective": s.objective,
+                "binning": s.binning,
+                "cell_time_s": [
+                    None if not math.isfinite(t) else t for t in s.frame_cell_time().tolist()
+                ],
+                "start": start,
+            }
+        )
         notes = nx.group(entry, "notes", "NXnote")
         nx.field(notes, "type", "application/json")
-        nx.field(notes, "description", "the run's context: experiment, cycle, step, optics, "
-                 "the cell time of every frame (s, in the order of the frames) and the "
-                 "bluesky start document")
+        nx.field(
+            notes,
+            "description",
+            "the run's context: experiment, cycle, step, optics, "
+            "the cell time of every frame (s, in the order of the frames) and the "
+            "bluesky start document",
+        )
         nx.field(notes, "data", json.dumps(context, default=str))
 
     def write_frames(self, offset: int, block) -> None:
         block = np.asarray(block)
-        self.data[offset:offset + block.shape[0]] = block
+        self.data[offset : offset + block.shape[0]] = block
 
     def close(self) -> None:
         self.file.close()

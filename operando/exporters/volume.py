@@ -46,8 +46,15 @@ from ..callbacks.units import describe, nexus_units
 from . import nexus as nx
 from . import nodes
 
-__all__ = ["voxel_axes", "write_tiff", "write_nexus_array", "write_nxtomoproc",
-           "serialize_tiff", "serialize_nexus_array", "serialize_nexus_scan"]
+__all__ = [
+    "voxel_axes",
+    "write_tiff",
+    "write_nexus_array",
+    "write_nxtomoproc",
+    "serialize_tiff",
+    "serialize_nexus_array",
+    "serialize_nexus_scan",
+]
 
 SCAN_STEPS = ("scan3d", "postmortem")
 
@@ -69,8 +76,11 @@ def voxel_axes(shape, metadata: dict) -> dict[str, np.ndarray]:
     row0 = int(metadata.get("row0") or 0)
     axis = metadata.get("axis_voxel")
     axis = nxx // 2 if axis is None else float(axis)
-    return {"z": (row0 + np.arange(nz)) * pix, "y": (np.arange(ny) - axis) * pix,
-            "x": (np.arange(nxx) - axis) * pix}
+    return {
+        "z": (row0 + np.arange(nz)) * pix,
+        "y": (np.arange(ny) - axis) * pix,
+        "x": (np.arange(nxx) - axis) * pix,
+    }
 
 
 def write_tiff(file, array, metadata: dict | None = None) -> None:
@@ -82,8 +92,13 @@ def write_tiff(file, array, metadata: dict | None = None) -> None:
     if arr.ndim == 3 and pix is not None:
         if arr.dtype == np.float64:
             arr = arr.astype(np.float32)
-        tifffile.imwrite(file, arr, imagej=True, resolution=(1.0 / pix, 1.0 / pix),
-                         metadata={"spacing": pix, "unit": "um", "axes": "ZYX"})
+        tifffile.imwrite(
+            file,
+            arr,
+            imagej=True,
+            resolution=(1.0 / pix, 1.0 / pix),
+            metadata={"spacing": pix, "unit": "um", "axes": "ZYX"},
+        )
         return
     arr = np.atleast_2d(arr)
     if arr.ndim > 4:
@@ -96,8 +111,11 @@ def write_tiff(file, array, metadata: dict | None = None) -> None:
 def _data_group(entry, array, metadata: dict, *, name: str = "volume"):
     data = nx.group(entry, "data", "NXdata", signal="data")
     unit, text = describe(name)
-    dset = data.create_dataset("data", data=np.asarray(array),
-                               chunks=(1,) + tuple(array.shape[1:]) if array.ndim == 3 else None)
+    dset = data.create_dataset(
+        "data",
+        data=np.asarray(array),
+        chunks=(1,) + tuple(array.shape[1:]) if array.ndim == 3 else None,
+    )
     dset.attrs["long_name"] = text or name
     if unit:
         dset.attrs["units"] = nexus_units(unit)
@@ -106,10 +124,14 @@ def _data_group(entry, array, metadata: dict, *, name: str = "volume"):
         data.attrs["axes"] = ["z", "y", "x"]
         for i, key in enumerate(("z", "y", "x")):
             data.attrs[f"{key}_indices"] = np.int32(i)
-        nx.field(data, "z", axes["z"], units="µm",
-                 long_name="depth below the top detector row")
-        nx.field(data, "y", axes["y"], units="µm",
-                 long_name="y from the rotation axis (mirror image of the cell: y -> -y)")
+        nx.field(data, "z", axes["z"], units="µm", long_name="depth below the top detector row")
+        nx.field(
+            data,
+            "y",
+            axes["y"],
+            units="µm",
+            long_name="y from the rotation axis (mirror image of the cell: y -> -y)",
+        )
         nx.field(data, "x", axes["x"], units="µm", long_name="x from the rotation axis")
     return data, dset
 
@@ -131,8 +153,9 @@ def write_nexus_array(path, array, metadata: dict | None = None, *, name: str = 
         nx.field(notes, "data", json.dumps(md, default=str))
 
 
-def write_nxtomoproc(path, volume, volume_metadata: dict, scan_metadata: dict,
-                     profile=None) -> None:
+def write_nxtomoproc(
+    path, volume, volume_metadata: dict, scan_metadata: dict, profile=None
+) -> None:
     """A reduced scan's volume as NXtomoproc (see the module doc)."""
     import h5py
 
@@ -161,8 +184,9 @@ def write_nxtomoproc(path, volume, volume_metadata: dict, scan_metadata: dict,
         nx.field(src, "probe", "x-ray")
         sample = nx.group(entry, "sample", "NXsample")
         nx.field(sample, "name", str(smd.get("cell") or "cell"))
-        desc = ", ".join(f"{k} {smd[k]}" for k in ("cycle", "step", "postmortem_scan")
-                         if smd.get(k) is not None)
+        desc = ", ".join(
+            f"{k} {smd[k]}" for k in ("cycle", "step", "postmortem_scan") if smd.get(k) is not None
+        )
         nx.field(sample, "description", desc or "operando cell")
 
         rec = nx.group(entry, "reconstruction", "NXprocess")
@@ -183,18 +207,34 @@ def write_nxtomoproc(path, volume, volume_metadata: dict, scan_metadata: dict,
         dset.attrs["offset"] = 0.0
         dset.attrs["scaling"] = 1.0
         if profile is not None:
-            nx.field(data, "profile", np.asarray(profile, float),
-                     long_name=describe("profile")[1])
+            nx.field(data, "profile", np.asarray(profile, float), long_name=describe("profile")[1])
 
         notes = nx.group(entry, "notes", "NXnote")
         nx.field(notes, "type", "application/json")
-        nx.field(notes, "description", "the reduced scan's results (lengths in µm, positions in "
-                                       "detector rows)")
-        keep = ("raw_uid", "experiment_id", "step", "cycle", "cu_to_cu_um", "top_li_um",
-                "hse_um", "bottom_li_um", "layers", "electrode", "diameter_um", "n_particles",
-                "center", "row0", "pixel_um", "reduction")
-        nx.field(notes, "data", json.dumps({k: smd.get(k) for k in keep if k in smd},
-                                           default=str))
+        nx.field(
+            notes,
+            "description",
+            "the reduced scan's results (lengths in µm, positions in detector rows)",
+        )
+        keep = (
+            "raw_uid",
+            "experiment_id",
+            "step",
+            "cycle",
+            "cu_to_cu_um",
+            "top_li_um",
+            "hse_um",
+            "bottom_li_um",
+            "layers",
+            "electrode",
+            "diameter_um",
+            "n_particles",
+            "center",
+            "row0",
+            "pixel_um",
+            "reduction",
+        )
+        nx.field(notes, "data", json.dumps({k: smd.get(k) for k in keep if k in smd}, default=str))
 
 
 def serialize_tiff(mimetype, array, metadata):
@@ -230,9 +270,11 @@ async def serialize_nexus_scan(mimetype, node, metadata, filter_for_access=None)
     md = dict(metadata if metadata is not None else node.metadata())
     present = await nodes.keys(node)
     if md.get("technique") != "xct" or md.get("step") not in SCAN_STEPS or "volume" not in present:
-        raise nodes.refuse("NeXus (NXtomoproc) export is for a reduced XCT scan with a volume "
-                           "(reduced/<raw uid> of a scan3d or postmortem run); for one array, "
-                           "export the array itself")
+        raise nodes.refuse(
+            "NeXus (NXtomoproc) export is for a reduced XCT scan with a volume "
+            "(reduced/<raw uid> of a scan3d or postmortem run); for one array, "
+            "export the array itself"
+        )
     vol_node = await nodes.child(node, "volume")
     volume = await nodes.read_array(vol_node)
     profile = None

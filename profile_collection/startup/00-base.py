@@ -1,4 +1,5 @@
 """RunEngine with Tiled writing and live feedback (table, plots)."""
+
 import bluesky.plan_stubs as bps  # noqa: F401
 import bluesky.plans as bp  # noqa: F401
 import ophyd

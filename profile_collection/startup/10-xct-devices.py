@@ -1,4 +1,5 @@
 """The XCT station's devices, named as typed: clock, pstat, force, source, ct_det, stage."""
+
 from operando.profile import xct_station
 from operando.session import synchronize_clock
 

@@ -1,3 +1,4 @@
 """Plans of the operando experiments."""
+
 from operando.devices.common import Technique  # noqa: F401
 from operando.plans.xct import plating, postmortem, radiogram, scan3d, xct_operando  # noqa: F401

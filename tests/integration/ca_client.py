@@ -21,7 +21,7 @@ def _pv(name):
         _ca["ctx"] = Context()
     pvs = _ca.setdefault("pvs", {})
     if name not in pvs:
-        pvs[name], = _ca["ctx"].get_pvs(name, timeout=5)
+        (pvs[name],) = _ca["ctx"].get_pvs(name, timeout=5)
         pvs[name].wait_for_connection(timeout=5)
     return pvs[name]
 
@@ -65,11 +65,11 @@ def put(pv, value, *, wait=True, timeout=10.0):
     chan = _pv(pv)
     if isinstance(value, str):
         if chan.channel.native_data_type == ChannelType.CHAR:
-            chan.write(np.frombuffer(value.encode() + b"\0", dtype=np.uint8), wait=wait,
-                       timeout=timeout)
+            chan.write(
+                np.frombuffer(value.encode() + b"\0", dtype=np.uint8), wait=wait, timeout=timeout
+            )
         else:
-            chan.write([value.encode()], wait=wait, timeout=timeout,
-                       data_type=ChannelType.STRING)
+            chan.write([value.encode()], wait=wait, timeout=timeout, data_type=ChannelType.STRING)
         return
     chan.write([value] if np.isscalar(value) else value, wait=wait, timeout=timeout)
 

@@ -17,21 +17,36 @@ OPERANDO = [str(Path(sys.executable).with_name("operando"))]
 
 
 def _run(args, **kwargs):
-    return subprocess.run(OPERANDO + args, capture_output=True, text=True, timeout=600,
-                          **kwargs)
+    return subprocess.run(OPERANDO + args, capture_output=True, text=True, timeout=600, **kwargs)
 
 
 @pytest.mark.slow
 def test_run_xct_headless_into_embedded_tiled(tmp_path):
     data = tmp_path / "data"
-    proc = _run(["run", "xct", "--cycles", "1", "--time-scale", "virtual", "--projections", "11",
-                 "--images", "1", "--no-postmortem", "--experiment-id", "cli-test",
-                 "--data-dir", str(data)])
+    proc = _run(
+        [
+            "run",
+            "xct",
+            "--cycles",
+            "1",
+            "--time-scale",
+            "virtual",
+            "--projections",
+            "11",
+            "--images",
+            "1",
+            "--no-postmortem",
+            "--experiment-id",
+            "cli-test",
+            "--data-dir",
+            str(data),
+        ]
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     uids = re.findall(r"^\s+([0-9a-f-]{36})\s+(\w+)", proc.stdout, flags=re.M)
     assert [step for _, step in uids] == ["scan3d", "plating"]
     assert "experiment cli-test" in proc.stdout and str(data.resolve()) in proc.stdout
-    assert "cell-h" not in proc.stderr                     # no progress bar: not a terminal
+    assert "cell-h" not in proc.stderr  # no progress bar: not a terminal
     key_file = data / "api_key"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     # The catalog persists: a new server on the same data directory serves the runs.
@@ -53,17 +68,34 @@ def test_cli_rejects_bad_arguments(tmp_path):
         assert proc.returncode == 2 and "time-scale" in proc.stderr, bad
     proc = _run(["run", "saxs", "--grid", "0x4", "--data-dir", str(tmp_path)])
     assert proc.returncode == 2 and "grid" in proc.stderr
-    proc = _run(["run", "xct", "--tiled-uri", "http://127.0.0.1:1", "--data-dir",
-                 str(tmp_path)], env={k: v for k, v in os.environ.items()
-                                      if k != "TILED_API_KEY"})
+    proc = _run(
+        ["run", "xct", "--tiled-uri", "http://127.0.0.1:1", "--data-dir", str(tmp_path)],
+        env={k: v for k, v in os.environ.items() if k != "TILED_API_KEY"},
+    )
     assert proc.returncode == 2 and "api-key" in proc.stderr
 
 
 @pytest.mark.slow
 def test_run_saxs_with_live_reduction_then_reduce_offline(tmp_path):
     data = tmp_path / "data"
-    proc = _run(["rehearse", "saxs", "--cycles", "1", "--grid", "3x2", "--raster-every", "7200",
-                 "--exposure", "1", "--experiment-id", "cli-saxs", "--data-dir", str(data)])
+    proc = _run(
+        [
+            "rehearse",
+            "saxs",
+            "--cycles",
+            "1",
+            "--grid",
+            "3x2",
+            "--raster-every",
+            "7200",
+            "--exposure",
+            "1",
+            "--experiment-id",
+            "cli-saxs",
+            "--data-dir",
+            str(data),
+        ]
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     # the rehearsal's summary: cell hours, wall seconds, where the time went
     summary = re.search(r"rehearsal: ([\d.]+) h of cell time in ([\d.]+) s of wall", proc.stdout)
@@ -83,8 +115,7 @@ def test_run_saxs_with_live_reduction_then_reduce_offline(tmp_path):
         assert waxs_live.shape[0] == 6 and live["li2s_map"].read().shape == (2, 3)
         assert live.metadata["raw_uid"] == last
     # Offline, from the stored raw runs alone: the same curves.
-    proc = _run(["reduce", last, "--data-dir", str(data),
-                 "--figures", str(tmp_path / "offline")])
+    proc = _run(["reduce", last, "--data-dir", str(data), "--figures", str(tmp_path / "offline")])
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "saxs_waxs" in proc.stdout
     with TiledServer(DataLayout.at(data)) as server:

@@ -43,8 +43,14 @@ from .simulators import start_xct_ioc
 BIN = Path(sys.executable).parent
 OPERANDO = [str(BIN / "operando")]
 HOUR = 3600.0
-SCAN = dict(num_projections=61, exposure=1.5, images_per_projection=1, num_darks=2,
-            num_flats=2, sample_every=1800.0)
+SCAN = dict(
+    num_projections=61,
+    exposure=1.5,
+    images_per_projection=1,
+    num_darks=2,
+    num_flats=2,
+    sample_every=1800.0,
+)
 CELL = "Li|HSE|Li export test"
 
 #: nxvalidate sizes its messages to the terminal and fails without one
@@ -66,37 +72,54 @@ print("NXVALIDATE", logger.total["warning"], logger.total["error"], len(entries)
 # ------------------------------------------------------------------------------ validators
 def nxvalidate(path) -> dict:
     """nxvalidate against the file's application definition, every entry."""
-    proc = subprocess.run([sys.executable, "-c", NXVALIDATE, str(path)], capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", NXVALIDATE, str(path)], capture_output=True, text=True, timeout=600
+    )
     found = re.search(r"^NXVALIDATE (\d+) (\d+) (\d+)$", proc.stdout, re.M)
     assert found, proc.stdout[-3000:] + proc.stderr[-3000:]
     text = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout)
-    return {"warnings": int(found.group(1)), "errors": int(found.group(2)),
-            "entries": int(found.group(3)), "text": text}
+    return {
+        "warnings": int(found.group(1)),
+        "errors": int(found.group(2)),
+        "entries": int(found.group(3)),
+        "text": text,
+    }
 
 
 def punx(path) -> dict:
     """punx's summary counts (base classes and the application definition it knows)."""
-    proc = subprocess.run([str(BIN / "punx"), "validate", str(path)], capture_output=True,
-                          text=True, timeout=900)
+    proc = subprocess.run(
+        [str(BIN / "punx"), "validate", str(path)], capture_output=True, text=True, timeout=900
+    )
     out = proc.stdout
     counts = {}
     for status in ("OK", "NOTE", "WARN", "ERROR"):
         m = re.search(rf"^{status}\s+(\d+)\s", out, re.M)
         assert m, out[-3000:] + proc.stderr[-2000:]
         counts[status] = int(m.group(1))
-    counts["lines"] = [line for line in out.splitlines() if re.search(r"\s(ERROR|WARN)\s", line)
-                       and not line.startswith(("ERROR ", "WARN "))]
+    counts["lines"] = [
+        line
+        for line in out.splitlines()
+        if re.search(r"\s(ERROR|WARN)\s", line) and not line.startswith(("ERROR ", "WARN "))
+    ]
     counts["text"] = out
     return counts
 
 
 def _report(name, nxv, px):
-    warn_kinds = sorted({re.sub(r"/(saxs|waxs)_\d+", r"/\1_N", ln.split()[0])
-                         + " " + " ".join(ln.split()[3:]) for ln in px["lines"]})
-    print(f"{name}: nxvalidate {nxv['entries']} entries, {nxv['errors']} errors, "
-          f"{nxv['warnings']} warnings; punx OK {px['OK']} NOTE {px['NOTE']} WARN {px['WARN']} "
-          f"ERROR {px['ERROR']}", *warn_kinds[:6], sep="\n  ")
+    warn_kinds = sorted(
+        {
+            re.sub(r"/(saxs|waxs)_\d+", r"/\1_N", ln.split()[0]) + " " + " ".join(ln.split()[3:])
+            for ln in px["lines"]
+        }
+    )
+    print(
+        f"{name}: nxvalidate {nxv['entries']} entries, {nxv['errors']} errors, "
+        f"{nxv['warnings']} warnings; punx OK {px['OK']} NOTE {px['NOTE']} WARN {px['WARN']} "
+        f"ERROR {px['ERROR']}",
+        *warn_kinds[:6],
+        sep="\n  ",
+    )
 
 
 # ------------------------------------------------------------------------------ XCT data
@@ -105,9 +128,18 @@ def _xct_protocol(station, eid):
 
     common = dict(experiment_id=eid, cell=CELL)
     yield from scan3d(station, ocv_duration=3 * HOUR, cycle=1, **SCAN, **common)
-    yield from plating(station, current_density=20.0, duration=1.0 * HOUR,
-                       radiogram_every=0.5 * HOUR, sample_every=300.0, images_per_radiogram=1,
-                       num_darks=2, num_flats=2, cycle=1, **common)
+    yield from plating(
+        station,
+        current_density=20.0,
+        duration=1.0 * HOUR,
+        radiogram_every=0.5 * HOUR,
+        sample_every=300.0,
+        images_per_radiogram=1,
+        num_darks=2,
+        num_flats=2,
+        cycle=1,
+        **common,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -123,8 +155,9 @@ def xct(tiled_server, tmp_path_factory):
     RE = make_run_engine(loop=asyncio.new_event_loop(), clock=station.clock)
     docs = []
     RE.subscribe(lambda name, doc: docs.append((name, doc)))
-    RE.subscribe(make_tiled_writer(tiled_server.client(),
-                                   backup_directory=tiled_server.layout.backup))
+    RE.subscribe(
+        make_tiled_writer(tiled_server.client(), backup_directory=tiled_server.layout.backup)
+    )
     reducer = XCTLiveReducer(tiled_server.client(), figures_dir=tmp / "figures")
     RE.subscribe(reducer)
     eid = f"xct-export-{uuid.uuid4().hex[:8]}"
@@ -135,8 +168,15 @@ def xct(tiled_server, tmp_path_factory):
         assert reducer.errors == []
         starts = [d for n, d in docs if n == "start"]
         truth = [json.loads(line) for line in ioc.truth_file.read_text().splitlines()]
-        yield {"eid": eid, "scan": starts[0]["uid"], "plating": starts[1]["uid"],
-               "docs": docs, "truth": truth, "tmp": tmp, "server": tiled_server}
+        yield {
+            "eid": eid,
+            "scan": starts[0]["uid"],
+            "plating": starts[1]["uid"],
+            "docs": docs,
+            "truth": truth,
+            "tmp": tmp,
+            "server": tiled_server,
+        }
     finally:
         reducer.close(60)
         for dev in station.devices().values():
@@ -184,7 +224,7 @@ def test_nxtomo_read_by_nxtomo(xct, client, nxtomo_file):
     scan = _load_nxtomo(nxtomo_file)
     det = scan.instrument.detector
     keys = np.array([k.value for k in det.image_key])
-    assert list(keys) == [2] * 2 + [1] * 2 + [0] * 61          # darks, flats, projections
+    assert list(keys) == [2] * 2 + [1] * 2 + [0] * 61  # darks, flats, projections
     data = np.asarray(det.data)
     assert data.shape == (65, 242, 250) and data.dtype == np.uint16
     # the frames are the detector's, read from its files through the server
@@ -224,8 +264,9 @@ def test_nxtomo_reconstructs_to_the_live_layers(xct, client, nxtomo_file):
     data = np.asarray(det.data)
     angles = scan.sample.rotation_angle.to("degree").magnitude
     pixel = det.x_pixel_size.to("micrometer").magnitude
-    volume = tomo.reconstruct(data[keys == 0], angles[keys == 0], flats=data[keys == 1],
-                              darks=data[keys == 2])
+    volume = tomo.reconstruct(
+        data[keys == 0], angles[keys == 0], flats=data[keys == 1], darks=data[keys == 2]
+    )
     layers = tomo.find_layers(tomo.layer_profile(volume), pixel, cu_snr=math.inf)
     live = client["reduced"][xct["scan"]].metadata
     frames = {(r["file"], r["index"]): r for r in xct["truth"] if r.get("event") == "frame"}
@@ -234,15 +275,22 @@ def test_nxtomo_reconstructs_to_the_live_layers(xct, client, nxtomo_file):
         if name == "stream_resource":
             resources[doc["uid"]] = doc["uri"].removeprefix("file://localhost")
         elif name == "stream_datum" and doc["descriptor"] in {
-                d["uid"] for n, d in xct["docs"] if n == "descriptor" and d["name"] == "primary"
-                and d["run_start"] == xct["scan"]}:
-            locs += [(resources[doc["stream_resource"]], i)
-                     for i in range(doc["indices"]["start"], doc["indices"]["stop"])]
-    truth = {k: np.mean([frames[loc]["truth"][k] for loc in locs])
-             for k in ("cu_to_cu_um", "top_li_um")}
+            d["uid"]
+            for n, d in xct["docs"]
+            if n == "descriptor" and d["name"] == "primary" and d["run_start"] == xct["scan"]
+        }:
+            locs += [
+                (resources[doc["stream_resource"]], i)
+                for i in range(doc["indices"]["start"], doc["indices"]["stop"])
+            ]
+    truth = {
+        k: np.mean([frames[loc]["truth"][k] for loc in locs]) for k in ("cu_to_cu_um", "top_li_um")
+    }
     for key in ("cu_to_cu_um", "top_li_um", "hse_um"):
-        print(f"{key}: NXtomo {layers[key]:.2f} µm, live {live[key]:.2f} µm, "
-              f"truth {truth.get(key, math.nan):.2f} µm, voxel {pixel}")
+        print(
+            f"{key}: NXtomo {layers[key]:.2f} µm, live {live[key]:.2f} µm, "
+            f"truth {truth.get(key, math.nan):.2f} µm, voxel {pixel}"
+        )
         assert abs(layers[key] - live[key]) <= pixel, key
     for key in ("cu_to_cu_um", "top_li_um"):
         assert abs(layers[key] - truth[key]) <= pixel, key
@@ -275,7 +323,7 @@ def test_volume_as_tiff_read_by_tifffile(xct, client, tmp_path):
         page = tif.pages[0]
         for tag in ("XResolution", "YResolution"):
             num, den = page.tags[tag].value
-            assert den / num == pytest.approx(pixel, rel=1e-6)   # µm per pixel
+            assert den / num == pytest.approx(pixel, rel=1e-6)  # µm per pixel
     print(f"volume {volume.shape} {volume.dtype}, voxel {pixel} µm: {path.stat().st_size} bytes")
 
 
@@ -287,7 +335,7 @@ def test_volume_as_nexus_read_by_nexusformat(xct, client, tmp_path):
     vmd = node["volume"].metadata
     pixel = vmd["pixel_um"]
     path = tmp_path / "volume.nxs"
-    node.export(str(path), format="nexus")                  # the reduced scan: NXtomoproc
+    node.export(str(path), format="nexus")  # the reduced scan: NXtomoproc
     root = nxload(str(path))
     entry = root["entry"]
     assert str(entry["definition"]) == "NXtomoproc"
@@ -303,7 +351,8 @@ def test_volume_as_nexus_read_by_nexusformat(xct, client, tmp_path):
     assert data["x"].nxdata[vmd["axis_voxel"]] == pytest.approx(0.0)
     assert str(entry["sample/name"]) == CELL
     assert json.loads(str(entry["notes/data"]))["cu_to_cu_um"] == pytest.approx(
-        node.metadata["cu_to_cu_um"])
+        node.metadata["cu_to_cu_um"]
+    )
     # the array alone: NXdata with the same axes
     path2 = tmp_path / "volume-array.nxs"
     node["volume"].export(str(path2), format="nexus")
@@ -314,12 +363,15 @@ def test_volume_as_nexus_read_by_nexusformat(xct, client, tmp_path):
 
 # ------------------------------------------------------------------------------ validation
 def test_nexus_files_pass_the_validators(xct, client, nxtomo_file, saxs, tmp_path):
-    files = {"NXtomo": nxtomo_file, "NXtomoproc": tmp_path / "volume.nxs",
-             "NXcanSAS": tmp_path / "raster.h5", "NXdata": tmp_path / "volume-array.nxs"}
+    files = {
+        "NXtomo": nxtomo_file,
+        "NXtomoproc": tmp_path / "volume.nxs",
+        "NXcanSAS": tmp_path / "raster.h5",
+        "NXdata": tmp_path / "volume-array.nxs",
+    }
     client["reduced"][xct["scan"]].export(str(files["NXtomoproc"]), format="nexus")
     client["reduced"][xct["scan"]]["volume"].export(str(files["NXdata"]), format="nexus")
-    saxs["client"]["reduced"][saxs["operando"][0]].export(str(files["NXcanSAS"]),
-                                                          format="nxcansas")
+    saxs["client"]["reduced"][saxs["operando"][0]].export(str(files["NXcanSAS"]), format="nxcansas")
     for definition, path in files.items():
         px = punx(path)
         assert px["ERROR"] == 0, px["lines"]
@@ -335,8 +387,12 @@ def test_nexus_files_pass_the_validators(xct, client, nxtomo_file, saxs, tmp_pat
     broken = tmp_path / "broken.nxs"
     shutil.copy(nxtomo_file, broken)
     with h5py.File(broken, "a") as f:
-        for path in ("instrument/detector/image_key", "data/image_key",
-                     "sample/rotation_angle", "data/rotation_angle"):
+        for path in (
+            "instrument/detector/image_key",
+            "data/image_key",
+            "sample/rotation_angle",
+            "data/rotation_angle",
+        ):
             del f[f"entry/{path}"]
     nxv = nxvalidate(broken)
     print("broken NXtomo: nxvalidate", nxv["errors"], "errors; punx ERROR", punx(broken)["ERROR"])
@@ -348,12 +404,14 @@ def test_nexus_files_pass_the_validators(xct, client, nxtomo_file, saxs, tmp_pat
 def test_reduced_tables_through_tiled_builtins(xct, client, saxs, tmp_path, fmt):
     import pandas as pd
 
-    tables = {"timeseries": client["reduced"][xct["eid"]]["timeseries"],
-              "cycles": client["reduced"][xct["eid"]]["cycles"],
-              "radiograms": client["reduced"][xct["plating"]]["radiograms"],
-              "points": saxs["client"]["reduced"][saxs["operando"][0]]["points"],
-              "saxs timeseries": saxs["client"]["reduced"]["export-saxs"]["timeseries"],
-              "rasters": saxs["client"]["reduced"]["export-saxs"]["rasters"]}
+    tables = {
+        "timeseries": client["reduced"][xct["eid"]]["timeseries"],
+        "cycles": client["reduced"][xct["eid"]]["cycles"],
+        "radiograms": client["reduced"][xct["plating"]]["radiograms"],
+        "points": saxs["client"]["reduced"][saxs["operando"][0]]["points"],
+        "saxs timeseries": saxs["client"]["reduced"]["export-saxs"]["timeseries"],
+        "rasters": saxs["client"]["reduced"]["export-saxs"]["rasters"],
+    }
     for name, node in tables.items():
         path = tmp_path / f"{name.replace(' ', '-')}.{fmt}"
         node.export(str(path), format=fmt)
@@ -364,8 +422,13 @@ def test_reduced_tables_through_tiled_builtins(xct, client, saxs, tmp_path, fmt)
         for col in want.columns:
             kind = want[col].dtype
             if pd.api.types.is_numeric_dtype(kind) and not pd.api.types.is_bool_dtype(kind):
-                np.testing.assert_allclose(got[col].to_numpy(float), want[col].to_numpy(float),
-                                           rtol=1e-12, equal_nan=True, err_msg=f"{name}.{col}")
+                np.testing.assert_allclose(
+                    got[col].to_numpy(float),
+                    want[col].to_numpy(float),
+                    rtol=1e-12,
+                    equal_nan=True,
+                    err_msg=f"{name}.{col}",
+                )
             else:
                 assert [str(v) for v in got[col]] == [str(v) for v in want[col]], f"{name}.{col}"
     ts = tables["timeseries"].read()
@@ -383,17 +446,38 @@ def saxs(tmp_path_factory):
     from operando.tiled_server import DataLayout, TiledServer
 
     data = tmp_path_factory.mktemp("saxs-export") / "data"
-    proc = subprocess.run(OPERANDO + ["rehearse", "saxs", "--cycles", "1", "--grid", "3x2",
-                                      "--raster-every", "18000", "--exposure", "1",
-                                      "--experiment-id", "export-saxs", "--data-dir", str(data)],
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        OPERANDO
+        + [
+            "rehearse",
+            "saxs",
+            "--cycles",
+            "1",
+            "--grid",
+            "3x2",
+            "--raster-every",
+            "18000",
+            "--exposure",
+            "1",
+            "--experiment-id",
+            "export-saxs",
+            "--data-dir",
+            str(data),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     runs = re.findall(r"^\s+([0-9a-f-]{36})\s+(\w+)", proc.stdout, flags=re.M)
     with TiledServer(DataLayout.at(data)) as server:
-        yield {"data": data, "server": server,
-               "client": from_uri(server.uri, api_key=server.api_key),
-               "operando": [u for u, step in runs if step == "operando"],
-               "ocv": [u for u, step in runs if step == "ocv"]}
+        yield {
+            "data": data,
+            "server": server,
+            "client": from_uri(server.uri, api_key=server.api_key),
+            "operando": [u for u, step in runs if step == "operando"],
+            "ocv": [u for u, step in runs if step == "ocv"],
+        }
 
 
 def test_nxcansas_read_by_sasdata(saxs, tmp_path):
@@ -407,9 +491,15 @@ def test_nxcansas_read_by_sasdata(saxs, tmp_path):
     sets = Loader().load(str(path))
     points = node["points"].read()
     n = len(points)
-    assert n == 6 and len(sets) == 2 * n                   # one data set per point and detector
-    geometry = {role: json.loads(client["raw"][uid]["primary"].metadata["configuration"][role]
-                                 ["data"][f"{role}_cam_geometry"]) for role in ("saxs", "waxs")}
+    assert n == 6 and len(sets) == 2 * n  # one data set per point and detector
+    geometry = {
+        role: json.loads(
+            client["raw"][uid]["primary"].metadata["configuration"][role]["data"][
+                f"{role}_cam_geometry"
+            ]
+        )
+        for role in ("saxs", "waxs")
+    }
     for j, role in enumerate(("saxs", "waxs")):
         q = node[f"q_{role}"].read()
         inten, sigma = node[role].read(), node[f"{role}_sigma"].read()
@@ -426,17 +516,20 @@ def test_nxcansas_read_by_sasdata(saxs, tmp_path):
             assert d.sample.position.y == pytest.approx(points["y"][k])
             assert d.sample.position_unit == "mm"
             assert d.meta_data["cell_time"] == pytest.approx(points["time"][k])
-            assert d.meta_data["state_of_discharge"] == pytest.approx(points["sodc"][k],
-                                                                       nan_ok=True)
+            assert d.meta_data["state_of_discharge"] == pytest.approx(
+                points["sodc"][k], nan_ok=True
+            )
             assert d.meta_data["ewe"] == pytest.approx(points["ewe"][k])
             assert d.source.wavelength == pytest.approx(geometry[role]["wavelength"] * 1e9)
             assert d.source.wavelength_unit == "nm"
             assert d.detector[0].distance == pytest.approx(geometry[role]["dist"])
             assert d.detector[0].distance_unit == "m"
     sod = [s.meta_data["state_of_discharge"] for s in sets[:n]]
-    print(f"raster {uid[:8]}: {len(sets)} data sets, Q {sets[0].x[0]:.4g}..{sets[0].x[-1]:.4g} "
-          f"1/Å (SAXS), {sets[n].x[0]:.4g}..{sets[n].x[-1]:.4g} 1/Å (WAXS), state of discharge "
-          f"{min(sod):.3f}..{max(sod):.3f}")
+    print(
+        f"raster {uid[:8]}: {len(sets)} data sets, Q {sets[0].x[0]:.4g}..{sets[0].x[-1]:.4g} "
+        f"1/Å (SAXS), {sets[n].x[0]:.4g}..{sets[n].x[-1]:.4g} 1/Å (WAXS), state of discharge "
+        f"{min(sod):.3f}..{max(sod):.3f}"
+    )
     assert all(np.isfinite(sod))
 
 
@@ -453,8 +546,9 @@ def test_every_reduced_name_has_a_unit(xct, client, saxs):
 
     names, missing = set(), set()
     nodes = [client["reduced"][k] for k in (xct["scan"], xct["plating"], xct["eid"])]
-    nodes += [saxs["client"]["reduced"][k] for k in (saxs["ocv"][0], saxs["operando"][0],
-                                                     "export-saxs")]
+    nodes += [
+        saxs["client"]["reduced"][k] for k in (saxs["ocv"][0], saxs["operando"][0], "export-saxs")
+    ]
     unlabelled = set()
     for node in nodes:
         for key, child in node.items():
@@ -466,8 +560,9 @@ def test_every_reduced_name_has_a_unit(xct, client, saxs):
             md = child.metadata
             if family == "table":
                 units = md.get("units", {})
-                unlabelled.update(f"{key}.{c}" for c in found
-                                  if c not in units or units[c] != UNITS[c][0])
+                unlabelled.update(
+                    f"{key}.{c}" for c in found if c not in units or units[c] != UNITS[c][0]
+                )
             elif md.get("units") != UNITS.get(key, ("?",))[0] or "description" not in md:
                 unlabelled.add(key)
     print(f"{len(names)} reduced names, all with units")
@@ -481,27 +576,46 @@ def test_operando_export_command(xct, tiled_server, tmp_path):
 
     common = ["--tiled-uri", tiled_server.uri, "--api-key", tiled_server.api_key]
     out = tmp_path / "cli-scan.nxs"
-    proc = subprocess.run(OPERANDO + ["export", xct["scan"][:8], "--format", "nxtomo", "-o",
-                                      str(out), *common], capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        OPERANDO + ["export", xct["scan"][:8], "--format", "nxtomo", "-o", str(out), *common],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"raw/{xct['scan']} as nxtomo" in proc.stdout
     scan = NXtomo().load(str(out), "/entry")
     assert len(scan.instrument.detector.image_key) == 65
-    for ref, fmt, name in ((xct["scan"], "tiff", f"{xct['scan']}-volume.tif"),
-                           (f"{xct['eid']}/cycles", "csv", f"{xct['eid']}-cycles.csv"),
-                           (f"reduced/{xct['eid']}/timeseries", "parquet",
-                            f"{xct['eid']}-timeseries.parquet")):
-        proc = subprocess.run(OPERANDO + ["export", ref, "--format", fmt, *common],
-                              capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    for ref, fmt, name in (
+        (xct["scan"], "tiff", f"{xct['scan']}-volume.tif"),
+        (f"{xct['eid']}/cycles", "csv", f"{xct['eid']}-cycles.csv"),
+        (f"reduced/{xct['eid']}/timeseries", "parquet", f"{xct['eid']}-timeseries.parquet"),
+    ):
+        proc = subprocess.run(
+            OPERANDO + ["export", ref, "--format", fmt, *common],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=tmp_path,
+        )
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert (tmp_path / name).stat().st_size > 0, name
     # a table is needed for CSV; a scan for NXtomo: clear messages, exit code 2
-    proc = subprocess.run(OPERANDO + ["export", xct["eid"], "--format", "csv", *common],
-                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    proc = subprocess.run(
+        OPERANDO + ["export", xct["eid"], "--format", "csv", *common],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2 and "name one" in proc.stderr and "cycles" in proc.stderr
-    proc = subprocess.run(OPERANDO + ["export", xct["plating"], "--format", "nxtomo", *common],
-                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    proc = subprocess.run(
+        OPERANDO + ["export", xct["plating"], "--format", "nxtomo", *common],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2 and "406" in proc.stderr and "3D scans" in proc.stderr
     assert not list(tmp_path.glob("*.part"))
 
@@ -512,9 +626,12 @@ def test_operando_serve_prints_a_browse_url(saxs):
     from operando.tiled_server import free_port
 
     port = free_port()
-    proc = subprocess.Popen(OPERANDO + ["serve", "--data-dir", str(saxs["data"]), "--port",
-                                        str(port)], stdout=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        OPERANDO + ["serve", "--data-dir", str(saxs["data"]), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         url = None
         for line in proc.stdout:

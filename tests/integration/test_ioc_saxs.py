@@ -20,6 +20,7 @@ import pytest
 from .ca_client import acquire_while_reading, get, get_enum, get_str, put, put_rejected, wait_for
 from .simulators import start_saxs_ioc
 
+
 @pytest.fixture(scope="module")
 def P(saxs_ioc):
     return saxs_ioc.prefix
@@ -32,7 +33,8 @@ def truth_events(ioc, event):
 
 # -- the contract, in process ----------------------------------------------------------
 
-CONTRACT = """
+CONTRACT = (
+    """
 clock:time clock:scale clock:wait clock:hold
 pstat:mode pstat:current_sp pstat:c_rate pstat:c_rate_current pstat:duration pstat:cycles
 pstat:e_min pstat:e_max pstat:start pstat:stop pstat:state pstat:ewe pstat:i pstat:charge
@@ -40,11 +42,35 @@ pstat:elapsed pstat:capacity pstat:half_cycle pstat:direction
 stage:x stage:y sample:select shutter:open shutter:open_rbv diode:trans
 beam:config beam:energy_kev beam:wavelength_A beam:size_h_um beam:size_v_um
 saxs:cam:BeamstopRadius_RBV
-""".split() + [f"{d}:cam:{n}" for d in ("saxs", "waxs") for n in (
-    "AcquireTime", "NumExposures", "Acquire", "ArrayCounter_RBV", "SizeX_RBV", "SizeY_RBV",
-    "Geometry_RBV", "PoniFile_RBV")] + [f"{d}:HDF1:{n}" for d in ("saxs", "waxs") for n in (
-        "FilePath", "FileName", "FileNumber", "FullFileName_RBV", "Capture", "Capture_RBV",
-        "NumCaptured_RBV")]
+""".split()
+    + [
+        f"{d}:cam:{n}"
+        for d in ("saxs", "waxs")
+        for n in (
+            "AcquireTime",
+            "NumExposures",
+            "Acquire",
+            "ArrayCounter_RBV",
+            "SizeX_RBV",
+            "SizeY_RBV",
+            "Geometry_RBV",
+            "PoniFile_RBV",
+        )
+    ]
+    + [
+        f"{d}:HDF1:{n}"
+        for d in ("saxs", "waxs")
+        for n in (
+            "FilePath",
+            "FileName",
+            "FileNumber",
+            "FullFileName_RBV",
+            "Capture",
+            "Capture_RBV",
+            "NumCaptured_RBV",
+        )
+    ]
+)
 
 
 def test_contract_pvs_are_served():
@@ -66,6 +92,7 @@ def test_contract_pvs_are_served():
 
 # -- beam, clock ----------------------------------------------------------------------
 
+
 def test_synchrotron_beam(saxs_ioc, P):
     assert get(P + "clock:scale") == pytest.approx(saxs_ioc.scale)
     assert get_enum(P + "beam:config") == "synchrotron"
@@ -78,9 +105,16 @@ def test_synchrotron_beam(saxs_ioc, P):
 
 # -- potentiostat -----------------------------------------------------------------------
 
+
 def _technique(P, mode, *, current=0.0, duration=3600.0, e_min=-10.0, e_max=10.0, cycles=1):
-    for name, value in (("mode", mode), ("current_sp", current), ("duration", duration),
-                        ("e_min", e_min), ("e_max", e_max), ("cycles", cycles)):
+    for name, value in (
+        ("mode", mode),
+        ("current_sp", current),
+        ("duration", duration),
+        ("e_min", e_min),
+        ("e_max", e_max),
+        ("cycles", cycles),
+    ):
         put(P + "pstat:" + name, value)
     put(P + "pstat:start", 1)
 
@@ -104,8 +138,13 @@ def test_gcpl_cycles_by_itself(saxs_ioc, P):
     while True:
         state = get_enum(P + "pstat:state")
         half = get(P + "pstat:half_cycle")
-        sample = (half, get_enum(P + "pstat:direction"), get(P + "pstat:capacity"),
-                  get(P + "pstat:i"), state)
+        sample = (
+            half,
+            get_enum(P + "pstat:direction"),
+            get(P + "pstat:capacity"),
+            get(P + "pstat:i"),
+            state,
+        )
         # The PVs are read one after another: keep the samples the cell did not
         # turn in the middle of (under load the reads are milliseconds apart).
         if get(P + "pstat:half_cycle") == half:
@@ -181,12 +220,15 @@ def test_cc_done_limit_and_stop(saxs_ioc, P):
     assert get(P + "pstat:charge") < 0 and get(P + "pstat:capacity") > 0
 
 
-@pytest.mark.parametrize("pv, value, expected", [
-    ("pstat:current_sp", 5.0, 0.8),
-    ("pstat:cycles", 1000, 100),
-    ("pstat:e_min", -99.0, -10.0),
-    ("saxs:cam:AcquireTime", -1.0, 1e-3),
-])
+@pytest.mark.parametrize(
+    "pv, value, expected",
+    [
+        ("pstat:current_sp", 5.0, 0.8),
+        ("pstat:cycles", 1000, 100),
+        ("pstat:e_min", -99.0, -10.0),
+        ("saxs:cam:AcquireTime", -1.0, 1e-3),
+    ],
+)
 def test_out_of_range_puts_are_clipped(saxs_ioc, P, pv, value, expected):
     old = get(P + pv)
     try:
@@ -197,6 +239,7 @@ def test_out_of_range_puts_are_clipped(saxs_ioc, P, pv, value, expected):
 
 
 # -- stage, diode ------------------------------------------------------------------------
+
 
 def test_stage_limits_with_ophyd(saxs_ioc, P):
     import ophyd
@@ -231,6 +274,7 @@ def test_diode_scan_shows_the_stack(saxs_ioc, P):
     put(P + "shutter:open", 1)
     assert get(P + "shutter:open_rbv") == 1
     try:
+
         def trans_at(y):
             put(P + "stage:y", y)
             return get(P + "diode:trans")
@@ -240,8 +284,9 @@ def test_diode_scan_shows_the_stack(saxs_ioc, P):
         scan = np.array([trans_at(y) for y in ys])
         inside = (ys > 0.05) & (ys < 1.1)
         assert np.all(scan[~inside & ((ys < -0.05) | (ys > 1.2))] < 1e-6)  # steel
-        cathode, separator, anode = (scan[(ys > a) & (ys < b)]
-                                     for a, b in ((0.05, 0.3), (0.4, 0.8), (0.9, 1.1)))
+        cathode, separator, anode = (
+            scan[(ys > a) & (ys < b)] for a, b in ((0.05, 0.3), (0.4, 0.8), (0.9, 1.1))
+        )
         assert np.all((cathode > 0.25) & (cathode < 0.45))  # ~0.35 (Li2S changes it a bit)
         assert np.all((separator > 0.13) & (separator < 0.19))  # ~0.16
         assert np.all((anode > 3e-4) & (anode < 3e-3))  # ~1e-3
@@ -282,6 +327,7 @@ def test_idle_ioc_does_not_spin(saxs_ioc, P):
 
 
 # -- detectors --------------------------------------------------------------------------
+
 
 def _geometry(P, det):
     import pyFAI
@@ -355,10 +401,12 @@ def test_frames_to_hdf5(saxs_ioc, P, det):
     put(P + "sample:select", "cell")
     counter = get(P + f"{det}:cam:ArrayCounter_RBV")
     steps = [
-        lambda: put(P + "shutter:open", 1),          # the cell
-        lambda: put(P + "shutter:open", 0),          # closed: no scattering
-        lambda: (put(P + "shutter:open", 1),
-                 put(P + "sample:select", "empty_cell")),  # the empty cell
+        lambda: put(P + "shutter:open", 1),  # the cell
+        lambda: put(P + "shutter:open", 0),  # closed: no scattering
+        lambda: (
+            put(P + "shutter:open", 1),
+            put(P + "sample:select", "empty_cell"),
+        ),  # the empty cell
     ]
     try:
         path, (cell, closed, empty) = _acquire_series(P, det, steps)
@@ -379,8 +427,7 @@ def test_frames_to_hdf5(saxs_ioc, P, det):
     assert [r["shutter_open"] for r in records] == [True, False, True]
     assert [r["slot"] for r in records] == ["cell", "cell", "empty_cell"]
     assert all(r["detector"] == det for r in records)
-    assert [r["frame_sum"] for r in records] == [int(f[f > 0].sum()) for f in (cell, closed,
-                                                                                 empty)]
+    assert [r["frame_sum"] for r in records] == [int(f[f > 0].sum()) for f in (cell, closed, empty)]
     rec = records[0]
     assert rec["cell_y_mm"] == pytest.approx(0.175) and rec["exposure_s"] == 7.0
     assert rec["t"] - rec["t_start"] >= 7.0
@@ -403,6 +450,7 @@ def test_acquire_keeps_the_loop_free(saxs_ioc, P):
 
 # -- the laboratory set-up ---------------------------------------------------------------
 
+
 def test_lab_beamline(tmp_path):
     ioc = start_saxs_ioc(tmp_path, beamline="lab")
     P = ioc.prefix
@@ -411,7 +459,8 @@ def test_lab_beamline(tmp_path):
         assert get(P + "beam:wavelength_A") == pytest.approx(1.5406, abs=1e-6)
         assert get(P + "beam:energy_kev") == pytest.approx(8.048, abs=1e-3)
         assert (get(P + "beam:size_h_um"), get(P + "beam:size_v_um")) == pytest.approx(
-            (1500.0, 100.0))
+            (1500.0, 100.0)
+        )
         assert get(P + "saxs:cam:AcquireTime") == pytest.approx(80.0)
         assert get_enum(P + "saxs:cam:Model_RBV") == "Eiger2_1M"
         geometry = json.loads(get_str(P + "saxs:cam:Geometry_RBV"))

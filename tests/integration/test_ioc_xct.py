@@ -20,6 +20,7 @@ from .simulators import start_xct_ioc
 
 FARADAY = 96485.33212
 
+
 @pytest.fixture(scope="module")
 def P(xct_ioc):  # noqa: F811
     return xct_ioc.prefix
@@ -28,12 +29,15 @@ def P(xct_ioc):  # noqa: F811
 def put(pv, value, *, wait=False, timeout=5.0):
     """Without completion by default: these tests watch the IOC act on the put."""
     return ca.put(pv, value, wait=wait, timeout=timeout)
+
+
 def truth_events(xct_ioc, event):  # noqa: F811
     lines = Path(xct_ioc.truth_file).read_text().splitlines()
     return [rec for rec in map(json.loads, lines) if rec["event"] == event]
 
 
 # -- clock ---------------------------------------------------------------------
+
 
 def test_clock_runs_at_scale_and_wait_completes(xct_ioc, P):  # noqa: F811
     assert get(P + "clock:scale") == pytest.approx(xct_ioc.scale)
@@ -62,6 +66,7 @@ def test_clock_runs_at_scale_and_wait_completes(xct_ioc, P):  # noqa: F811
 
 # -- force sensor ----------------------------------------------------------------
 
+
 def test_force_at_assembly_and_tare(xct_ioc, P):  # noqa: F811
     force = get(P + "force:force")
     assert force == pytest.approx(22.0, abs=0.3)  # paper: ~22 N after assembly
@@ -82,19 +87,23 @@ def test_force_at_assembly_and_tare(xct_ioc, P):  # noqa: F811
 
 # -- validation / clipping ---------------------------------------------------------
 
-@pytest.mark.parametrize("pv, value, expected", [
-    ("src:kv", 90.0, 70.0),
-    ("src:kv", -5.0, 0.0),
-    ("src:ua", 1e4, 150.0),
-    ("det:cam:AcquireTime", -1.0, 1e-3),
-    ("det:cam:AcquireTime", 1e6, 3600.0),
-    ("det:cam:NumExposures", 1000, 100),
-    ("det:cam:NumExposures", -3, 1),
-    ("pstat:current_sp", 5.0, 0.8),
-    ("pstat:current_sp", -1e9, -0.8),
-    ("pstat:e_max", 99.0, 10.0),
-    ("pstat:duration", -10.0, 1e-3),
-])
+
+@pytest.mark.parametrize(
+    "pv, value, expected",
+    [
+        ("src:kv", 90.0, 70.0),
+        ("src:kv", -5.0, 0.0),
+        ("src:ua", 1e4, 150.0),
+        ("det:cam:AcquireTime", -1.0, 1e-3),
+        ("det:cam:AcquireTime", 1e6, 3600.0),
+        ("det:cam:NumExposures", 1000, 100),
+        ("det:cam:NumExposures", -3, 1),
+        ("pstat:current_sp", 5.0, 0.8),
+        ("pstat:current_sp", -1e9, -0.8),
+        ("pstat:e_max", 99.0, 10.0),
+        ("pstat:duration", -10.0, 1e-3),
+    ],
+)
 def test_out_of_range_puts_are_clipped(xct_ioc, P, pv, value, expected):  # noqa: F811
     old = get(P + pv)
     try:
@@ -114,6 +123,7 @@ def test_ctrl_limits_are_published(xct_ioc, P):  # noqa: F811
 
 # -- potentiostat -------------------------------------------------------------------
 
+
 def _technique(P, mode, *, current=0.0, duration=60.0, e_min=-10.0, e_max=10.0):
     put(P + "pstat:mode", mode, wait=True)
     put(P + "pstat:current_sp", current, wait=True)
@@ -128,7 +138,7 @@ def _wait_state(P, states, timeout=10.0):
 
 
 def test_cc_technique_completes_with_faraday_charge(xct_ioc, P):  # noqa: F811
-    area_cm2 = np.pi * 0.2 ** 2
+    area_cm2 = np.pi * 0.2**2
     current = 40e-6 * area_cm2  # 40 uA/cm2 on the 4 mm electrode
     duration = 120.0  # cell s: 0.6 s wall
     t_start = get(P + "clock:time")
@@ -181,6 +191,7 @@ def test_ocv_technique_completes(xct_ioc, P):  # noqa: F811
 
 
 # -- source and detector ---------------------------------------------------------------
+
 
 def _frames(path):
     with h5py.File(path, "r", swmr=True) as f:
@@ -251,6 +262,7 @@ def test_acquire_takes_exposure_in_cell_time_and_loop_stays_free(xct_ioc, P):  #
 
 
 # -- stage -------------------------------------------------------------------------------
+
 
 def test_motor_record_with_ophyd(xct_ioc, P):  # noqa: F811
     import ophyd
@@ -345,6 +357,7 @@ def test_objective_and_binning_set_the_frame_format(xct_ioc, P):  # noqa: F811
 
 # -- pure parts, in process ------------------------------------------------------------
 
+
 def test_sim_clock_scales_wall_time():
     from operando.iocs.clock import SimClock
 
@@ -385,11 +398,14 @@ def test_trapezoid_profile():
     assert trapezoid(0.0, 1.0, 1.0)[0] == 0.0
 
 
-@pytest.mark.parametrize("load, force, severity", [
-    (520.0, 500.0, AlarmSeverity.MAJOR_ALARM),  # over range: clipped, MAJOR
-    (470.0, 470.0, AlarmSeverity.MINOR_ALARM),
-    (22.0, 22.0, AlarmSeverity.NO_ALARM),
-])
+@pytest.mark.parametrize(
+    "load, force, severity",
+    [
+        (520.0, 500.0, AlarmSeverity.MAJOR_ALARM),  # over range: clipped, MAJOR
+        (470.0, 470.0, AlarmSeverity.MINOR_ALARM),
+        (22.0, 22.0, AlarmSeverity.NO_ALARM),
+    ],
+)
 def test_force_sensor_range_and_alarms(load, force, severity):
     import asyncio
     import types

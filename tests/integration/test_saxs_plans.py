@@ -7,8 +7,8 @@ from collections import Counter
 
 import h5py
 import numpy as np
-import pytest
 import pyFAI
+import pytest
 
 from operando.devices.saxs import make_saxs_station
 from operando.plans.alignment import GridBounds
@@ -38,8 +38,9 @@ def _docs(RE, name):
 
 
 def test_alignment_locates_cathode_and_window(RE, saxs_station):
-    bounds = RE(align(saxs_station, y_range=(-0.6, 1.6), y_num=45, x_range=(-4.0, 4.0),
-                      x_num=33)).plan_result
+    bounds = RE(
+        align(saxs_station, y_range=(-0.6, 1.6), y_num=45, x_range=(-4.0, 4.0), x_num=33)
+    ).plan_result
     y_step, x_step = 2.2 / 44, 8.0 / 32
     # Mounted at (0.3, -0.2) mm: cathode 0..0.35 mm and window |x| <= 2.5 mm, shifted.
     assert bounds.y[0] == pytest.approx(-0.2, abs=y_step)
@@ -56,9 +57,10 @@ def test_raster_documents_shape_and_files(RE, saxs_station, tiled_server):
     from tiled.client import from_uri
 
     RE.subscribe(make_tiled_writer(tiled_server.client()))
-    uid = RE(raster(saxs_station, exposure=1.0, cycle=0, step="ocv", experiment_id="exp-r",
-                    **GRID)).run_start_uids[0]
-    start = json.loads(json.dumps(_docs(RE, "start")[0]))   # as stored: lists, not tuples
+    uid = RE(
+        raster(saxs_station, exposure=1.0, cycle=0, step="ocv", experiment_id="exp-r", **GRID)
+    ).run_start_uids[0]
+    start = json.loads(json.dumps(_docs(RE, "start")[0]))  # as stored: lists, not tuples
     assert start["shape"] == [4, 5] and start["snaking"] == [False, True]
     assert start["extents"] == [[0.05, 0.35], [-2.0, 2.0]]
     assert start["step"] == "ocv" and start["technique"] == "saxs_waxs"
@@ -84,8 +86,7 @@ def test_raster_documents_shape_and_files(RE, saxs_station, tiled_server):
             assert f["/entry/data/data"].shape[0] == 20
             assert f["/entry/data/data"].dtype == np.int32
     # Read back through a plain Tiled client.
-    client = from_uri(tiled_server.uri, api_key=tiled_server.api_key,
-                      structure_clients="numpy")
+    client = from_uri(tiled_server.uri, api_key=tiled_server.api_key, structure_clients="numpy")
     run = client["raw"][uid]
     waxs = run["primary"]["waxs_image"].read()
     assert waxs.shape[0] == 20 and waxs.max() > 0
@@ -96,8 +97,10 @@ def test_background_uses_empty_cell(RE, saxs_station):
     RE(background(saxs_station, x=0.3, y=0.0, exposure=1.0))
     start = _docs(RE, "start")[0]
     assert start["step"] == "background"
-    res = {r["data_key"]: r["uri"].removeprefix("file://localhost")
-           for r in _docs(RE, "stream_resource")}
+    res = {
+        r["data_key"]: r["uri"].removeprefix("file://localhost")
+        for r in _docs(RE, "stream_resource")
+    }
     with h5py.File(res["waxs_image"], "r", swmr=True) as f:
         empty = f["/entry/data/data"][-1]
     assert empty.max() > 0
@@ -105,14 +108,17 @@ def test_background_uses_empty_cell(RE, saxs_station):
     assert saxs_station.shutter.open_rbv.get() == 0
 
 
-@pytest.mark.parametrize("bad, message", [
-    (dict(x_range=(-2.0, 20.0)), "raster x"),
-    (dict(y_range=(0.1, 9.0)), "raster y"),
-    (dict(x_range=(1.0, 1.0)), "zero step"),
-    (dict(shape=(0, 5)), "shape"),
-    (dict(exposure=0.0), "exposure"),
-    (dict(exposure=-7.0), "exposure"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(x_range=(-2.0, 20.0)), "raster x"),
+        (dict(y_range=(0.1, 9.0)), "raster y"),
+        (dict(x_range=(1.0, 1.0)), "zero step"),
+        (dict(shape=(0, 5)), "shape"),
+        (dict(exposure=0.0), "exposure"),
+        (dict(exposure=-7.0), "exposure"),
+    ],
+)
 def test_bad_grids_rejected_before_motion(RE, saxs_station, bad, message):
     kwargs = dict(GRID, exposure=1.0)
     kwargs.update(bad)
@@ -126,9 +132,17 @@ def test_bad_grids_rejected_before_motion(RE, saxs_station, bad, message):
 
 def test_operando_cycles_with_rasters(RE, saxs_station):
     bounds = GridBounds(x=(-2.2, 2.8), y=(-0.2, 0.15))
-    result = RE(saxs_waxs_operando(saxs_station, bounds=bounds, shape=(2, 2), cycles=1,
-                                   raster_every=3 * 3600.0, exposure=1.0,
-                                   experiment_id="exp-op")).plan_result
+    result = RE(
+        saxs_waxs_operando(
+            saxs_station,
+            bounds=bounds,
+            shape=(2, 2),
+            cycles=1,
+            raster_every=3 * 3600.0,
+            exposure=1.0,
+            experiment_id="exp-op",
+        )
+    ).plan_result
     kinds = Counter(kind for kind, _, _ in result.runs)
     assert kinds["background"] == 1 and kinds["ocv"] == 1 and kinds["operando"] >= 3
     assert result.end_state == "done"
@@ -138,7 +152,9 @@ def test_operando_cycles_with_rasters(RE, saxs_station):
     assert all(s["experiment_id"] == "exp-op" and s["cycle"] == 1 for s in operando)
     # Every point carries the electrochemistry: discharge then charge, ≈37 % back.
     events = _docs(RE, "event")
-    half = np.array([e["data"]["pstat_half_cycle"] for e in events if "pstat_half_cycle" in e["data"]])
+    half = np.array(
+        [e["data"]["pstat_half_cycle"] for e in events if "pstat_half_cycle" in e["data"]]
+    )
     assert {0, 1} <= set(half.tolist())
     assert saxs_station.pstat.state.get() in ("done", "aborted")
     assert saxs_station.shutter.open_rbv.get() == 0

@@ -103,21 +103,32 @@ class SyntheticExperiment:
         self.pstat = Potentiostat(self.cell)
         self.rng = np.random.default_rng(seed)
         self.truth: dict[str, dict] = {}
-        self.poni = {role: BL.write_poni(role, self.dir / f"{role}.poni") for role in ("saxs", "waxs")}
+        self.poni = {
+            role: BL.write_poni(role, self.dir / f"{role}.poni") for role in ("saxs", "waxs")
+        }
         self.geometry = {role: BL.geometry(role) for role in ("saxs", "waxs")}
 
     def _configuration(self):
         conf = {}
         for role in ("saxs", "waxs"):
-            data = {f"{role}_cam_geometry": json.dumps(self.geometry[role]),
-                    f"{role}_cam_poni_file": self.poni[role],
-                    f"{role}_cam_acquire_time": BL.exposure_s}
+            data = {
+                f"{role}_cam_geometry": json.dumps(self.geometry[role]),
+                f"{role}_cam_poni_file": self.poni[role],
+                f"{role}_cam_acquire_time": BL.exposure_s,
+            }
             if role == "saxs":
                 data["saxs_cam_beamstop_radius"] = BL.saxs.beamstop_radius_m
             conf[role] = {
-                "data": data, "timestamps": {k: time.time() for k in data},
-                "data_keys": {k: {"source": f"PV:{k}", "dtype": "string" if isinstance(v, str) else "number",
-                                  "shape": []} for k, v in data.items()},
+                "data": data,
+                "timestamps": {k: time.time() for k in data},
+                "data_keys": {
+                    k: {
+                        "source": f"PV:{k}",
+                        "dtype": "string" if isinstance(v, str) else "number",
+                        "shape": [],
+                    }
+                    for k, v in data.items()
+                },
             }
         return conf
 
@@ -125,15 +136,32 @@ class SyntheticExperiment:
         dk = {}
         for role in ("saxs", "waxs"):
             rows, cols = BL.integrator(role).detector.shape
-            dk[f"{role}_image"] = {"source": f"PV:{role}:HDF1:FullFileName_RBV", "shape": [rows, cols],
-                                   "dtype": "array", "dtype_numpy": "<i4", "external": "STREAM:",
-                                   "object_name": role}
-        for key, obj in (("diode_trans", "diode"), ("stage_x", "stage"), ("stage_y", "stage"),
-                         ("clock_time", "clock"), ("pstat_ewe", "pstat"), ("pstat_current", "pstat"),
-                         ("pstat_capacity", "pstat"), ("pstat_charge", "pstat"),
-                         ("pstat_half_cycle", "pstat")):
+            dk[f"{role}_image"] = {
+                "source": f"PV:{role}:HDF1:FullFileName_RBV",
+                "shape": [rows, cols],
+                "dtype": "array",
+                "dtype_numpy": "<i4",
+                "external": "STREAM:",
+                "object_name": role,
+            }
+        for key, obj in (
+            ("diode_trans", "diode"),
+            ("stage_x", "stage"),
+            ("stage_y", "stage"),
+            ("clock_time", "clock"),
+            ("pstat_ewe", "pstat"),
+            ("pstat_current", "pstat"),
+            ("pstat_capacity", "pstat"),
+            ("pstat_charge", "pstat"),
+            ("pstat_half_cycle", "pstat"),
+        ):
             dk[key] = {"source": f"PV:{key}", "shape": [], "dtype": "number", "object_name": obj}
-        dk["pstat_direction"] = {"source": "PV:dir", "shape": [], "dtype": "string", "object_name": "pstat"}
+        dk["pstat_direction"] = {
+            "source": "PV:dir",
+            "shape": [],
+            "dtype": "string",
+            "object_name": "pstat",
+        }
         return dk
 
     def run(self, step: str, *, cycle=None, raster_index=None, empty=False):
@@ -143,25 +171,48 @@ class SyntheticExperiment:
             md = {"num_points": 1}
         else:
             points = [(x, y) for i, y in enumerate(YS) for x in (XS if i % 2 == 0 else XS[::-1])]
-            md = {"shape": list(SHAPE), "extents": EXTENTS, "snaking": [False, True],
-                  "num_points": len(points), "raster_index": raster_index}
-        run = compose_run(metadata=dict(
-            md, technique="saxs_waxs", step=step, cycle=cycle, experiment_id=self.eid,
-            beamline="synchrotron", plan_name="raster" if step != "background" else "background",
-            cell="Li-In|Li6PS5Cl|S-C"))
+            md = {
+                "shape": list(SHAPE),
+                "extents": EXTENTS,
+                "snaking": [False, True],
+                "num_points": len(points),
+                "raster_index": raster_index,
+            }
+        run = compose_run(
+            metadata=dict(
+                md,
+                technique="saxs_waxs",
+                step=step,
+                cycle=cycle,
+                experiment_id=self.eid,
+                beamline="synchrotron",
+                plan_name="raster" if step != "background" else "background",
+                cell="Li-In|Li6PS5Cl|S-C",
+            )
+        )
         uid = run.start_doc["uid"]
         yield "start", run.start_doc
         desc = run.compose_descriptor(
-            name="primary", data_keys=self._data_keys(), configuration=self._configuration(),
-            object_keys={"saxs": ["saxs_image"], "waxs": ["waxs_image"], "diode": ["diode_trans"],
-                         "stage": ["stage_x", "stage_y"], "clock": ["clock_time"],
-                         "pstat": [k for k in self._data_keys() if k.startswith("pstat")]})
+            name="primary",
+            data_keys=self._data_keys(),
+            configuration=self._configuration(),
+            object_keys={
+                "saxs": ["saxs_image"],
+                "waxs": ["waxs_image"],
+                "diode": ["diode_trans"],
+                "stage": ["stage_x", "stage_y"],
+                "clock": ["clock_time"],
+                "pstat": [k for k in self._data_keys() if k.startswith("pstat")],
+            },
+        )
         yield "descriptor", desc.descriptor_doc
         writers, bundles = {}, {}
         truth = {"step": step, "points": [], "cell": []}
         for k, (x, y) in enumerate(points):
             self.pstat.advance_to(self.cell.time + DT)
-            fp = self.cell.composition_at(x, y, BL.beam_w_mm, BL.beam_h_mm, BL.energy_kev, empty=empty)
+            fp = self.cell.composition_at(
+                x, y, BL.beam_w_mm, BL.beam_h_mm, BL.energy_kev, empty=empty
+            )
             frames = sf.render_point(BL, fp, self.rng)
             for role in ("saxs", "waxs"):
                 if role not in writers:
@@ -169,28 +220,58 @@ class SyntheticExperiment:
                     path = w.open(self.dir / f"{uid[:8]}-{role}.h5")
                     writers[role] = w
                     bundles[role] = run.compose_stream_resource(
-                        mimetype="application/x-hdf5", uri=f"file://localhost{path}",
+                        mimetype="application/x-hdf5",
+                        uri=f"file://localhost{path}",
                         data_key=f"{role}_image",
-                        parameters={"dataset": "/entry/data/data", "chunk_shape": [1, *frames[role].shape]})
+                        parameters={
+                            "dataset": "/entry/data/data",
+                            "chunk_shape": [1, *frames[role].shape],
+                        },
+                    )
                     yield "stream_resource", bundles[role].stream_resource_doc
                 index = writers[role].append(frames[role])
-                yield "stream_datum", bundles[role].compose_stream_datum(
-                    indices={"start": index, "stop": index + 1},
-                    seq_nums={"start": k + 1, "stop": k + 2}, descriptor=desc.descriptor_doc)
+                yield (
+                    "stream_datum",
+                    bundles[role].compose_stream_datum(
+                        indices={"start": index, "stop": index + 1},
+                        seq_nums={"start": k + 1, "stop": k + 2},
+                        descriptor=desc.descriptor_doc,
+                    ),
+                )
             noise = 1.0 + 0.002 * self.rng.standard_normal()
             data = {
-                "diode_trans": fp.transmission * noise, "stage_x": x + 1e-4 * self.rng.standard_normal(),
-                "stage_y": y + 1e-5 * self.rng.standard_normal(), "clock_time": self.cell.time,
-                "pstat_ewe": self.cell.voltage(self.pstat.current), "pstat_current": self.pstat.current,
-                "pstat_capacity": self.pstat.capacity, "pstat_charge": self.cell.capacity_mah * 3.6,
-                "pstat_half_cycle": self.pstat.half, "pstat_direction": self.pstat.direction,
+                "diode_trans": fp.transmission * noise,
+                "stage_x": x + 1e-4 * self.rng.standard_normal(),
+                "stage_y": y + 1e-5 * self.rng.standard_normal(),
+                "clock_time": self.cell.time,
+                "pstat_ewe": self.cell.voltage(self.pstat.current),
+                "pstat_current": self.pstat.current,
+                "pstat_capacity": self.pstat.capacity,
+                "pstat_charge": self.cell.capacity_mah * 3.6,
+                "pstat_half_cycle": self.pstat.half,
+                "pstat_direction": self.pstat.direction,
             }
             now = time.time()
-            yield "event", desc.compose_event(data=data, timestamps={k: now for k in data}, seq_num=k + 1)
-            truth["points"].append({"x": x, "y": y, "li2s_volume": fp.volumes.get("Li2S", 0.0),
-                                    "li2s_size_nm": fp.li2s_size_nm, "transmission": fp.transmission})
-            truth["cell"].append({"time": self.cell.time, "capacity_mah": self.cell.capacity_mah,
-                                  "sod": self.cell.state_of_discharge})
+            yield (
+                "event",
+                desc.compose_event(data=data, timestamps={k: now for k in data}, seq_num=k + 1),
+            )
+            truth["points"].append(
+                {
+                    "x": x,
+                    "y": y,
+                    "li2s_volume": fp.volumes.get("Li2S", 0.0),
+                    "li2s_size_nm": fp.li2s_size_nm,
+                    "transmission": fp.transmission,
+                }
+            )
+            truth["cell"].append(
+                {
+                    "time": self.cell.time,
+                    "capacity_mah": self.cell.capacity_mah,
+                    "sod": self.cell.state_of_discharge,
+                }
+            )
         yield "stop", run.compose_stop()
         for w in writers.values():
             w.close()
@@ -225,9 +306,11 @@ def _snapshot(client, uids, eid):
     out = {}
     for uid in uids:
         node = red[uid]
-        out[uid] = {"metadata": dict(node.metadata),
-                    **{k: node[k].read() for k in node if k != "points"},
-                    "points": node["points"].read()}
+        out[uid] = {
+            "metadata": dict(node.metadata),
+            **{k: node[k].read() for k in node if k != "points"},
+            "points": node["points"].read(),
+        }
     node = red[eid]
     out[eid] = {"metadata": dict(node.metadata), **{k: node[k].read() for k in node}}
     return out
@@ -256,18 +339,31 @@ def experiment(tiled_server, tmp_path_factory):
     reducer.close(timeout=60)
     t_live = time.perf_counter() - t0
     plain = _plain_client(tiled_server)
-    yield {"eid": eid, "sim": sim, "uids": uids, "reducer": reducer, "client": client, "plain": plain,
-           "live": _snapshot(plain, uids, eid), "figures": figures, "frames_dir": frames_dir,
-           "seconds": {"acquisition": t_acq, "live_done": t_live}}
+    yield {
+        "eid": eid,
+        "sim": sim,
+        "uids": uids,
+        "reducer": reducer,
+        "client": client,
+        "plain": plain,
+        "live": _snapshot(plain, uids, eid),
+        "figures": figures,
+        "frames_dir": frames_dir,
+        "seconds": {"acquisition": t_acq, "live_done": t_live},
+    }
     shutil.rmtree(frames_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
 def offline(experiment):
     # any raw uid of the experiment finds the whole experiment
-    summary = reduce_experiment(experiment["client"], experiment["uids"][2],
-                                figures_dir=experiment["figures"] / "offline")
-    return {"summary": summary, "stored": _snapshot(experiment["plain"], experiment["uids"], experiment["eid"])}
+    summary = reduce_experiment(
+        experiment["client"], experiment["uids"][2], figures_dir=experiment["figures"] / "offline"
+    )
+    return {
+        "summary": summary,
+        "stored": _snapshot(experiment["plain"], experiment["uids"], experiment["eid"]),
+    }
 
 
 def _run(experiment, step, index=None):
@@ -282,8 +378,15 @@ def _run(experiment, step, index=None):
 
 # ------------------------------------------------------------------------------ tests
 def test_callbacks_do_not_import_the_simulators():
-    for mod in (saxs_model, saxs_pipeline, saxs_experiment, saxs_store, saxs_live, saxs_offline,
-                saxs_figures):
+    for mod in (
+        saxs_model,
+        saxs_pipeline,
+        saxs_experiment,
+        saxs_store,
+        saxs_live,
+        saxs_offline,
+        saxs_figures,
+    ):
         for node in ast.walk(ast.parse(Path(mod.__file__).read_text())):
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
@@ -314,8 +417,12 @@ def test_reduced_curves_read_back_with_plain_client(experiment):
     assert bg["metadata"]["reduction"]["name"] == saxs_model.REDUCTION_NAME
     assert bg["metadata"]["reduction"]["parameters"]["npt"] == 1000
     assert bg["q_saxs"].shape == (1000,) and bg["saxs"].shape == (1, 1000)
-    assert bg["q_saxs"][0] == pytest.approx(0.03, rel=0.1) and bg["q_saxs"][-1] == pytest.approx(6.71, rel=0.02)
-    assert bg["q_waxs"][0] == pytest.approx(16.9, abs=0.1) and bg["q_waxs"][-1] == pytest.approx(34.7, abs=0.1)
+    assert bg["q_saxs"][0] == pytest.approx(0.03, rel=0.1) and bg["q_saxs"][-1] == pytest.approx(
+        6.71, rel=0.02
+    )
+    assert bg["q_waxs"][0] == pytest.approx(16.9, abs=0.1) and bg["q_waxs"][-1] == pytest.approx(
+        34.7, abs=0.1
+    )
     # the stored curves are pyFAI's, recomputed here from the HDF5 frames
     frames_dir = experiment["frames_dir"]
     geo_s, geo_w = BL.geometry("saxs"), BL.geometry("waxs")
@@ -327,8 +434,13 @@ def test_reduced_curves_read_back_with_plain_client(experiment):
             return f["/entry/data/data"][()]
 
     qs, i_s, _, qw, i_w, _ = sc.reduce_frames(
-        frames(bg_uid, "saxs"), frames(bg_uid, "waxs"), geo_s, geo_w,
-        beamstop_radius=BL.saxs.beamstop_radius_m, npt=1000)
+        frames(bg_uid, "saxs"),
+        frames(bg_uid, "waxs"),
+        geo_s,
+        geo_w,
+        beamstop_radius=BL.saxs.beamstop_radius_m,
+        npt=1000,
+    )
     np.testing.assert_allclose(bg["saxs"], i_s, rtol=1e-12)
     np.testing.assert_allclose(bg["waxs"], i_w, rtol=1e-12)
     # an operando point: integrated, minus the empty cell scaled by the diode ratio
@@ -338,13 +450,18 @@ def test_reduced_curves_read_back_with_plain_client(experiment):
     assert op["li2s_map"].shape == SHAPE and op["li2s_size_nm"].shape == SHAPE
     pts = op["points"]
     k = 7
-    _, _, _, _, w, _ = sc.reduce_frames(None, frames(uid, "waxs")[k:k + 1], None, geo_w, npt=1000)
+    _, _, _, _, w, _ = sc.reduce_frames(None, frames(uid, "waxs")[k : k + 1], None, geo_w, npt=1000)
     t_bg = live[bg_uid]["points"]["diode"].mean()
     expected = w[0] - pts["diode"][k] / t_bg * i_w[0]
     np.testing.assert_allclose(op["waxs"][k], expected, rtol=1e-9, atol=1e-9 * np.nanmax(expected))
     md = op["metadata"]
-    assert (md["experiment_id"], md["step"], md["cycle"], md["raster_index"], md["technique"]) == \
-        (experiment["eid"], "operando", 1, 1, "saxs_waxs")
+    assert (md["experiment_id"], md["step"], md["cycle"], md["raster_index"], md["technique"]) == (
+        experiment["eid"],
+        "operando",
+        1,
+        1,
+        "saxs_waxs",
+    )
     assert md["background_uid"] == bg_uid and md["reference_uids"] == [_run(experiment, "ocv")]
     # grid indices from the snaking positions
     assert pts["row"].tolist() == [i for i in range(4) for _ in range(5)]
@@ -380,7 +497,9 @@ def test_li2s_map_heterogeneous_as_simulated(experiment):
     maps = [live[_run(experiment, "operando", i)]["li2s_map"] for i in (0, 1, 2)]
     full = maps[1]
     rows = full.mean(axis=1)
-    assert min(rows[1], rows[2]) > 1.5 * max(rows[0], rows[3])  # centre > collector and separator sides
+    assert min(rows[1], rows[2]) > 1.5 * max(
+        rows[0], rows[3]
+    )  # centre > collector and separator sides
     uid = _run(experiment, "operando", 1)
     truth = np.zeros(SHAPE)
     pts = live[uid]["points"]
@@ -420,10 +539,14 @@ def test_experiment_container(experiment):
     assert len(ts) == 80 and set(ts["step"]) == {"ocv", "operando"}
     assert np.all(np.diff(ts["time"].to_numpy()) > 0)
     assert node["li2s_maps"].shape == (3, *SHAPE)
-    np.testing.assert_allclose(node["li2s_maps"][1], experiment["live"][_run(experiment, "operando", 1)]["li2s_map"])
+    np.testing.assert_allclose(
+        node["li2s_maps"][1], experiment["live"][_run(experiment, "operando", 1)]["li2s_map"]
+    )
     assert node["waterfall_waxs"].shape == (4, 1000) and node["waterfall_saxs"].shape == (4, 1000)
     norm = node["waterfall_waxs_norm"]
-    np.testing.assert_allclose(np.nanmedian(norm[0]), 1.0, atol=1e-9)  # the OCV raster is its own reference
+    np.testing.assert_allclose(
+        np.nanmedian(norm[0]), 1.0, atol=1e-9
+    )  # the OCV raster is its own reference
     q = node["q_waxs"]
     window = (q > 18.3) & (q < 20.8)
     assert np.nanmean(norm[2][window]) > 1.2  # Li2S at full discharge, pixel (2, 2)
@@ -443,7 +566,9 @@ def test_offline_reduction_gives_the_live_numbers(experiment, offline):
     summary, stored, live = offline["summary"], offline["stored"], experiment["live"]
     assert summary["experiment_id"] == experiment["eid"]
     assert [r["uid"] for r in summary["runs"]] == experiment["uids"]
-    assert summary["sodc_final"] and summary["q1_mah"] == pytest.approx(live[experiment["eid"]]["metadata"]["q1_mah"])
+    assert summary["sodc_final"] and summary["q1_mah"] == pytest.approx(
+        live[experiment["eid"]]["metadata"]["q1_mah"]
+    )
     for uid in experiment["uids"]:
         a, b = live[uid], stored[uid]
         assert b["metadata"]["reduction"]["mode"] == "offline"
@@ -454,10 +579,17 @@ def test_offline_reduction_gives_the_live_numbers(experiment, offline):
                 continue
             if key == "points":
                 for col in a[key].columns:
-                    np.testing.assert_allclose(b[key][col].to_numpy(), a[key][col].to_numpy(),
-                                               rtol=1e-9, equal_nan=True, err_msg=f"{uid} {col}")
+                    np.testing.assert_allclose(
+                        b[key][col].to_numpy(),
+                        a[key][col].to_numpy(),
+                        rtol=1e-9,
+                        equal_nan=True,
+                        err_msg=f"{uid} {col}",
+                    )
             else:
-                np.testing.assert_allclose(b[key], a[key], rtol=1e-9, equal_nan=True, err_msg=f"{uid} {key}")
+                np.testing.assert_allclose(
+                    b[key], a[key], rtol=1e-9, equal_nan=True, err_msg=f"{uid} {key}"
+                )
     a, b = live[experiment["eid"]], stored[experiment["eid"]]
     for key in ("li2s_maps", "li2s_size_maps", "saxs_maps", "waterfall_waxs"):
         np.testing.assert_allclose(b[key], a[key], rtol=1e-9, equal_nan=True)
@@ -471,11 +603,13 @@ def test_figure_functions_are_pure(tmp_path):
     curves = np.outer([1, 2, 3], np.exp(-q / 10))
     p = saxs_figures.waterfalls(t, None, None, q, curves, tmp_path / "w.png", pixel=(1, 1))
     assert Path(p).stat().st_size > 5_000
-    p = saxs_figures.li2s_maps(np.random.default_rng(0).random((2, 4, 5)), ["a", "b"], tmp_path / "m.png",
-                               extents=EXTENTS)
+    p = saxs_figures.li2s_maps(
+        np.random.default_rng(0).random((2, 4, 5)), ["a", "b"], tmp_path / "m.png", extents=EXTENTS
+    )
     assert Path(p).stat().st_size > 5_000
-    p = saxs_figures.voltage_capacity([0, 0.1, 0.2, 0.05], [1.7, 1.6, 1.5, 1.8], [0, 0, 0, 1],
-                                      tmp_path / "v.png")
+    p = saxs_figures.voltage_capacity(
+        [0, 0.1, 0.2, 0.05], [1.7, 1.6, 1.5, 1.8], [0, 0, 0, 1], tmp_path / "v.png"
+    )
     assert Path(p).stat().st_size > 5_000
 
 

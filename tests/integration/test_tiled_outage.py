@@ -9,8 +9,14 @@ from operando.plans.xct import scan3d
 from operando.session import backup_files, make_tiled_writer, replay_backup
 from operando.tiled_server import DataLayout, TiledServer
 
-SCAN = dict(num_projections=6, exposure=0.2, images_per_projection=1, num_darks=1,
-            num_flats=1, sample_every=30.0)
+SCAN = dict(
+    num_projections=6,
+    exposure=0.2,
+    images_per_projection=1,
+    num_darks=1,
+    num_flats=1,
+    sample_every=30.0,
+)
 
 
 def test_run_survives_tiled_outage_and_is_replayed(RE, xct, tmp_path):
@@ -35,18 +41,22 @@ def test_run_survives_tiled_outage_and_is_replayed(RE, xct, tmp_path):
         result = RE(scan3d(xct, experiment_id="outage", **SCAN))
         RE.unsubscribe(token)
         second = result.run_start_uids[0]
-        assert result.exit_status == "success"          # the experiment went on
+        assert result.exit_status == "success"  # the experiment went on
 
-        (backup,) = [p for p in backup_files(layout.backup)
-                     if p.name.startswith(second.split("-")[0])]
+        (backup,) = [
+            p for p in backup_files(layout.backup) if p.name.startswith(second.split("-")[0])
+        ]
         names = [json.loads(line)["name"] for line in backup.read_text().splitlines()]
         assert names[0] == "start" and names[-1] == "stop"
-        assert names.count("stream_datum") == 8          # dark, flat, 6 projections
+        assert names.count("stream_datum") == 8  # dark, flat, 6 projections
         # The whole run, before and after the outage: every event the RunEngine emitted.
         emitted = [d for n, d in RE.docs if n == "event"]
-        run_events = [d for d in emitted if d["descriptor"] in
-                      {d["uid"] for n, d in RE.docs if n == "descriptor"
-                       and d["run_start"] == second}]
+        run_events = [
+            d
+            for d in emitted
+            if d["descriptor"]
+            in {d["uid"] for n, d in RE.docs if n == "descriptor" and d["run_start"] == second}
+        ]
         assert names.count("event") + names.count("event_page") >= len(run_events) > 0
 
         # Back online: the backup replays into Tiled, frames read from the same files.

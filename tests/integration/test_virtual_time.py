@@ -66,8 +66,13 @@ def _truth(path, prefix):
     records = [json.loads(line) for line in path.read_text().splitlines()]
     out = []
     for r in records:
-        out.append({k: v.replace(prefix, "") if isinstance(v, str) else v
-                    for k, v in r.items() if k not in _NOT_PHYSICS})
+        out.append(
+            {
+                k: v.replace(prefix, "") if isinstance(v, str) else v
+                for k, v in r.items()
+                if k not in _NOT_PHYSICS
+            }
+        )
     return out
 
 
@@ -109,9 +114,17 @@ def _assert_same(a, b):
 
 
 def _xct_plan(station):
-    return xct_operando(station, cycles=2, num_projections=7, exposure=1.5,
-                        images_per_projection=1, postmortem_projections=5,
-                        sample_every=600.0, radiogram_every=HOUR, experiment_id="vt-xct")
+    return xct_operando(
+        station,
+        cycles=2,
+        num_projections=7,
+        exposure=1.5,
+        images_per_projection=1,
+        postmortem_projections=5,
+        sample_every=600.0,
+        radiogram_every=HOUR,
+        experiment_id="vt-xct",
+    )
 
 
 def test_xct_experiment_is_deterministic_under_load(tmp_path):
@@ -133,9 +146,16 @@ SAXS_BOUNDS = GridBounds(x=(-2.5, 2.5), y=(0.0, 0.35))
 
 
 def _saxs_plan(station):
-    return saxs_waxs_operando(station, cycles=1, c_rate=0.5, shape=(2, 3),
-                              bounds=SAXS_BOUNDS, raster_every=1800.0, exposure=2.0,
-                              experiment_id="vt-saxs")
+    return saxs_waxs_operando(
+        station,
+        cycles=1,
+        c_rate=0.5,
+        shape=(2, 3),
+        bounds=SAXS_BOUNDS,
+        raster_every=1800.0,
+        exposure=2.0,
+        experiment_id="vt-saxs",
+    )
 
 
 def test_saxs_experiment_is_deterministic_under_load(tmp_path):

@@ -30,17 +30,27 @@ M_LI, RHO_LI, FARADAY = 6.94, 0.534, 96485.332
 
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory):
-    ioc = start_xct_ioc(tmp_path_factory.mktemp("xct-exp"), time_scale=SCALE, seed=0,
-                        extra=["--hold"])
+    ioc = start_xct_ioc(
+        tmp_path_factory.mktemp("xct-exp"), time_scale=SCALE, seed=0, extra=["--hold"]
+    )
     station = make_xct_station(ioc.prefix, write_path=ioc.frames_dir, timeout=15)
     RE = make_run_engine(loop=asyncio.new_event_loop(), clock=station.clock)
     docs = []
     RE.subscribe(lambda name, doc: docs.append((name, doc)))
-    ioc.release_hold()   # cell time 0 = the assembled cell, as the protocol starts
-    result = RE(xct_operando(station, cycles=14, num_projections=5, exposure=1.5,
-                             images_per_projection=1, postmortem_projections=5,
-                             sample_every=300.0, experiment_id="exp-full",
-                             cell="Li|HSE|Li test cell")).plan_result
+    ioc.release_hold()  # cell time 0 = the assembled cell, as the protocol starts
+    result = RE(
+        xct_operando(
+            station,
+            cycles=14,
+            num_projections=5,
+            exposure=1.5,
+            images_per_projection=1,
+            postmortem_projections=5,
+            sample_every=300.0,
+            experiment_id="exp-full",
+            cell="Li|HSE|Li test cell",
+        )
+    ).plan_result
     truth = [json.loads(line) for line in ioc.truth_file.read_text().splitlines()]
     yield result, docs, truth
     for dev in station.devices().values():
@@ -101,7 +111,9 @@ def test_protocol_runs_to_short_circuit_in_cycle_11(experiment):
         s = run["start"]
         assert s["experiment_id"] == "exp-full" and s["technique"] == "xct"
         assert s["cell"] == "Li|HSE|Li test cell"
-    densities = [r["start"]["current_density_uA_cm2"] for r in runs if r["start"]["step"] == "plating"]
+    densities = [
+        r["start"]["current_density_uA_cm2"] for r in runs if r["start"]["step"] == "plating"
+    ]
     assert densities == [2.0, 20.0] + [40.0] * 9
 
 
@@ -110,7 +122,7 @@ def test_initial_force_and_pressure(experiment):
     t, force = _cell_series(_runs(docs), "force_force")
     assert t[0] < 0.1 * HOUR
     assert force[0] == pytest.approx(22.0, rel=0.05)
-    pressure_mpa = force[0] / (np.pi * 2.0 ** 2)
+    pressure_mpa = force[0] / (np.pi * 2.0**2)
     assert pressure_mpa == pytest.approx(1.75, rel=0.05)
 
 
@@ -123,9 +135,9 @@ def test_force_creeps_to_19_6_and_alternates_in_cycles_7_to_9(experiment):
             continue
         cell = run["events"]["cell"]
         f = [ev["data"]["force_force"] for ev in cell]
-        assert f[0] == pytest.approx(19.6, abs=0.2)     # start of plating
-        assert max(f) == pytest.approx(19.9, abs=0.2)   # end of plating
-        assert max(f) - f[0] > 0.1                      # rises when plating starts
+        assert f[0] == pytest.approx(19.6, abs=0.2)  # start of plating
+        assert max(f) == pytest.approx(19.9, abs=0.2)  # end of plating
+        assert max(f) - f[0] > 0.1  # rises when plating starts
 
 
 def test_last_force_and_potential_peaks_before_failure_are_highest(experiment):
@@ -146,7 +158,7 @@ def test_last_force_and_potential_peaks_before_failure_are_highest(experiment):
 
 def test_plated_thickness_from_recorded_charge_is_faraday(experiment):
     _, docs, _ = experiment
-    area = np.pi * 0.2 ** 2
+    area = np.pi * 0.2**2
     for run in _runs(docs):
         s = run["start"]
         if s["step"] != "plating" or s["cycle"] >= 11:
@@ -168,11 +180,12 @@ def test_stack_geometry_after_nine_plating_cycles(experiment):
     first = frames[0]["truth"]
     assert first["cu_to_cu_um"] == pytest.approx(305.0, abs=1.0)
     assert first["top_li_um"] == pytest.approx(138.0, abs=1.0)
-    (ninth,) = [r for r in _runs(docs)
-                if r["start"]["step"] == "plating" and r["start"]["cycle"] == 9]
+    (ninth,) = [
+        r for r in _runs(docs) if r["start"]["step"] == "plating" and r["start"]["cycle"] == 9
+    ]
     t_end = max(ev["data"]["clock_time"] for ev in ninth["events"]["primary"])
     at_81 = min(frames, key=lambda rec: abs(rec["t"] - t_end))
-    assert abs(at_81["t"] - 81 * HOUR) < 8 * HOUR   # the protocol's cycles, stretched by overheads
+    assert abs(at_81["t"] - 81 * HOUR) < 8 * HOUR  # the protocol's cycles, stretched by overheads
     assert at_81["truth"]["cu_to_cu_um"] == pytest.approx(282.0, abs=2.0)
     assert at_81["truth"]["top_li_um"] == pytest.approx(125.0, abs=2.0)
     last = frames[-1]["truth"]

@@ -18,8 +18,14 @@ from operando.plans.xct import (
 )
 from operando.session import make_tiled_writer
 
-SMALL_SCAN = dict(num_projections=5, exposure=0.5, images_per_projection=1, num_darks=2,
-                  num_flats=2, sample_every=30.0)
+SMALL_SCAN = dict(
+    num_projections=5,
+    exposure=0.5,
+    images_per_projection=1,
+    num_darks=2,
+    num_flats=2,
+    sample_every=30.0,
+)
 
 
 def _docs(RE, name):
@@ -45,12 +51,20 @@ def test_epics_motor_on_simulated_stage(RE, xct):
 
 
 def test_scan3d_streams_metadata_and_files(RE, xct):
-    uid = RE(scan3d(xct, experiment_id="exp-test", cell="cell-A", cycle=1, **SMALL_SCAN)).run_start_uids[0]
+    uid = RE(
+        scan3d(xct, experiment_id="exp-test", cell="cell-A", cycle=1, **SMALL_SCAN)
+    ).run_start_uids[0]
     start = _docs(RE, "start")[0]
     assert start["uid"] == uid
-    for key, value in {"experiment_id": "exp-test", "cell": "cell-A", "technique": "xct",
-                       "step": "scan3d", "cycle": 1, "plan_name": "scan3d",
-                       "num_points": 5}.items():
+    for key, value in {
+        "experiment_id": "exp-test",
+        "cell": "cell-A",
+        "technique": "xct",
+        "step": "scan3d",
+        "cycle": 1,
+        "plan_name": "scan3d",
+        "num_points": 5,
+    }.items():
         assert start[key] == value
     streams = _streams(RE)
     per_stream = Counter(streams[e["descriptor"]] for e in _docs(RE, "event"))
@@ -103,15 +117,18 @@ def test_darks_flats_projections_physics(RE, xct):
     assert m["dark"] < m["primary"] < m["flat"]
 
 
-@pytest.mark.parametrize("bad, message", [
-    (dict(exposure=-1.0), "exposure"),
-    (dict(exposure=0.0), "exposure"),
-    (dict(num_projections=0), "num_projections"),
-    (dict(images_per_projection=0), "images_per_projection"),
-    (dict(stop=5000.0), "rotation angle"),
-    (dict(kv=90.0), "kv"),
-    (dict(flat_offset=500.0), "flat-field"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(exposure=-1.0), "exposure"),
+        (dict(exposure=0.0), "exposure"),
+        (dict(num_projections=0), "num_projections"),
+        (dict(images_per_projection=0), "images_per_projection"),
+        (dict(stop=5000.0), "rotation angle"),
+        (dict(kv=90.0), "kv"),
+        (dict(flat_offset=500.0), "flat-field"),
+    ],
+)
 def test_scan3d_rejects_bad_input_before_motion(RE, xct, bad, message):
     th0 = xct.stage.th.position
     x0 = xct.stage.x.position
@@ -123,13 +140,16 @@ def test_scan3d_rejects_bad_input_before_motion(RE, xct, bad, message):
     assert xct.stage.x.position == pytest.approx(x0, abs=1e-6)
 
 
-@pytest.mark.parametrize("bad, message", [
-    (dict(current_density=-2.0), "current_density"),
-    (dict(current_density=0.0), "current_density"),
-    (dict(current_density=1e10), "plating current"),
-    (dict(duration=-5.0), "duration"),
-    (dict(radiogram_every=0.0), "radiogram_every"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(current_density=-2.0), "current_density"),
+        (dict(current_density=0.0), "current_density"),
+        (dict(current_density=1e10), "plating current"),
+        (dict(duration=-5.0), "duration"),
+        (dict(radiogram_every=0.0), "radiogram_every"),
+    ],
+)
 def test_plating_rejects_bad_input_before_motion(RE, xct, bad, message):
     kwargs = dict(current_density=40.0, duration=600.0, radiogram_every=300.0)
     kwargs.update(bad)
@@ -142,9 +162,21 @@ def test_plating_rejects_bad_input_before_motion(RE, xct, bad, message):
 def test_plating_radiograms_cell_stream_and_charge(RE, xct):
     j = 40.0
     duration, every = 1800.0, 600.0
-    result = RE(plating(xct, current_density=j, duration=duration, radiogram_every=every,
-                        sample_every=120.0, exposure=0.5, images_per_radiogram=1,
-                        num_darks=1, num_flats=1, cycle=3, experiment_id="exp-p")).plan_result
+    result = RE(
+        plating(
+            xct,
+            current_density=j,
+            duration=duration,
+            radiogram_every=every,
+            sample_every=120.0,
+            exposure=0.5,
+            images_per_radiogram=1,
+            num_darks=1,
+            num_flats=1,
+            cycle=3,
+            experiment_id="exp-p",
+        )
+    ).plan_result
     assert not result.shorted and result.end_state == "done"
     streams = _streams(RE)
     events = _docs(RE, "event")
@@ -171,12 +203,12 @@ def test_plating_radiograms_cell_stream_and_charge(RE, xct):
 def test_scan3d_into_tiled_read_back_with_plain_client(RE, xct, tiled_server):
     from tiled.client import from_uri
 
-    RE.subscribe(make_tiled_writer(tiled_server.client(),
-                                   backup_directory=tiled_server.layout.backup))
+    RE.subscribe(
+        make_tiled_writer(tiled_server.client(), backup_directory=tiled_server.layout.backup)
+    )
     uid = RE(scan3d(xct, experiment_id="exp-tiled", **SMALL_SCAN)).run_start_uids[0]
     # A plain client: only tiled, numpy structures, nothing of this project.
-    client = from_uri(tiled_server.uri, api_key=tiled_server.api_key,
-                      structure_clients="numpy")
+    client = from_uri(tiled_server.uri, api_key=tiled_server.api_key, structure_clients="numpy")
     run = client["raw"][uid]
     assert run.metadata["start"]["experiment_id"] == "exp-tiled"
     assert run.metadata["stop"]["exit_status"] == "success"
@@ -197,8 +229,18 @@ def test_scan3d_into_tiled_read_back_with_plain_client(RE, xct, tiled_server):
 
 def test_scan_overrunning_the_ocv_step_says_so(RE, xct):
     # 5 projections of 3 x 1.5 s (22.5 s) plus darks and flats cannot fit in 10 s of OCV.
-    RE(scan3d(xct, num_projections=5, exposure=1.5, images_per_projection=3, num_darks=1,
-              num_flats=1, ocv_duration=10.0, sample_every=30.0))
+    RE(
+        scan3d(
+            xct,
+            num_projections=5,
+            exposure=1.5,
+            images_per_projection=3,
+            num_darks=1,
+            num_flats=1,
+            ocv_duration=10.0,
+            sample_every=30.0,
+        )
+    )
     stop = _docs(RE, "stop")[0]
     assert stop["exit_status"] == "success"
     assert "overran the OCV step" in stop["reason"]

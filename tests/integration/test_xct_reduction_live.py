@@ -55,21 +55,45 @@ SCALE = "virtual"
 RADIOGRAM_EVERY = (0.5 * HOUR, 2.0 * HOUR)
 #: on virtual time, readings of one sample share a cell time (to the double's precision)
 EXACT_S = 1e-6
-SCAN = dict(num_projections=121, exposure=1.5, images_per_projection=1, num_darks=2,
-            num_flats=2, sample_every=1800.0)
+SCAN = dict(
+    num_projections=121,
+    exposure=1.5,
+    images_per_projection=1,
+    num_darks=2,
+    num_flats=2,
+    sample_every=1800.0,
+)
 
 
 def _protocol(station, eid, failure_out):
     common = dict(experiment_id=eid, cell="Li|HSE|Li reduction test")
     yield from scan3d(station, ocv_duration=3 * HOUR, cycle=1, **SCAN, **common)
-    yield from plating(station, current_density=20.0, duration=1.5 * HOUR,
-                       radiogram_every=RADIOGRAM_EVERY[0], sample_every=300.0,
-                       images_per_radiogram=1, num_darks=2, num_flats=2, cycle=1, **common)
+    yield from plating(
+        station,
+        current_density=20.0,
+        duration=1.5 * HOUR,
+        radiogram_every=RADIOGRAM_EVERY[0],
+        sample_every=300.0,
+        images_per_radiogram=1,
+        num_darks=2,
+        num_flats=2,
+        cycle=1,
+        **common,
+    )
     yield from scan3d(station, ocv_duration=3 * HOUR, cycle=2, **SCAN, **common)
-    res = yield from plating(station, current_density=240.0, duration=12 * HOUR,
-                             radiogram_every=RADIOGRAM_EVERY[1], sample_every=300.0,
-                             images_per_radiogram=1, num_darks=2, num_flats=2, e_max=10.0,
-                             cycle=2, **common)
+    res = yield from plating(
+        station,
+        current_density=240.0,
+        duration=12 * HOUR,
+        radiogram_every=RADIOGRAM_EVERY[1],
+        sample_every=300.0,
+        images_per_radiogram=1,
+        num_darks=2,
+        num_flats=2,
+        e_max=10.0,
+        cycle=2,
+        **common,
+    )
     failure = None
     if res.shorted:
         failure = {"cycle": 2, "time_s": res.short_time, "reason": res.reason, "run": res.uid}
@@ -78,8 +102,13 @@ def _protocol(station, eid, failure_out):
     # ~ø5 mm: rest this one at open circuit until it is as old (a set() of the
     # potentiostat is a wait on the hardware; on virtual time it takes no wall time).
     yield from bps.mv(station.pstat, Technique.ocv(60 * HOUR))
-    yield from postmortem(station, scans={"overview": "4X-wide"}, failure=failure,
-                          **dict(SCAN, num_projections=61), **common)
+    yield from postmortem(
+        station,
+        scans={"overview": "4X-wide"},
+        failure=failure,
+        **dict(SCAN, num_projections=61),
+        **common,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +120,9 @@ def experiment(tiled_server, tmp_path_factory):
     RE = make_run_engine(loop=asyncio.new_event_loop(), clock=station.clock)
     docs = []
     RE.subscribe(lambda name, doc: docs.append((name, doc)))
-    RE.subscribe(make_tiled_writer(tiled_server.client(), backup_directory=tiled_server.layout.backup))
+    RE.subscribe(
+        make_tiled_writer(tiled_server.client(), backup_directory=tiled_server.layout.backup)
+    )
     reducer = XCTLiveReducer(tiled_server.client(), figures_dir=tmp / "figures")
     RE.subscribe(reducer)
     eid = f"xct-red-{uuid.uuid4().hex[:8]}"
@@ -104,9 +135,16 @@ def experiment(tiled_server, tmp_path_factory):
         assert reducer.flush(300), "live reduction did not finish"
         t_flush = time.monotonic() - t0 - t_acq
         truth = [json.loads(line) for line in ioc.truth_file.read_text().splitlines()]
-        yield {"eid": eid, "docs": docs, "truth": truth, "reducer": reducer, "tmp": tmp,
-               "failure": failure[0], "server": tiled_server,
-               "timing": {"acquisition": t_acq, "flush_after": t_flush}}
+        yield {
+            "eid": eid,
+            "docs": docs,
+            "truth": truth,
+            "reducer": reducer,
+            "tmp": tmp,
+            "failure": failure[0],
+            "server": tiled_server,
+            "timing": {"acquisition": t_acq, "flush_after": t_flush},
+        }
     finally:
         reducer.close(60)
         for dev in station.devices().values():
@@ -130,7 +168,8 @@ def _runs(docs):
             run, stream = streams[doc["descriptor"]]
             path = resources[doc["stream_resource"]]
             run["frames"].setdefault(stream, []).extend(
-                (path, i) for i in range(doc["indices"]["start"], doc["indices"]["stop"]))
+                (path, i) for i in range(doc["indices"]["start"], doc["indices"]["stop"])
+            )
         elif name == "event":
             run, stream = streams[doc["descriptor"]]
             run["events"].setdefault(stream, []).append(doc)
@@ -169,8 +208,13 @@ def test_live_reduction_ran_clean(experiment):
     red = experiment["reducer"]
     assert red.errors == []
     runs = _runs(experiment["docs"])
-    assert [r["start"]["step"] for r in runs] == ["scan3d", "plating", "scan3d", "plating",
-                                                  "postmortem"]
+    assert [r["start"]["step"] for r in runs] == [
+        "scan3d",
+        "plating",
+        "scan3d",
+        "plating",
+        "postmortem",
+    ]
     assert set(red.results) == {r["start"]["uid"] for r in runs}
     print("timing", experiment["timing"], red.timings)
 
@@ -184,8 +228,11 @@ def test_volume_layers_match_truth_within_one_voxel(experiment):
         for key in ("cu_to_cu_um", "top_li_um"):
             true = np.array([r["truth"][key] for r in recs])
             got = res.layers[key]
-            print(run["start"]["step"], key, f"{got:.1f} vs {true.mean():.1f} "
-                  f"({true.min():.1f}..{true.max():.1f}), voxel {pix}")
+            print(
+                run["start"]["step"],
+                key,
+                f"{got:.1f} vs {true.mean():.1f} ({true.min():.1f}..{true.max():.1f}), voxel {pix}",
+            )
             assert abs(got - true.mean()) <= pix, (key, got, true.mean())
 
 
@@ -216,8 +263,11 @@ def test_plated_thickness_is_faraday(experiment):
         if not res.shorted:
             assert hours == pytest.approx(run["start"]["duration_s"] / HOUR, rel=1e-3)
         # and the simulator's own end of the technique, exactly (virtual time)
-        ends = [r for r in experiment["truth"] if r.get("event") == "technique_end"
-                and r["mode"] == "CC"]
+        ends = [
+            r
+            for r in experiment["truth"]
+            if r.get("event") == "technique_end" and r["mode"] == "CC"
+        ]
         end = min(ends, key=lambda r: abs(r["t"] - res.t_technique_end))
         assert abs(end["t"] - res.t_technique_end) <= EXACT_S
         assert res.charge_c == pytest.approx(end["charge_c"], rel=0.02)
@@ -240,8 +290,9 @@ def test_particles_move_outward_and_are_matched(experiment):
 
     ta, tb = truth_positions(scans[0]), truth_positions(scans[1])
     margin = 3 * pix
-    vis = ((np.hypot(ta[:, 0], ta[:, 1]) + ta[:, 3] < fov - margin)
-           & (np.hypot(tb[:, 0], tb[:, 1]) + tb[:, 3] < fov - margin))
+    vis = (np.hypot(ta[:, 0], ta[:, 1]) + ta[:, 3] < fov - margin) & (
+        np.hypot(tb[:, 0], tb[:, 1]) + tb[:, 3] < fov - margin
+    )
 
     def nearest(found, true):
         d = np.linalg.norm(found[:, None, :3] - true[None, :, :3], axis=2)
@@ -266,11 +317,13 @@ def test_particles_move_outward_and_are_matched(experiment):
             err.append(np.hypot(r["dx_um"] - d_true[0], r["dy_um"] - d_true[1]))
     frac = ok / vis.sum()
     radial = np.array([r["radial_um"] for r in rows])
-    true_rad = (np.hypot(tb[vis, 0], tb[vis, 1]) - np.hypot(ta[vis, 0], ta[vis, 1]))
-    print(f"visible {vis.sum()}, matched right {ok} ({frac:.0%}), displacement error median "
-          f"{np.median(err):.2f} µm, max {np.max(err):.2f} µm; mean radial "
-          f"{radial.mean():.2f} µm (truth {true_rad.mean():.2f}), outward "
-          f"{np.mean(radial > 0):.0%} (truth {np.mean(true_rad > 0):.0%})")
+    true_rad = np.hypot(tb[vis, 0], tb[vis, 1]) - np.hypot(ta[vis, 0], ta[vis, 1])
+    print(
+        f"visible {vis.sum()}, matched right {ok} ({frac:.0%}), displacement error median "
+        f"{np.median(err):.2f} µm, max {np.max(err):.2f} µm; mean radial "
+        f"{radial.mean():.2f} µm (truth {true_rad.mean():.2f}), outward "
+        f"{np.mean(radial > 0):.0%} (truth {np.mean(true_rad > 0):.0%})"
+    )
     assert vis.sum() >= 20
     assert frac >= 0.9
     assert np.median(err) <= 0.3 * pix
@@ -285,8 +338,10 @@ def test_electrode_diameter_from_the_postmortem_overview(experiment):
     (pm,) = [r for r in _scans(experiment) if r["start"]["step"] == "postmortem"]
     res = _result(experiment, pm["start"]["uid"])
     true = np.mean([r["truth"]["li_diameter_um"] for r in _primary_truth(experiment, pm)])
-    print(f"diameter {res.electrode['diameter_um']:.0f} µm (truth {true:.0f}), core "
-          f"{res.electrode['core_diameter_um']:.0f}, voxel {res.pixel_um}")
+    print(
+        f"diameter {res.electrode['diameter_um']:.0f} µm (truth {true:.0f}), core "
+        f"{res.electrode['core_diameter_um']:.0f}, voxel {res.pixel_um}"
+    )
     assert res.electrode["measurable"]
     # ±2 voxels typical: the 16 µm lip is thinner than a 21.8 µm voxel and its
     # edge ~0.9 of the way to the rim of the interior scan
@@ -356,7 +411,9 @@ def test_reduced_results_read_back_with_a_plain_client(experiment):
     assert md["kind"] == "experiment" and md["failure"]["shorted"]
     assert md["diameter_source"].startswith("measured")
     ts = exp["timeseries"].read()
-    assert {"t", "force", "ewe", "plated_um", "pressure_mpa", "pressure_nominal_mpa"} <= set(ts.columns)
+    assert {"t", "force", "ewe", "plated_um", "pressure_mpa", "pressure_nominal_mpa"} <= set(
+        ts.columns
+    )
     assert ts["force"].iloc[0] == pytest.approx(22.0, rel=0.05)
     cycles = exp["cycles"].read()
     assert list(cycles["cycle"]) == [1, 2]
@@ -369,8 +426,13 @@ def test_reduced_results_read_back_with_a_plain_client(experiment):
 def test_figures_written(experiment):
     figs = experiment["reducer"].figures[experiment["eid"]]
     names = {p.rsplit("/", 1)[-1] for p in figs}
-    assert {"timeseries.png", "sections_particles.png", "sections_layers.png",
-            "trajectories.png", "postmortem.png"} <= names
+    assert {
+        "timeseries.png",
+        "sections_particles.png",
+        "sections_layers.png",
+        "trajectories.png",
+        "postmortem.png",
+    } <= names
     for p in figs:
         with open(p, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -385,9 +447,15 @@ def test_offline_reduction_matches_live_and_replaces_nodes(experiment):
     any_uid = _platings(experiment)[0]["start"]["uid"]
     t0 = time.monotonic()
     summary = reduce_xct(client, any_uid, figures_dir=experiment["tmp"] / "offline-figures")
-    print("offline", time.monotonic() - t0, summary["seconds"],
-          {uid[:8]: {k: round(v, 2) for k, v in r.timings.items()}
-           for uid, r in summary["state"].results.items()})
+    print(
+        "offline",
+        time.monotonic() - t0,
+        summary["seconds"],
+        {
+            uid[:8]: {k: round(v, 2) for k, v in r.timings.items()}
+            for uid, r in summary["state"].results.items()
+        },
+    )
     live = _state(experiment)
     assert summary["experiment_id"] == experiment["eid"]
     assert len(summary["written"]) == 6 and summary["written"][-1] == experiment["eid"]
@@ -399,7 +467,10 @@ def test_offline_reduction_matches_live_and_replaces_nodes(experiment):
         for key in ("plated_um", "force_rise", "potential_peak", "cu_to_cu_um_last"):
             assert a[key] == pytest.approx(b[key], abs=1e-9), key
     assert summary["failure"]["t_short"] == pytest.approx(live.failure()["t_short"])
-    assert summary["tracking"]["tracked_first_to_last"] == live.tracking()["summary"]["tracked_first_to_last"]
+    assert (
+        summary["tracking"]["tracked_first_to_last"]
+        == live.tracking()["summary"]["tracked_first_to_last"]
+    )
     assert len(summary["figures"]) == 5
     reduced = from_uri(server.uri, api_key=server.api_key, structure_clients="numpy")["reduced"]
     assert reduced[any_uid].metadata["reduction"]["mode"] == "offline"
@@ -407,8 +478,9 @@ def test_offline_reduction_matches_live_and_replaces_nodes(experiment):
 
 
 # ------------------------------------------------------------------------------ pure
-def _synthetic_plating(uid, cycle, t0, hours, j, *, short_at=None, sample=300.0, rise=0.3,
-                       spike_cycle=False):
+def _synthetic_plating(
+    uid, cycle, t0, hours, j, *, short_at=None, sample=300.0, rise=0.3, spike_cycle=False
+):
     """A plating run's cell series: force rising by ``rise`` then flat, the
     potential rising to a plateau, optionally collapsing to ~0 at ``short_at``
     (with current still on for ``sample_short`` samples when ``spike_cycle``)."""
@@ -425,20 +497,36 @@ def _synthetic_plating(uid, cycle, t0, hours, j, *, short_at=None, sample=300.0,
     ewe = np.where(on, 0.4 * (1 - np.exp(-np.clip(t - t0, 0, None) / 3600.0)) + 0.05, 0.0)
     if short_at is not None:
         ewe = np.where(t >= short_at, 1e-4, ewe)
-    cell = {"t": t, "force": force, "ewe": ewe, "current": np.where(on, i, 0.0),
-            "charge": np.where(t >= t0, i * elapsed, 0.0), "elapsed": np.where(t >= t0, elapsed, 3 * HOUR)}
-    res = PlatingResult(uid=uid, experiment_id="syn", cycle=cycle, start={"uid": uid},
-                        stop={"reason": "short circuit: ..." if short_at else "plating finished (done)"},
-                        detector={"pixel_um": 13.6}, pixel_um=13.6, current_density_uA_cm2=j,
-                        current_a=i, electrode_diameter_mm=4.0, duration_s=hours * HOUR,
-                        cell=cell)
+    cell = {
+        "t": t,
+        "force": force,
+        "ewe": ewe,
+        "current": np.where(on, i, 0.0),
+        "charge": np.where(t >= t0, i * elapsed, 0.0),
+        "elapsed": np.where(t >= t0, elapsed, 3 * HOUR),
+    }
+    res = PlatingResult(
+        uid=uid,
+        experiment_id="syn",
+        cycle=cycle,
+        start={"uid": uid},
+        stop={"reason": "short circuit: ..." if short_at else "plating finished (done)"},
+        detector={"pixel_um": 13.6},
+        pixel_um=13.6,
+        current_density_uA_cm2=j,
+        current_a=i,
+        electrode_diameter_mm=4.0,
+        duration_s=hours * HOUR,
+        cell=cell,
+    )
     from operando.callbacks.xct.pipeline import detect_short as _locate_short
     from operando.callbacks.xct.pipeline import technique_times as _technique_times
 
     res.t_technique_start, res.t_technique_end, res.charge_c = _technique_times(cell)
     res.plated_um = cellmod.plated_thickness_um(res.charge_c, area)
-    res.shorted, res.short = _locate_short(cell, res.t_technique_start, res.t_technique_end,
-                                           res.duration_s, res.stop["reason"])
+    res.shorted, res.short = _locate_short(
+        cell, res.t_technique_start, res.t_technique_end, res.duration_s, res.stop["reason"]
+    )
     return res
 
 
@@ -446,12 +534,13 @@ def test_cycle_table_height_change_and_contact_area_on_synthetic_series():
     state = ExperimentState("syn", ReductionParameters())
     state.add(_synthetic_plating("a", 1, 10 * HOUR, 6.0, 40.0, rise=0.3))
     (row,) = state.cycle_table()
-    assert row["plated_um"] == pytest.approx(1.16, rel=0.01)        # Faraday, 6 h at 40 µA/cm²
+    assert row["plated_um"] == pytest.approx(1.16, rel=0.01)  # Faraday, 6 h at 40 µA/cm²
     assert row["force_rise"] == pytest.approx(0.3, abs=0.01)
     assert row["height_change_um"] == pytest.approx(4.12, abs=0.15)  # 0.3 N through the spring
-    assert row["contact_area_loss"] == pytest.approx(1 - row["plated_um"] / row["height_change_um"],
-                                                     rel=1e-9)
-    assert row["contact_area_loss_whole"] == pytest.approx(0.75)     # the paper's 4x, 75 %
+    assert row["contact_area_loss"] == pytest.approx(
+        1 - row["plated_um"] / row["height_change_um"], rel=1e-9
+    )
+    assert row["contact_area_loss_whole"] == pytest.approx(0.75)  # the paper's 4x, 75 %
     assert row["pressure_nominal_start_mpa"] == pytest.approx(19.6 / (math.pi * 4), rel=1e-3)
 
 
@@ -460,8 +549,11 @@ def test_short_located_on_synthetic_potential_series():
     state = ExperimentState("syn", ReductionParameters())
     state.add(_synthetic_plating("a", 1, 10 * HOUR, 6.0, 40.0, rise=0.2))
     t_short = 30 * HOUR + 2 * HOUR + 150.0
-    state.add(_synthetic_plating("b", 2, 30 * HOUR, 6.0, 40.0, rise=0.5, short_at=t_short,
-                                 spike_cycle=True))
+    state.add(
+        _synthetic_plating(
+            "b", 2, 30 * HOUR, 6.0, 40.0, rise=0.5, short_at=t_short, spike_cycle=True
+        )
+    )
     fail = state.failure()
     assert fail["shorted"] and fail["cycle"] == 2
     assert fail["method"] == "potential collapse under current"

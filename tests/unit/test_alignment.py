@@ -16,7 +16,7 @@ def _stack_profile(y):
 
 
 def test_segments_and_cathode_found_within_one_step():
-    y = np.linspace(-0.5, 1.5, 41)          # 0.05 mm steps
+    y = np.linspace(-0.5, 1.5, 41)  # 0.05 mm steps
     rng = np.random.default_rng(1)
     t = _stack_profile(y) + rng.normal(0, 0.005, y.size)
     layers = segment_profile(y, t)
@@ -28,7 +28,7 @@ def test_segments_and_cathode_found_within_one_step():
 
 
 def test_window_extent_of_the_cell_body():
-    x = np.linspace(-4, 4, 33)               # 0.25 mm steps
+    x = np.linspace(-4, 4, 33)  # 0.25 mm steps
     t = np.where(np.abs(x) <= 2.5, 0.3, 0.02)
     lo, hi = window_extent(x, t)
     assert lo == pytest.approx(-2.5, abs=0.25) and hi == pytest.approx(2.5, abs=0.25)

@@ -17,8 +17,9 @@ def test_pressure_on_the_electrode():
     assert cell.pressure_mpa(19.9, 4.0) == pytest.approx(1.58, abs=0.01)
     assert cell.pressure_mpa(19.9, 5.0) <= 1.02  # "≤ 1 MPa" with the crept ø5 mm
     assert cell.pressure_mpa(500.0, 6.0) > 17.0
-    np.testing.assert_allclose(cell.pressure_mpa(np.array([22.0, 44.0]), 4.0), [1.7507, 3.5014],
-                               rtol=1e-3)
+    np.testing.assert_allclose(
+        cell.pressure_mpa(np.array([22.0, 44.0]), 4.0), [1.7507, 3.5014], rtol=1e-3
+    )
     with pytest.raises(ValueError):
         cell.pressure_mpa(1.0, 0.0)
 
@@ -128,4 +129,7 @@ def test_peaks_of_the_cycle_before_the_short():
     assert prev["cycle"] == 9
     assert summary["previous_force_rise_is_highest"] and summary["previous_potential_is_highest"]
     assert prev["force_rise"] == pytest.approx(max(p["force_rise"] for p in peaks[:10]))
-    assert math.isfinite(prev["force_peak_time"]) and windows[9][0] <= prev["force_peak_time"] <= windows[9][1]
+    assert (
+        math.isfinite(prev["force_peak_time"])
+        and windows[9][0] <= prev["force_peak_time"] <= windows[9][1]
+    )

@@ -7,8 +7,7 @@ import math
 
 import pytest
 
-from operando.iocs.clock import (VIRTUAL, SimClock, VirtualClock, make_clock,
-                                 parse_time_scale)
+from operando.iocs.clock import VIRTUAL, SimClock, VirtualClock, make_clock, parse_time_scale
 from operando.iocs.pvs import keyed_normal
 
 
@@ -16,8 +15,9 @@ def run(coro, timeout=5.0):
     return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
-@pytest.mark.parametrize("text, expected", [("virtual", VIRTUAL), ("MAX", VIRTUAL),
-                                            ("300", 300.0), (1, 1.0)])
+@pytest.mark.parametrize(
+    "text, expected", [("virtual", VIRTUAL), ("MAX", VIRTUAL), ("300", 300.0), (1, 1.0)]
+)
 def test_parse_time_scale(text, expected):
     assert parse_time_scale(text) == expected
 

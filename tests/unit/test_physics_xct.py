@@ -198,7 +198,7 @@ def test_short_circuit_in_cycle_11(protocol_run):
     # stays shorted, and no more Li moves
     moved = cell.truth()["ionic_transfer_um"]
     cell2 = XCTCell()
-    for t_a, t_b, current in paper_protocol(11):
+    for _t_a, t_b, current in paper_protocol(11):
         cell2.advance(t_b, current)
     cell2.advance(cell2.t + 6 * H, i)
     assert cell2.shorted and cell2.truth()["ionic_transfer_um"] == pytest.approx(moved)
@@ -256,7 +256,7 @@ def test_particles_layout(protocol_run):
     assert np.all((p0[:, 3] >= 15) & (p0[:, 3] <= 35))
     assert np.all(np.hypot(p0[:, 0], p0[:, 1]) + p0[:, 3] <= 2600 + 1e-9)
     assert np.sum(np.abs(p0[:, 0]) < 1700) > 30  # many in the 3.4 mm field
-    for r in protocol_run["rows"][:: 12]:
+    for r in protocol_run["rows"][::12]:
         p, tr = r[4], r[2]
         hse_bottom = tr["bottom_li_um"]
         hse_top = hse_bottom + tr["hse_um"]
@@ -297,7 +297,11 @@ def test_materials_and_tube():
     assert materials.effective_energy_kev(70, "LE1") == pytest.approx(30.0, abs=0.5)
     assert materials.effective_energy_kev(70, "None") < materials.effective_energy_kev(70, "LE1")
     assert materials.i0_rate(70, 143, "LE1") * 1.5 == pytest.approx(12000, rel=0.01)
-    assert materials.i0_rate(70, 143, "LE3") < materials.i0_rate(70, 143, "LE1") < materials.i0_rate(70, 143, "None")
+    assert (
+        materials.i0_rate(70, 143, "LE3")
+        < materials.i0_rate(70, 143, "LE1")
+        < materials.i0_rate(70, 143, "None")
+    )
     e = materials.effective_energy_kev(70, "LE1")
     mu = materials.mu_table(e)
     # Cu coating: 1/µm scale ~ 1e-2, Li ~ 1e-5
@@ -375,8 +379,14 @@ def test_beer_lambert_single_column(geom_t0):
         # full size: the column centre; binned: the documented column sampling
         # (4 points per full-size column, averaged), i.e. transmission averaged over the pixel
         n_sub = 4 * binning
-        x = u[j] + ((np.arange(n_sub) + 0.5) / n_sub - 0.5) * det.pixel_um if binning > 1 else np.array([u[j]])
-        walls = mu["PEEK"] * (chord(4000, x) - chord(3000, x)) + mu["PEEK"] * (chord(5000, x) - chord(4200, x))
+        x = (
+            u[j] + ((np.arange(n_sub) + 0.5) / n_sub - 0.5) * det.pixel_um
+            if binning > 1
+            else np.array([u[j]])
+        )
+        walls = mu["PEEK"] * (chord(4000, x) - chord(3000, x)) + mu["PEEK"] * (
+            chord(5000, x) - chord(4200, x)
+        )
         walls += mu["Ar"] * (chord(4200, x) - chord(4000, x))
         # a row entirely inside the HSE disc (ø6 mm)
         half = det.pixel_um / 2
@@ -390,10 +400,14 @@ def test_beer_lambert_single_column(geom_t0):
         assert T[i2, j] == pytest.approx(expected2, rel=1e-6)
         # the top Li core (ø4 mm Li disc in argon)
         i3 = int(np.argmin(np.abs(zc - (g.li_top_bottom_z + 60.0))))
-        expected3 = np.exp(-mu["Li"] * chord(2000, x) - mu["Ar"] * (chord(3000, x) - chord(2000, x)) - walls).mean()
+        expected3 = np.exp(
+            -mu["Li"] * chord(2000, x) - mu["Ar"] * (chord(3000, x) - chord(2000, x)) - walls
+        ).mean()
         assert T[i3, j] == pytest.approx(expected3, rel=1e-6)
         # the pixel average and the centre value differ only at second order here
-        assert T[i, j] == pytest.approx(np.exp(-mu["HSE"] * chord(3000, u[j]) - walls.mean()), rel=1e-4)
+        assert T[i, j] == pytest.approx(
+            np.exp(-mu["HSE"] * chord(3000, u[j]) - walls.mean()), rel=1e-4
+        )
 
 
 def test_cu_coating_partial_volume(geom_t0):
@@ -431,7 +445,9 @@ def test_cu_coating_partial_volume(geom_t0):
     changed = np.flatnonzero(np.abs(T4_nocu - T4).max(axis=1) > 1e-9)
     assert set(changed) == {k, k_bot}
     # the lost transmission is the coating's share of the row: (c/p)·(T_PEEK − T_Cu)
-    assert drop == pytest.approx((c - 1e-3) / det4.pixel_um * T4[k - 2, 125] * (1 - t_cu_band / t_peek), rel=0.02)
+    assert drop == pytest.approx(
+        (c - 1e-3) / det4.pixel_um * T4[k - 2, 125] * (1 - t_cu_band / t_peek), rel=0.02
+    )
 
 
 def test_binned_equals_block_mean_of_full(geom_t0):
@@ -467,7 +483,9 @@ def test_particle_shadow_follows_rotation(geom_t0):
         assert u_c == pytest.approx(xp * np.cos(th) - yp * np.sin(th), abs=0.2 * det.pixel_um)
         assert z_c == pytest.approx(zp, abs=0.2 * det.pixel_um)
     # stage_x moves the shadow sideways by the same amount
-    shadow = 1.0 - proj.transmission(g1, 0.0, stage_x_mm=0.5) / proj.transmission(g0, 0.0, stage_x_mm=0.5)
+    shadow = 1.0 - proj.transmission(g1, 0.0, stage_x_mm=0.5) / proj.transmission(
+        g0, 0.0, stage_x_mm=0.5
+    )
     u_c = (shadow.sum(axis=0) * u).sum() / shadow.sum()
     assert u_c == pytest.approx(xp + 500.0, abs=0.2 * det.pixel_um)
 

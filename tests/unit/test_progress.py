@@ -12,11 +12,28 @@ class FakeTerminal(io.StringIO):
 
 def _run(cb, *, cycle, step, times):
     cb("start", {"uid": f"u{cycle}{step}", "time": 0, "cycle": cycle, "step": step})
-    cb("descriptor", {"uid": f"d{cycle}{step}", "run_start": f"u{cycle}{step}", "name": "cell",
-                      "data_keys": {}, "time": 0})
+    cb(
+        "descriptor",
+        {
+            "uid": f"d{cycle}{step}",
+            "run_start": f"u{cycle}{step}",
+            "name": "cell",
+            "data_keys": {},
+            "time": 0,
+        },
+    )
     for t in times:
-        cb("event", {"uid": f"e{t}", "descriptor": f"d{cycle}{step}", "time": 0,
-                     "seq_num": 1, "data": {"clock_time": t}, "timestamps": {}})
+        cb(
+            "event",
+            {
+                "uid": f"e{t}",
+                "descriptor": f"d{cycle}{step}",
+                "time": 0,
+                "seq_num": 1,
+                "data": {"clock_time": t},
+                "timestamps": {},
+            },
+        )
 
 
 def test_bar_follows_cell_time_and_names_the_cycle():

@@ -63,7 +63,10 @@ def test_quoted_positions_disagree_where_spec_says():
 
 
 def test_extinction_rules():
-    allowed = {p: {h for h, _, _ in ph.reflections(p, 40.0)} for p in ("Li2S", "LiIn", "In", "Li6PS5Cl", "Li")}
+    allowed = {
+        p: {h for h, _, _ in ph.reflections(p, 40.0)}
+        for p in ("Li2S", "LiIn", "In", "Li6PS5Cl", "Li")
+    }
     assert (1, 0, 0) not in allowed["Li2S"] and (1, 1, 0) not in allowed["Li2S"]
     assert (2, 0, 0) in allowed["Li2S"] and (1, 1, 1) in allowed["Li2S"]
     assert (2, 0, 0) not in allowed["LiIn"]  # Fd-3m: all even with h+k+l = 4n+2
@@ -113,7 +116,9 @@ def test_bragg_ring_absolute_scale():
     area = np.trapezoid(_ring(q, "Li2S", 20.0), q)
     _, qh, mf2, _ = ph._reflection_table("Li2S", 25.0)
     v_c = (5.71e-8) ** 3  # cm³
-    expected = 2 * math.pi**2 * ph.R_E_CM**2 * mf2[0] / (v_c**2 * (qh[0] * 1e7) ** 2) * 1e-7  # cm⁻¹ sr⁻¹ nm⁻¹
+    expected = (
+        2 * math.pi**2 * ph.R_E_CM**2 * mf2[0] / (v_c**2 * (qh[0] * 1e7) ** 2) * 1e-7
+    )  # cm⁻¹ sr⁻¹ nm⁻¹
     assert area == pytest.approx(expected, rel=0.01)
     # |F(111)|² = (4 f_S)² e^{-2Bs²} with m = 8
     s = qh[0] / (4 * math.pi * 10)
@@ -234,7 +239,8 @@ def test_li2s_heterogeneous_and_size_in_model(cell):
     assert centre > 1.8 * prof[0] and centre > 1.8 * prof[-1]
     # total Li2S in the map equals the electrochemistry (mean weight 1)
     assert t["li2s_conversion"].mean() == pytest.approx(
-        cell.params.utilization * cell.state_of_discharge, rel=0.01)
+        cell.params.utilization * cell.state_of_discharge, rel=0.01
+    )
 
 
 def test_footprint_volumes_and_transmission(cell):
@@ -254,7 +260,9 @@ def test_footprint_volumes_and_transmission(cell):
     assert 1e-4 < cell.transmission_at(0.0, 1.0, 1.0, 0.088, e) < 1e-2
     assert cell.transmission_at(0.0, -0.5, 1.0, 0.088, e) < 1e-12
     # the empty cell: windows only
-    assert cell.transmission_at(0.0, 0.6, 1.0, 0.088, e, empty=True) == pytest.approx(math.exp(-0.109), rel=0.01)
+    assert cell.transmission_at(0.0, 0.6, 1.0, 0.088, e, empty=True) == pytest.approx(
+        math.exp(-0.109), rel=0.01
+    )
 
 
 def test_saxs_stable_through_discharge(cell):
@@ -275,7 +283,10 @@ def test_saxs_stable_through_discharge(cell):
     small = cell.composition_at(x, y, 0.005, 0.002, bl.energy_kev)
     assert small.pore_contrast / fp0.pore_contrast == pytest.approx(0.75, abs=0.01)
     # the pristine carbon's pore hump is far above the composite's
-    assert ph.pore_saxs(np.array([0.5]), 1.0)[0] > 20 * ph.pore_saxs(np.array([0.5]), fp0.pore_contrast)[0]
+    assert (
+        ph.pore_saxs(np.array([0.5]), 1.0)[0]
+        > 20 * ph.pore_saxs(np.array([0.5]), fp0.pore_contrast)[0]
+    )
 
 
 # ------------------------------------------------------------------------------ set-ups

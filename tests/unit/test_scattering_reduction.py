@@ -57,7 +57,11 @@ def test_fit_peak_on_analytic_peak(shape):
     q = np.linspace(17.0, 22.0, 800)
     fwhm, c, area = 0.4, 19.06, 5.0
     eta = 0.3 if shape == "pvoigt" else 0.0
-    y = 2.0 - 0.1 * (q - 19.5) + area * ph.peak_profile(q, c, fwhm, "pvoigt" if eta else "gauss", eta)
+    y = (
+        2.0
+        - 0.1 * (q - 19.5)
+        + area * ph.peak_profile(q, c, fwhm, "pvoigt" if eta else "gauss", eta)
+    )
     fit = sc.fit_peak(q, y, (17.5, 21.0), shape=shape)
     assert fit.success
     assert fit.center == pytest.approx(c, abs=1e-4)
@@ -72,7 +76,9 @@ def test_scherrer_size_removes_instrument_width():
         width = math.hypot(2 * math.pi * 0.9 / size, instr)
         y = 1.0 + 3.0 * ph.peak_profile(q, 19.06, width)
         window = (19.06 - 3 * width, 19.06 + 3 * width)
-        assert sc.scherrer_size(q, y, window, instrument_fwhm=instr) == pytest.approx(size, rel=1e-3)
+        assert sc.scherrer_size(q, y, window, instrument_fwhm=instr) == pytest.approx(
+            size, rel=1e-3
+        )
     y = 1.0 + ph.peak_profile(q, 19.06, 0.2)
     assert sc.scherrer_size(q, y, (18.0, 20.0), instrument_fwhm=0.3) == math.inf
 
@@ -122,17 +128,37 @@ def test_round_trip_recovers_lattice_positions():
     q = BL.q_grid("waxs")
     geo = BL.geometry("waxs")
     cases = [
-        ({"Li2S": 0.004}, {"Li2S": 20.0}, [("Li2S", (1, 1, 1)), ("Li2S", (2, 0, 0)), ("Li2S", (2, 2, 0))]),
-        ({"Li6PS5Cl": 0.004}, {"Li6PS5Cl": 50.0},
-         [("Li6PS5Cl", (2, 2, 0)), ("Li6PS5Cl", (3, 1, 1)), ("Li6PS5Cl", (2, 2, 2)), ("Li6PS5Cl", (4, 2, 2))]),
-        ({"In": 0.003, "LiIn": 0.003}, {"In": 40.0, "LiIn": 30.0},
-         [("In", (1, 0, 1)), ("In", (0, 0, 2)), ("LiIn", (2, 2, 0)), ("In", (1, 1, 0))]),
+        (
+            {"Li2S": 0.004},
+            {"Li2S": 20.0},
+            [("Li2S", (1, 1, 1)), ("Li2S", (2, 0, 0)), ("Li2S", (2, 2, 0))],
+        ),
+        (
+            {"Li6PS5Cl": 0.004},
+            {"Li6PS5Cl": 50.0},
+            [
+                ("Li6PS5Cl", (2, 2, 0)),
+                ("Li6PS5Cl", (3, 1, 1)),
+                ("Li6PS5Cl", (2, 2, 2)),
+                ("Li6PS5Cl", (4, 2, 2)),
+            ],
+        ),
+        (
+            {"In": 0.003, "LiIn": 0.003},
+            {"In": 40.0, "LiIn": 30.0},
+            [("In", (1, 0, 1)), ("In", (0, 0, 2)), ("LiIn", (2, 2, 0)), ("In", (1, 1, 0))],
+        ),
         ({"Li": 0.02}, {"Li": 50.0}, [("Li", (1, 1, 0))]),
     ]
     for vols, sizes, peaks in cases:
         fp = Footprint(0, 0, 1.0, 0.088, vols, dict(vols), 1.0, math.nan, 0.02, sizes)
-        frame = sf.render(BL.integrator("waxs"), q, sf.scattering_curve(q, fp, instrument_fwhm=WAXS_FWHM),
-                          BL.counts_scale(), rng)
+        frame = sf.render(
+            BL.integrator("waxs"),
+            q,
+            sf.scattering_curve(q, fp, instrument_fwhm=WAXS_FWHM),
+            BL.counts_scale(),
+            rng,
+        )
         qq, ii, ss = sc.integrate(frame, geo)
         for phase, hkl in peaks:
             q0 = ph.reflection_q(phase, hkl)
@@ -151,9 +177,15 @@ def test_scherrer_size_from_rendered_frames(size):
     def frame(li2s, s_vol):
         vols = {"PEEK": 0.03, "Li6PS5Cl": 0.0082, "S": s_vol, "C": 0.003, "Li2S": li2s}
         att = {k: v * 0.35 for k, v in vols.items() if v > 0}
-        fp = Footprint(0, 0.17, 1.0, 0.088, vols, att, 0.35, size, 0.02, {"Li6PS5Cl": 50.0, "Li2S": size})
-        return sc.integrate(sf.render(ai, q, sf.scattering_curve(q, fp, instrument_fwhm=WAXS_FWHM),
-                                      BL.counts_scale(), rng), BL.geometry("waxs"))
+        fp = Footprint(
+            0, 0.17, 1.0, 0.088, vols, att, 0.35, size, 0.02, {"Li6PS5Cl": 50.0, "Li2S": size}
+        )
+        return sc.integrate(
+            sf.render(
+                ai, q, sf.scattering_curve(q, fp, instrument_fwhm=WAXS_FWHM), BL.counts_scale(), rng
+            ),
+            BL.geometry("waxs"),
+        )
 
     q0, i0, s0 = frame(0.0, 0.0045)  # OCV: sulfur, no Li2S
     q1, i1, s1 = frame(0.005, 0.0017)  # discharged: part of the sulfur is Li2S
@@ -185,7 +217,16 @@ def discharged_scan():
     i = cell.c_rate_current()
     cell.advance(cell.time_to_limit(i, 0.6), i)
     q, dis, dis_s = scan()
-    return {"cell": cell, "xs": xs, "ys": ys, "q": q, "ocv": ocv, "dis": dis, "ocv_s": ocv_s, "dis_s": dis_s}
+    return {
+        "cell": cell,
+        "xs": xs,
+        "ys": ys,
+        "q": q,
+        "ocv": ocv,
+        "dis": dis,
+        "ocv_s": ocv_s,
+        "dis_s": dis_s,
+    }
 
 
 def test_li2s_map_recovers_heterogeneity(discharged_scan):
@@ -205,8 +246,15 @@ def test_li2s_map_recovers_heterogeneity(discharged_scan):
     # the separator shows no Li2S
     assert np.all(np.abs(rows[ys > 0.37]) < 0.02)
     # the recovered map follows the model's own footprint-averaged Li2S volumes
-    truth = np.array([[d["cell"].composition_at(x, y, BL.beam_w_mm, BL.beam_h_mm).volumes.get("Li2S", 0.0)
-                       for x in d["xs"]] for y in ys])
+    truth = np.array(
+        [
+            [
+                d["cell"].composition_at(x, y, BL.beam_w_mm, BL.beam_h_mm).volumes.get("Li2S", 0.0)
+                for x in d["xs"]
+            ]
+            for y in ys
+        ]
+    )
     ok = np.isfinite(m) & (truth > 0)
     assert np.corrcoef(m[ok], truth[ok])[0, 1] > 0.95
 
@@ -217,7 +265,9 @@ def test_li2s_size_from_scan_within_10_percent(discharged_scan):
     k = 2 * len(d["xs"]) + 2  # x = 0, second cathode row (cathode centre)
     y = d["ys"][2]
     diff = d["dis"][k] - d["ocv"][k]
-    found = sc.li2s_scherrer_size(d["q"], diff, WAXS_FWHM, sigma=np.hypot(d["ocv_s"][k], d["dis_s"][k]))
+    found = sc.li2s_scherrer_size(
+        d["q"], diff, WAXS_FWHM, sigma=np.hypot(d["ocv_s"][k], d["dis_s"][k])
+    )
     truth = cell.composition_at(0.0, y, BL.beam_w_mm, BL.beam_h_mm, BL.energy_kev).li2s_size_nm
     assert truth <= 1.75
     assert found == pytest.approx(truth, rel=0.10)
@@ -248,7 +298,9 @@ def test_anode_liin_220_vanishes_indium_persists():
     assert area(after, q_liin) < 0.3 * area(before, q_liin)
     assert area(charged, q_liin) < 0.3 * area(before, q_liin)  # does not come back
     assert area(before, q_in) > 0 and area(after, q_in) > area(before, q_in) > 0
-    assert area(after, q_in) > area(charged, q_in) > area(before, q_in)  # varies with (de)lithiation
+    assert (
+        area(after, q_in) > area(charged, q_in) > area(before, q_in)
+    )  # varies with (de)lithiation
     # the electrolyte in the anode composite stays within 10 %
     assert area(charged, q_lpsc) == pytest.approx(area(before, q_lpsc), rel=0.10)
 

@@ -24,8 +24,8 @@ CENTER = (NCOL - 1) / 2 + 3.3  # axis column, off the detector centre
 # attenuation per µm at ~30 keV (xraydb; the HSE a PEO/LLZTO mix)
 MU = {"peek": 3.69e-5, "li": 8.8e-6, "hse": 4.83e-4, "cu": 9.69e-3, "llzto": 5.6e-3}
 
-CU_TOP = 20.3            # row of the top Cu coating (rows span z in [r-0.5, r+0.5])
-CU_UM = 0.5              # sputtered Cu coating, a tenth of a pixel
+CU_TOP = 20.3  # row of the top Cu coating (rows span z in [r-0.5, r+0.5])
+CU_UM = 0.5  # sputtered Cu coating, a tenth of a pixel
 TOP_LI_UM = 138.0
 HSE_UM = 100.0
 CU_TO_CU_UM = 305.0
@@ -45,11 +45,12 @@ def _chords(angles_deg, ncol, center, x0, y0, radius, sub=4):
     th = np.deg2rad(angles_deg)[:, None, None]
     u = np.arange(ncol)[None, :, None] + (np.arange(sub)[None, None, :] + 0.5) / sub - 0.5
     s = u - center - (x0 * np.cos(th) + y0 * np.sin(th))
-    return (2.0 * np.sqrt(np.clip(radius ** 2 - s ** 2, 0.0, None))).mean(axis=2)
+    return (2.0 * np.sqrt(np.clip(radius**2 - s**2, 0.0, None))).mean(axis=2)
 
 
-def make_cell(rng, n_particles=40, particles=None, li_radius=80.0, cell_radius=100.0,
-              tube_radius=130.0):
+def make_cell(
+    rng, n_particles=40, particles=None, li_radius=80.0, cell_radius=100.0, tube_radius=130.0
+):
     """Slabs (z0, z1, radius, mu per px) and particles (x, y, z, r, mu per px)."""
     p = PIXEL_UM
     cu_bot_top = CU_BOTTOM - CU_UM / p / 2
@@ -76,15 +77,26 @@ def make_cell(rng, n_particles=40, particles=None, li_radius=80.0, cell_radius=1
             phi = rng.uniform(0, 2 * math.pi)
             x, y = rad * math.cos(phi), rad * math.sin(phi)
             z = rng.uniform(LI_HSE_TOP + r + 0.5, HSE_LI_BOTTOM - r - 0.5)
-            if all((x - q[0]) ** 2 + (y - q[1]) ** 2 + (z - q[2]) ** 2 > (r + q[3] + 3.0) ** 2
-                   for q in parts):
+            if all(
+                (x - q[0]) ** 2 + (y - q[1]) ** 2 + (z - q[2]) ** 2 > (r + q[3] + 3.0) ** 2
+                for q in parts
+            ):
                 parts.append((x, y, z, r))
         particles = np.array(parts)
     return slabs, particles
 
 
-def project(angles_deg, slabs, particles, *, nrow=NROW, ncol=NCOL, center=CENTER,
-            mu_particle=MU["llzto"] * PIXEL_UM, sub=3):
+def project(
+    angles_deg,
+    slabs,
+    particles,
+    *,
+    nrow=NROW,
+    ncol=NCOL,
+    center=CENTER,
+    mu_particle=MU["llzto"] * PIXEL_UM,
+    sub=3,
+):
     """Line integrals −ln T (angle, row, column) of slabs and spheres.
 
     As a detector does, each row averages the *transmission* over its height:
@@ -116,7 +128,7 @@ def project(angles_deg, slabs, particles, *, nrow=NROW, ncol=NCOL, center=CENTER
         zz = rows[None, :, None, None, None] + offs[None, None, None, :, None]
         uu = np.arange(ncol)[None, None, :, None, None] + offs[None, None, None, None, :]
         s = uu - center - (x * np.cos(th) + y * np.sin(th))
-        d2 = r * r - s ** 2 - (zz - z) ** 2
+        d2 = r * r - s**2 - (zz - z) ** 2
         tau = (mu_particle - MU["hse"] * PIXEL_UM) * 2.0 * np.sqrt(np.clip(d2, 0, None))
         trans[:, rows, :] *= np.exp(-tau).mean(axis=(3, 4))
     return (-np.log(trans)).astype(np.float32)
@@ -127,8 +139,12 @@ def detector(line_integrals, rng, *, i0=30000.0, dark_level=100.0, n_flats=8):
     gain = 1.0 + 0.02 * rng.standard_normal(line_integrals.shape[-1])[None, :]
     gain = np.broadcast_to(gain, line_integrals.shape[1:])
     beam = i0 * gain
-    proj = rng.poisson(beam * np.exp(-line_integrals)) + rng.poisson(dark_level, line_integrals.shape)
-    flats = rng.poisson(beam, (n_flats,) + beam.shape) + rng.poisson(dark_level, (n_flats,) + beam.shape)
+    proj = rng.poisson(beam * np.exp(-line_integrals)) + rng.poisson(
+        dark_level, line_integrals.shape
+    )
+    flats = rng.poisson(beam, (n_flats,) + beam.shape) + rng.poisson(
+        dark_level, (n_flats,) + beam.shape
+    )
     darks = rng.poisson(dark_level, (n_flats,) + beam.shape)
     u16 = np.uint16
     return proj.astype(u16), flats.astype(u16), darks.astype(u16)
@@ -194,8 +210,11 @@ def test_fold_to_180_keeps_a_centred_sinogram():
     sino, width = tomo.fold_to_180(li, ANGLES, CENTER)
     assert width == NCOL + 1 and sino.shape == (181, width)
     # 0° row, re-centred on the middle column, equals the original shifted by the offset
-    np.testing.assert_allclose(sino[0, 10:110], np.interp(np.arange(10, 110) + CENTER - NCOL / 2,
-                                                          np.arange(NCOL), li[0]), atol=0.02)
+    np.testing.assert_allclose(
+        sino[0, 10:110],
+        np.interp(np.arange(10, 110) + CENTER - NCOL / 2, np.arange(NCOL), li[0]),
+        atol=0.02,
+    )
 
 
 def test_reconstruction_values_geometry_and_center(scans):
@@ -205,7 +224,7 @@ def test_reconstruction_values_geometry_and_center(scans):
     # levels in attenuation per voxel (medians: away from the particles); the
     # truncated field of view leaves an offset of a few 1e-5 (interior tomography)
     yy, xx = np.ogrid[:NCOL, :NCOL]
-    disc = (yy - NCOL // 2) ** 2 + (xx - NCOL // 2) ** 2 < 50 ** 2
+    disc = (yy - NCOL // 2) ** 2 + (xx - NCOL // 2) ** 2 < 50**2
     mid = int(round((LI_HSE_TOP + HSE_LI_BOTTOM) / 2))
     assert np.median(vol[mid][disc]) == pytest.approx(MU["hse"] * PIXEL_UM, rel=0.05)
     assert np.median(vol[int(LI_HSE_TOP) - 8][disc]) == pytest.approx(MU["li"] * PIXEL_UM, abs=4e-5)
@@ -276,8 +295,9 @@ def test_particles_matched_and_moving_outward(scans):
     truth1, truth2 = scans[0]["particles"], scans[1]["particles"]
     exp1 = truth1[:, :3] + [axis, axis, 0]
     i_true = np.linalg.norm(a[pairs[:, 0], None, :3] - exp1[None], axis=2).argmin(axis=1)
-    j_true = np.linalg.norm(b[pairs[:, 1], None, :3] - (truth2[:, :3] + [axis, axis, 0])[None],
-                            axis=2).argmin(axis=1)
+    j_true = np.linalg.norm(
+        b[pairs[:, 1], None, :3] - (truth2[:, :3] + [axis, axis, 0])[None], axis=2
+    ).argmin(axis=1)
     assert np.mean(i_true == j_true) >= 0.9
     true_rad = np.hypot(truth2[:, 0], truth2[:, 1]) - np.hypot(truth1[:, 0], truth1[:, 1])
     assert np.mean(radial) > 0
@@ -292,8 +312,10 @@ def test_electrode_diameter_in_an_overview_scan():
     core, lip, lip_px = 30.0, 40.0, 4.0
     slabs, _ = make_cell(rng, particles=np.zeros((0, 4)), li_radius=core)
     cu_face = CU_TOP + CU_UM / PIXEL_UM / 2
-    slabs = slabs + [(cu_face, cu_face + lip_px, lip, MU["li"] * PIXEL_UM),
-                     (cu_face, cu_face + lip_px, core, -MU["li"] * PIXEL_UM)]
+    slabs = slabs + [
+        (cu_face, cu_face + lip_px, lip, MU["li"] * PIXEL_UM),
+        (cu_face, cu_face + lip_px, core, -MU["li"] * PIXEL_UM),
+    ]
     rows = slice(int(CU_TOP) - 4, int(LI_HSE_TOP) + 4)
     ang = np.linspace(0, 360, 361)
     li = project(ang, slabs, np.zeros((0, 4)))[:, rows, :]
@@ -305,8 +327,9 @@ def test_electrode_diameter_in_an_overview_scan():
     assert not geo["truncated"], geo
     assert geo["diameter_um"] == pytest.approx(2 * lip * PIXEL_UM, rel=0.03)
     assert np.hypot(geo["center_yx"][0] - NCOL // 2, geo["center_yx"][1] - NCOL // 2) < 1.5
-    assert tomo.electrode_diameter(vol, z_core, PIXEL_UM) == pytest.approx(2 * core * PIXEL_UM,
-                                                                           rel=0.03)
+    assert tomo.electrode_diameter(vol, z_core, PIXEL_UM) == pytest.approx(
+        2 * core * PIXEL_UM, rel=0.03
+    )
     # an electrode wider than the field of view is not measured
     wide, _ = make_cell(rng, particles=np.zeros((0, 4)), li_radius=90.0)
     li = project(ang, wide, np.zeros((0, 4)))[:, rows, :]
@@ -343,8 +366,9 @@ def test_reconstruct_from_hdf5_in_process_matches_the_pool(scans, tmp_path):
         f["/entry/data/data"] = s["proj"]
     rows = slice(44, 52)
     with h5py.File(path, "r") as f:
-        vol = tomo.reconstruct(f["/entry/data/data"], ANGLES, flats=s["flats"], darks=s["darks"],
-                               rows=rows, workers=1)
+        vol = tomo.reconstruct(
+            f["/entry/data/data"], ANGLES, flats=s["flats"], darks=s["darks"], rows=rows, workers=1
+        )
     assert vol.shape == (8, NCOL, NCOL)
     # the fixture went through worker processes (100 rows): same slices, same centre
     np.testing.assert_allclose(vol, s["volume"][rows], atol=2e-5)

@@ -40,7 +40,9 @@ def _geometry_key(poni) -> tuple:
         return ("file", path, st.st_mtime_ns, st.st_size)
     if isinstance(poni, dict):
         return ("dict", json.dumps(poni, sort_keys=True, default=str))
-    raise TypeError(f"poni must be a PONI file path or a pyFAI geometry dict, not {type(poni).__name__}")
+    raise TypeError(
+        f"poni must be a PONI file path or a pyFAI geometry dict, not {type(poni).__name__}"
+    )
 
 
 def integrator(poni):
@@ -80,7 +82,9 @@ def integrate(
     ai = integrator(poni)
     data = np.asarray(frame)
     if data.shape != tuple(ai.detector.shape):
-        raise ValueError(f"frame shape {data.shape} does not match the detector {ai.detector.shape}")
+        raise ValueError(
+            f"frame shape {data.shape} does not match the detector {ai.detector.shape}"
+        )
     res = ai.integrate1d(
         data,
         int(npt),
@@ -93,7 +97,11 @@ def integrate(
         radial_range=radial_range,
         polarization_factor=polarization_factor,
     )
-    return (np.asarray(res.radial, float), np.asarray(res.intensity, float), np.asarray(res.sigma, float))
+    return (
+        np.asarray(res.radial, float),
+        np.asarray(res.intensity, float),
+        np.asarray(res.sigma, float),
+    )
 
 
 _MASK_CACHE: OrderedDict = OrderedDict()
@@ -110,7 +118,12 @@ def beamstop_mask(poni, radius_m: float) -> np.ndarray:
     if m is None:
         ai = integrator(poni)
         q = ai.qArray(ai.detector.shape)
-        q_edge = 4 * math.pi * math.sin(0.5 * math.atan(float(radius_m) / ai.dist)) / (ai.wavelength * 1e9)
+        q_edge = (
+            4
+            * math.pi
+            * math.sin(0.5 * math.atan(float(radius_m) / ai.dist))
+            / (ai.wavelength * 1e9)
+        )
         m = q < q_edge
         _MASK_CACHE[key] = m
         while len(_MASK_CACHE) > _AI_CACHE_SIZE:
@@ -127,7 +140,9 @@ class DetectorConfig:
     poni_file: str = ""
 
     def mask(self):
-        return beamstop_mask(self.geometry, self.beamstop_radius) if self.beamstop_radius > 0 else None
+        return (
+            beamstop_mask(self.geometry, self.beamstop_radius) if self.beamstop_radius > 0 else None
+        )
 
     def warm_up(self, npt: int) -> None:
         """Build pyFAI's integrator and CSR engine (0.2–1 s the first time)."""
@@ -175,8 +190,11 @@ def integrate_frame(frame, detector: DetectorConfig, npt: int):
 def _as_config(geometry, beamstop_radius) -> DetectorConfig:
     if isinstance(geometry, DetectorConfig):
         return geometry
-    geo = _parse_geometry(geometry) if not isinstance(geometry, str) or geometry.lstrip().startswith("{") \
+    geo = (
+        _parse_geometry(geometry)
+        if not isinstance(geometry, str) or geometry.lstrip().startswith("{")
         else None
+    )
     if geo is None:  # a PONI file path
         import pyFAI
 
@@ -193,8 +211,9 @@ def _stack(frames, det: DetectorConfig | None, npt: int):
     return rows[0][0], np.array([r[1] for r in rows]), np.array([r[2] for r in rows])
 
 
-def reduce_frames(saxs_frames, waxs_frames, saxs_geometry, waxs_geometry, *,
-                  beamstop_radius=0.0, npt: int = 1000):
+def reduce_frames(
+    saxs_frames, waxs_frames, saxs_geometry, waxs_geometry, *, beamstop_radius=0.0, npt: int = 1000
+):
     """Integrate SAXS and WAXS frames: ``(q_s, I_s, σ_s, q_w, I_w, σ_w)``.
 
     ``*_frames``: iterables of 2-D frames (or an (n, rows, cols) array); None

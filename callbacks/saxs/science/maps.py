@@ -33,7 +33,9 @@ def window_sum(q: np.ndarray, intensity: np.ndarray, q_lo: float, q_hi: float) -
     if not q_hi > q_lo:
         raise ValueError("q_hi must be > q_lo")
     if q_lo < q[0] or q_hi > q[-1]:
-        raise ValueError(f"window [{q_lo}, {q_hi}] outside the data range [{q[0]:.4g}, {q[-1]:.4g}]")
+        raise ValueError(
+            f"window [{q_lo}, {q_hi}] outside the data range [{q[0]:.4g}, {q[-1]:.4g}]"
+        )
     inside = (q > q_lo) & (q < q_hi)
     xs = np.concatenate(([q_lo], q[inside], [q_hi]))
     ys = np.concatenate(([np.interp(q_lo, q, y)], y[inside], [np.interp(q_hi, q, y)]))
@@ -134,7 +136,12 @@ def grid_indices(x, y, shape, extents=None, snaking=None) -> tuple[np.ndarray, n
             return np.zeros(len(v), int)
         return np.clip(np.rint((v - lo) / (hi - lo) * (m - 1)), 0, m - 1).astype(int)
 
-    if extents is not None and len(extents) == 2 and np.all(np.isfinite(x)) and np.all(np.isfinite(y)):
+    if (
+        extents is not None
+        and len(extents) == 2
+        and np.all(np.isfinite(x))
+        and np.all(np.isfinite(y))
+    ):
         (y0, y1), (x0, x1) = (tuple(map(float, e)) for e in extents)
         rows, cols = axis(y, y0, y1, ny), axis(x, x0, x1, nx)
         if len(set(zip(rows.tolist(), cols.tolist()))) == n:

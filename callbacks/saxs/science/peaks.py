@@ -130,7 +130,11 @@ def fit_peak(
         fw0 = float(fwhm_guess)
     a0 = h0 * fw0 * 1.0645
     p0 = [c0, fw0, a0, b0_0, b1_0]
-    w_lo, w_hi = fwhm_bounds if fwhm_bounds is not None else (2 * float(np.median(np.diff(x))), 4 * (hi - lo))
+    w_lo, w_hi = (
+        fwhm_bounds
+        if fwhm_bounds is not None
+        else (2 * float(np.median(np.diff(x))), 4 * (hi - lo))
+    )
     lb = [lo, w_lo, 0.0, -np.inf, -np.inf]
     ub = [hi, w_hi, np.inf, np.inf, np.inf]
     if shape == "pvoigt":
@@ -142,20 +146,39 @@ def fit_peak(
     ub += [np.inf] * n_sat
     p0 = np.clip(p0, np.array(lb) + 1e-12, np.array(ub) - 1e-12).tolist()
     try:
-        popt, pcov = curve_fit(model, x, yy, p0=p0, sigma=sg, absolute_sigma=sg is not None,
-                               bounds=(lb, ub), maxfev=20000)
+        popt, pcov = curve_fit(
+            model,
+            x,
+            yy,
+            p0=p0,
+            sigma=sg,
+            absolute_sigma=sg is not None,
+            bounds=(lb, ub),
+            maxfev=20000,
+        )
         ok = bool(np.all(np.isfinite(popt)))
     except (RuntimeError, ValueError):
         popt, pcov, ok = np.array(p0), np.full((len(p0), len(p0)), np.nan), False
-    err = np.sqrt(np.clip(np.diag(pcov), 0, None)) if np.all(np.isfinite(pcov)) else np.full(len(popt), np.nan)
+    err = (
+        np.sqrt(np.clip(np.diag(pcov), 0, None))
+        if np.all(np.isfinite(pcov))
+        else np.full(len(popt), np.nan)
+    )
     r = (yy - model(x, *popt)) / (sg if sg is not None else 1.0)
     chi2 = float(np.sum(r * r) / max(len(x) - len(popt), 1))
     eta = float(popt[5]) if shape == "pvoigt" else 0.0
-    sat = tuple(float(v) for v in popt[5 + (shape == "pvoigt"):])
+    sat = tuple(float(v) for v in popt[5 + (shape == "pvoigt") :])
     return PeakFit(
-        center=float(popt[0]), fwhm=float(popt[1]), area=float(popt[2]), eta=eta,
-        background=(float(popt[3]), float(popt[4])), satellite_areas=sat,
-        center_err=float(err[0]), fwhm_err=float(err[1]), success=ok, reduced_chi2=chi2,
+        center=float(popt[0]),
+        fwhm=float(popt[1]),
+        area=float(popt[2]),
+        eta=eta,
+        background=(float(popt[3]), float(popt[4])),
+        satellite_areas=sat,
+        center_err=float(err[0]),
+        fwhm_err=float(err[1]),
+        success=ok,
+        reduced_chi2=chi2,
     )
 
 
@@ -164,7 +187,9 @@ def peak_position(q, intensity, q_window, **kw) -> float:
     return fit_peak(q, intensity, q_window, **kw).center
 
 
-def scherrer_size(q, intensity, q_window, instrument_fwhm: float = 0.0, K: float = 0.9, **kw) -> float:
+def scherrer_size(
+    q, intensity, q_window, instrument_fwhm: float = 0.0, K: float = 0.9, **kw
+) -> float:
     """Crystallite size (nm) from the fitted FWHM: L = 2πK / sqrt(Δq² − Δq_instr²).
 
     Returns ``inf`` when the fitted width does not exceed the instrumental one.
@@ -190,9 +215,16 @@ def li2s_fit(q, difference, *, q_window=None, sigma=None) -> PeakFit:
         q_window = (float(fin[0]), float(fin[-1]))
     best = None
     for size0 in (0.8, 1.5, 5.0):
-        fit = fit_peak(q, d, q_window, satellites=LI2S_SATELLITES, sigma=sigma, center_guess=LI2S_Q111,
-                       fwhm_guess=2 * math.pi * 0.9 / size0,
-                       fwhm_bounds=(2 * math.pi * 0.9 / 200.0, 2 * math.pi * 0.9 / 0.4))
+        fit = fit_peak(
+            q,
+            d,
+            q_window,
+            satellites=LI2S_SATELLITES,
+            sigma=sigma,
+            center_guess=LI2S_Q111,
+            fwhm_guess=2 * math.pi * 0.9 / size0,
+            fwhm_bounds=(2 * math.pi * 0.9 / 200.0, 2 * math.pi * 0.9 / 0.4),
+        )
         if fit.success and (best is None or fit.reduced_chi2 < best.reduced_chi2):
             best = fit
     if best is None:
@@ -200,8 +232,9 @@ def li2s_fit(q, difference, *, q_window=None, sigma=None) -> PeakFit:
     return best
 
 
-def li2s_scherrer_size(q, difference, instrument_fwhm: float = 0.0, *, q_window=None,
-                       K: float = 0.9, sigma=None) -> float:
+def li2s_scherrer_size(
+    q, difference, instrument_fwhm: float = 0.0, *, q_window=None, K: float = 0.9, sigma=None
+) -> float:
     """Li2S crystallite size (nm) from a difference pattern I − I_OCV (see
     :func:`li2s_fit`), the instrumental FWHM removed in quadrature."""
     fit = li2s_fit(q, difference, q_window=q_window, sigma=sigma)
@@ -223,8 +256,9 @@ def lpsc_reflections(q_lo: float, q_hi: float, a_nm: float = LPSC_A_NM) -> list[
     return sorted(out)
 
 
-def instrument_fwhm_from_reference(q, intensity, sigma=None, *, a_nm: float = LPSC_A_NM,
-                                   half_window: float = 0.4) -> float:
+def instrument_fwhm_from_reference(
+    q, intensity, sigma=None, *, a_nm: float = LPSC_A_NM, half_window: float = 0.4
+) -> float:
     """Instrumental FWHM (nm⁻¹) from the Li6PS5Cl reflections of a (summed) OCV
     WAXS curve: median fitted FWHM of the isolated, well-determined reflections;
     NaN if none could be fitted.  Why this is the choice: ``docs/reduction-saxs.md``."""
@@ -240,11 +274,23 @@ def instrument_fwhm_from_reference(q, intensity, sigma=None, *, a_nm: float = LP
         if near:
             continue
         try:
-            fit = fit_peak(q, y, (q0 - half_window, q0 + half_window), sigma=sigma,
-                              center_guess=q0, fwhm_guess=0.2, fwhm_bounds=(0.01, 0.6))
+            fit = fit_peak(
+                q,
+                y,
+                (q0 - half_window, q0 + half_window),
+                sigma=sigma,
+                center_guess=q0,
+                fwhm_guess=0.2,
+                fwhm_bounds=(0.01, 0.6),
+            )
         except (ValueError, RuntimeError):
             continue
-        if (fit.success and abs(fit.center - q0) < 0.1 and fit.area > 0
-                and np.isfinite(fit.fwhm_err) and fit.fwhm_err < 0.1 * fit.fwhm):
+        if (
+            fit.success
+            and abs(fit.center - q0) < 0.1
+            and fit.area > 0
+            and np.isfinite(fit.fwhm_err)
+            and fit.fwhm_err < 0.1 * fit.fwhm
+        ):
             widths.append(fit.fwhm)
     return float(np.median(widths)) if widths else math.nan

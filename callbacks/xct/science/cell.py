@@ -36,6 +36,7 @@ __all__ = [
     "failure_summary",
 ]
 
+
 def electrode_area_cm2(diameter_mm: float) -> float:
     """Area of a disc electrode of ``diameter_mm`` in cm²."""
     return math.pi * (0.1 * diameter_mm) ** 2 / 4.0
@@ -48,12 +49,13 @@ def pressure_mpa(force_n: Any, diameter_mm: float) -> Any:
     """
     if diameter_mm <= 0:
         raise ValueError("diameter must be positive")
-    out = np.asarray(force_n, dtype=float) / (math.pi * diameter_mm ** 2 / 4.0)
+    out = np.asarray(force_n, dtype=float) / (math.pi * diameter_mm**2 / 4.0)
     return out if out.ndim else float(out)
 
 
-def plated_thickness_um(charge_c: Any, area_cm2: float, *, molar_mass: float = M_LI,
-                        density: float = RHO_LI, z: int = 1) -> Any:
+def plated_thickness_um(
+    charge_c: Any, area_cm2: float, *, molar_mass: float = M_LI, density: float = RHO_LI, z: int = 1
+) -> Any:
     """Homogeneous Li thickness moved by ``charge_c``: h = Q·M / (z·F·ρ·A), in µm."""
     if area_cm2 <= 0:
         raise ValueError("area must be positive")
@@ -63,12 +65,15 @@ def plated_thickness_um(charge_c: Any, area_cm2: float, *, molar_mass: float = M
 
 def faraday_thickness_um(j_uA_cm2: Any, hours: Any, **kwargs: Any) -> Any:
     """Li thickness after ``hours`` at ``j_uA_cm2``: 40 µA/cm², 6 h → 1.16 µm."""
-    charge_per_cm2 = np.asarray(j_uA_cm2, dtype=float) * 1e-6 * np.asarray(hours, dtype=float) * HOUR
+    charge_per_cm2 = (
+        np.asarray(j_uA_cm2, dtype=float) * 1e-6 * np.asarray(hours, dtype=float) * HOUR
+    )
     return plated_thickness_um(charge_per_cm2, 1.0, **kwargs)
 
 
-def plated_thickness_series(times_s: Any, current_a: Any, area_cm2: float,
-                            **kwargs: Any) -> np.ndarray:
+def plated_thickness_series(
+    times_s: Any, current_a: Any, area_cm2: float, **kwargs: Any
+) -> np.ndarray:
     """Cumulative homogeneous plated thickness (µm) from a current series.
 
     The charge is the trapezoidal integral of ``current_a`` over ``times_s``
@@ -120,8 +125,9 @@ def _current_threshold(current: np.ndarray, threshold: float | None) -> float:
     return 0.01 * peak if peak > 0 else math.inf
 
 
-def plating_windows(times: Any, current: Any, *, threshold: float | None = None,
-                    min_samples: int = 2) -> list[tuple[float, float]]:
+def plating_windows(
+    times: Any, current: Any, *, threshold: float | None = None, min_samples: int = 2
+) -> list[tuple[float, float]]:
     """``(t_start, t_end)`` of each period with current on (|I| > ``threshold``).
 
     Default threshold: 1 % of the largest |I| (the protocol's current density
@@ -133,10 +139,17 @@ def plating_windows(times: Any, current: Any, *, threshold: float | None = None,
     return [(float(t[a]), float(t[b - 1])) for a, b in _runs(on) if b - a >= min_samples]
 
 
-def locate_short(times: Any, potential: Any, current: Any, *, drop_fraction: float = 0.25,
-                 reference_samples: int = 10, settle_samples: int = 3,
-                 persist_samples: int = 3, current_threshold: float | None = None
-                 ) -> float | None:
+def locate_short(
+    times: Any,
+    potential: Any,
+    current: Any,
+    *,
+    drop_fraction: float = 0.25,
+    reference_samples: int = 10,
+    settle_samples: int = 3,
+    persist_samples: int = 3,
+    current_threshold: float | None = None,
+) -> float | None:
     """Time of the short circuit: the potential collapses while current flows.
 
     Under constant current a symmetric Li cell holds a polarization of tens
@@ -171,9 +184,14 @@ def locate_short(times: Any, potential: Any, current: Any, *, drop_fraction: flo
     return None
 
 
-def cycle_peaks(times: Any, force: Any, potential: Any,
-                plating_windows: Sequence[tuple[float, float]], *,
-                despike: int = 3) -> list[dict[str, float]]:
+def cycle_peaks(
+    times: Any,
+    force: Any,
+    potential: Any,
+    plating_windows: Sequence[tuple[float, float]],
+    *,
+    despike: int = 3,
+) -> list[dict[str, float]]:
     """Force and potential peaks of each plating window.
 
     For each ``(t_start, t_end)``: the force at the start, its maximum in the
@@ -192,30 +210,47 @@ def cycle_peaks(times: Any, force: Any, potential: Any,
     for n, (t0, t1) in enumerate(plating_windows):
         sel = np.flatnonzero((t >= t0) & (t <= t1))
         if sel.size == 0:
-            out.append({"cycle": n, "t_start": t0, "t_end": t1, "force_start": math.nan,
-                        "force_peak": math.nan, "force_peak_time": math.nan,
-                        "force_rise": math.nan, "potential_peak": math.nan,
-                        "potential_peak_time": math.nan})
+            out.append(
+                {
+                    "cycle": n,
+                    "t_start": t0,
+                    "t_end": t1,
+                    "force_start": math.nan,
+                    "force_peak": math.nan,
+                    "force_peak_time": math.nan,
+                    "force_rise": math.nan,
+                    "potential_peak": math.nan,
+                    "potential_peak_time": math.nan,
+                }
+            )
             continue
         kf = sel[np.argmax(f[sel])]
         ke = sel[np.argmax(e[sel])]
-        out.append({
-            "cycle": n,
-            "t_start": float(t0),
-            "t_end": float(t1),
-            "force_start": float(f[sel[0]]),
-            "force_peak": float(f[kf]),
-            "force_peak_time": float(t[kf]),
-            "force_rise": float(f[kf] - f[sel[0]]),
-            "potential_peak": float(e[ke]),
-            "potential_peak_time": float(t[ke]),
-        })
+        out.append(
+            {
+                "cycle": n,
+                "t_start": float(t0),
+                "t_end": float(t1),
+                "force_start": float(f[sel[0]]),
+                "force_peak": float(f[kf]),
+                "force_peak_time": float(t[kf]),
+                "force_rise": float(f[kf] - f[sel[0]]),
+                "potential_peak": float(e[ke]),
+                "potential_peak_time": float(t[ke]),
+            }
+        )
     return out
 
 
-def failure_summary(times: Any, force: Any, potential: Any, current: Any, *,
-                    windows: Sequence[tuple[float, float]] | None = None,
-                    **short_kwargs: Any) -> dict[str, Any]:
+def failure_summary(
+    times: Any,
+    force: Any,
+    potential: Any,
+    current: Any,
+    *,
+    windows: Sequence[tuple[float, float]] | None = None,
+    **short_kwargs: Any,
+) -> dict[str, Any]:
     """The short circuit and the peaks of the plating cycle before it.
 
     Returns ``t_short`` (None if no short), ``short_cycle`` (index of the
@@ -230,9 +265,14 @@ def failure_summary(times: Any, force: Any, potential: Any, current: Any, *,
         windows = plating_windows(t, current)
     t_short = locate_short(t, potential, current, **short_kwargs)
     peaks = cycle_peaks(t, force, potential, windows)
-    result: dict[str, Any] = {"t_short": t_short, "short_cycle": None, "previous": None,
-                              "previous_force_rise_is_highest": None,
-                              "previous_potential_is_highest": None, "cycles": peaks}
+    result: dict[str, Any] = {
+        "t_short": t_short,
+        "short_cycle": None,
+        "previous": None,
+        "previous_force_rise_is_highest": None,
+        "previous_potential_is_highest": None,
+        "cycles": peaks,
+    }
     if t_short is None:
         return result
     idx = next((n for n, (t0, t1) in enumerate(windows) if t0 <= t_short <= t1), None)
@@ -244,7 +284,9 @@ def failure_summary(times: Any, force: Any, potential: Any, current: Any, *,
         before = peaks[:idx]
         result["previous"] = prev
         result["previous_force_rise_is_highest"] = bool(
-            prev["force_rise"] >= max(p["force_rise"] for p in before))
+            prev["force_rise"] >= max(p["force_rise"] for p in before)
+        )
         result["previous_potential_is_highest"] = bool(
-            prev["potential_peak"] >= max(p["potential_peak"] for p in before))
+            prev["potential_peak"] >= max(p["potential_peak"] for p in before)
+        )
     return result

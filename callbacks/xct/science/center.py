@@ -95,8 +95,11 @@ def find_center(sinogram: Any, angles: Any, *, method: str = "auto") -> float:
         sino180 = sino[sel][np.argsort(rel[sel])]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return float(find_center_vo(sino180, start=ncol // 2 - ncol // 8,
-                                        stop=ncol // 2 + ncol // 8, ncore=1))
+            return float(
+                find_center_vo(
+                    sino180, start=ncol // 2 - ncol // 8, stop=ncol // 2 + ncol // 8, ncore=1
+                )
+            )
     raise ValueError(f"unknown method {method!r}")
 
 
@@ -112,8 +115,9 @@ def _structured_rows(sampled: np.ndarray, n_rows: int) -> list[int]:
     return sorted(int(r) for r in order[:n_rows])
 
 
-def find_center_projections(line_integrals: Any, angles: Any, *, n_rows: int = 8,
-                            rows: Sequence[int] | None = None) -> float:
+def find_center_projections(
+    line_integrals: Any, angles: Any, *, n_rows: int = 8, rows: Sequence[int] | None = None
+) -> float:
     """Axis column from a stack of projections ``(angle, row, column)`` of −ln T.
 
     The sinograms of the ``n_rows`` rows that change most with angle (judged
@@ -130,8 +134,9 @@ def find_center_projections(line_integrals: Any, angles: Any, *, n_rows: int = 8
     sinos = np.nan_to_num(np.asarray(proj[:, rows, :], dtype=np.float32))  # (angle, rows, col)
     pairs = _opposite_pairs(ang)
     if pairs is None or pairs[0].size < 8:
-        return float(np.median([find_center(sinos[:, k, :], ang, method="vo")
-                                for k in range(len(rows))]))
+        return float(
+            np.median([find_center(sinos[:, k, :], ang, method="vo") for k in range(len(rows))])
+        )
     i, j = pairs
     first = sinos[i].transpose(1, 0, 2).reshape(-1, sinos.shape[-1])
     opposite = sinos[j].transpose(1, 0, 2).reshape(-1, sinos.shape[-1])

@@ -19,8 +19,9 @@ from operando.constants import LI_ELECTRODE_DIAMETER_MM
 __all__ = ["electrode_geometry", "electrode_diameter", "electrode_measurement"]
 
 
-def _radial_profile(img: np.ndarray, center_yx: tuple[float, float], r_max: float,
-                    mask: np.ndarray | None = None) -> np.ndarray:
+def _radial_profile(
+    img: np.ndarray, center_yx: tuple[float, float], r_max: float, mask: np.ndarray | None = None
+) -> np.ndarray:
     """Mean of ``img`` in 1-pixel rings about ``center_yx`` out to ``r_max``."""
     ny, nx = img.shape
     yy, xx = np.indices((ny, nx), dtype=np.float64)
@@ -37,8 +38,9 @@ def _radial_profile(img: np.ndarray, center_yx: tuple[float, float], r_max: floa
     return prof  # prof[k]: ring k <= r < k + 1, centred at k + 0.5
 
 
-def _disc_edges(prof: np.ndarray, r_min: float,
-                min_fraction: float = 0.1) -> tuple[list[tuple[float, float]], float]:
+def _disc_edges(
+    prof: np.ndarray, r_min: float, min_fraction: float = 0.1
+) -> tuple[list[tuple[float, float]], float]:
     """Candidate disc edges in a radial profile: ``([(radius, step), ...], noise)``.
 
     The profile is cut into monotonic runs (of its lightly smoothed version);
@@ -57,7 +59,11 @@ def _disc_edges(prof: np.ndarray, r_min: float,
     grad = np.diff(sm)  # grad[k] at radius k + 1 (between ring centres k+.5 and k+1.5)
     lo = int(max(1, r_min))
     g = grad[lo:]
-    noise = float(1.4826 * np.median(np.abs(np.diff(prof[lo:])))) / math.sqrt(2) if g.size > 2 else math.inf
+    noise = (
+        float(1.4826 * np.median(np.abs(np.diff(prof[lo:])))) / math.sqrt(2)
+        if g.size > 2
+        else math.inf
+    )
     if g.size < 3:
         return [], noise
     runs = []
@@ -66,7 +72,7 @@ def _disc_edges(prof: np.ndarray, r_min: float,
         if k == g.size or np.sign(g[k]) != np.sign(g[start]):
             total = float(g[start:k].sum())
             peak = start + int(np.argmax(np.abs(g[start:k])))
-            local = float(g[max(start, peak - 5):min(k, peak + 6)].sum())
+            local = float(g[max(start, peak - 5) : min(k, peak + 6)].sum())
             if abs(local) >= 0.4 * abs(total) and total != 0:
                 w = np.abs(g[start:k])
                 radius = float(np.sum(w * (np.arange(start, k) + lo + 1.0)) / w.sum())
@@ -76,15 +82,25 @@ def _disc_edges(prof: np.ndarray, r_min: float,
         return [], noise
     main = max(runs, key=lambda r: abs(r[1]))
     sign = np.sign(main[1])
-    cands = [(r, abs(st)) for r, st in runs
-             if np.sign(st) == sign and abs(st) >= min_fraction * abs(main[1])]
+    cands = [
+        (r, abs(st))
+        for r, st in runs
+        if np.sign(st) == sign and abs(st) >= min_fraction * abs(main[1])
+    ]
     return sorted(cands), noise
 
 
-def electrode_geometry(volume: Any, z_range: tuple[int, int] | slice, pixel_um: float, *,
-                       center_yx: tuple[float, float] | None = None, edge: str = "outermost",
-                       refine_center: bool = True, min_snr: float = 5.0,
-                       min_contrast: float = 0.15) -> dict[str, Any]:
+def electrode_geometry(
+    volume: Any,
+    z_range: tuple[int, int] | slice,
+    pixel_um: float,
+    *,
+    center_yx: tuple[float, float] | None = None,
+    edge: str = "outermost",
+    refine_center: bool = True,
+    min_snr: float = 5.0,
+    min_contrast: float = 0.15,
+) -> dict[str, Any]:
     """Li electrode disc in the rows ``z_range``: diameter and centre.
 
     The slab's slices are averaged and reduced to a radial profile (ring
@@ -126,7 +142,7 @@ def electrode_geometry(volume: Any, z_range: tuple[int, int] | slice, pixel_um: 
         cands, noise = _disc_edges(prof, r_min)
         good = []
         for radius, step in cands:
-            level = float(np.nanmedian(prof[int(r_min):max(int(radius) - 2, int(r_min) + 1)]))
+            level = float(np.nanmedian(prof[int(r_min) : max(int(radius) - 2, int(r_min) + 1)]))
             contrast = step / abs(level) if level else math.inf
             if radius <= r_lim - 2.0 and step >= min_snr * noise and contrast >= min_contrast:
                 good.append((radius, step, contrast))
@@ -153,7 +169,7 @@ def electrode_geometry(volume: Any, z_range: tuple[int, int] | slice, pixel_um: 
                 prof = _radial_profile(img, (cy, cx), r_lim, sector)
                 # the strongest step of the sector's profile close to r0
                 k0 = max(1, int(r0) - 8)
-                cands, _ = _disc_edges(prof[k0:int(r0) + 9], 0)
+                cands, _ = _disc_edges(prof[k0 : int(r0) + 9], 0)
                 if not cands:
                     continue
                 rk = max(cands, key=lambda t: t[1])[0] + k0
@@ -181,8 +197,9 @@ def electrode_geometry(volume: Any, z_range: tuple[int, int] | slice, pixel_um: 
     }
 
 
-def electrode_diameter(volume: Any, z_range: tuple[int, int] | slice, pixel_um: float,
-                       **kwargs: Any) -> float:
+def electrode_diameter(
+    volume: Any, z_range: tuple[int, int] | slice, pixel_um: float, **kwargs: Any
+) -> float:
     """Area-equivalent Li electrode diameter in µm (see :func:`electrode_geometry`).
 
     Returns NaN, with a warning, when the disc runs out of the field of view
@@ -191,14 +208,24 @@ def electrode_diameter(volume: Any, z_range: tuple[int, int] | slice, pixel_um: 
     """
     geo = electrode_geometry(volume, z_range, pixel_um, **kwargs)
     if geo["truncated"]:
-        warnings.warn("electrode reaches the edge of the field of view; diameter unknown",
-                      RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            "electrode reaches the edge of the field of view; diameter unknown",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         return float("nan")
     return float(geo["diameter_um"])
 
 
-def _footprint_radius(volume, lip_rows: Sequence[int], core_rows: tuple[int, int],
-                      center_yx, r_core: float, r_lim: float, min_snr: float = 5.0) -> float:
+def _footprint_radius(
+    volume,
+    lip_rows: Sequence[int],
+    core_rows: tuple[int, int],
+    center_yx,
+    r_core: float,
+    r_lim: float,
+    min_snr: float = 5.0,
+) -> float:
     """Outer radius (voxels) of a Li lip thinner than a voxel against a Cu face.
 
     ``lip_rows``: the rows wholly on the Li side of the Cu face next to it
@@ -222,8 +249,9 @@ def _footprint_radius(volume, lip_rows: Sequence[int], core_rows: tuple[int, int
     ny, nx = D.shape
     yy, xx = np.indices((ny, nx), dtype=np.float64)
     rr = np.hypot(yy - center_yx[0], xx - center_yx[1])
-    counts = np.bincount(np.floor(rr[inside & (rr < r_lim)]).astype(int),
-                         minlength=prof.size)[:prof.size].astype(float)
+    counts = np.bincount(np.floor(rr[inside & (rr < r_lim)]).astype(int), minlength=prof.size)[
+        : prof.size
+    ].astype(float)
     lo = int(math.ceil(r_core)) + 2
     hi = int(math.floor(r_lim))
     if hi - lo < 6:
@@ -254,9 +282,14 @@ def _footprint_radius(volume, lip_rows: Sequence[int], core_rows: tuple[int, int
     return float(radius) if h > min_snr * sigma / math.sqrt(n_in) else math.nan
 
 
-def electrode_measurement(volume, layers_vol: dict, pixel_um: float, *,
-                          nominal_diameter_um: float = 1000.0 * LI_ELECTRODE_DIAMETER_MM,
-                          max_edge_fraction: float = 0.85) -> dict:
+def electrode_measurement(
+    volume,
+    layers_vol: dict,
+    pixel_um: float,
+    *,
+    nominal_diameter_um: float = 1000.0 * LI_ELECTRODE_DIAMETER_MM,
+    max_edge_fraction: float = 0.85,
+) -> dict:
     """Li electrode diameters in a volume whose layers (rows of this volume) are known.
 
     ``core_diameter_um``: the full-thickness core (:func:`electrode_geometry`
@@ -269,8 +302,15 @@ def electrode_measurement(volume, layers_vol: dict, pixel_um: float, *,
     electrode does not shrink), or beyond ``max_edge_fraction`` of the field's
     radius (the cupping of an interior scan near its rim makes false steps).
     """
-    out = {"diameter_um": math.nan, "core_diameter_um": math.nan, "top_um": math.nan,
-           "bottom_um": math.nan, "center_yx": None, "measurable": False, "reason": ""}
+    out = {
+        "diameter_um": math.nan,
+        "core_diameter_um": math.nan,
+        "top_um": math.nan,
+        "bottom_um": math.nan,
+        "center_yx": None,
+        "measurable": False,
+        "reason": "",
+    }
     need = ("cu_top", "li_hse_top", "hse_li_bottom", "cu_bottom")
     if not all(np.isfinite(layers_vol.get(k, math.nan)) for k in need):
         out["reason"] = "layers not found"
@@ -306,8 +346,9 @@ def electrode_measurement(volume, layers_vol: dict, pixel_um: float, *,
             # an interior reconstruction cups toward the rim of its field: a
             # step there is not trusted (the 3.4 mm operando field shows one at
             # ~0.9 of its radius with a ø4 mm electrode wider than the field)
-            reasons.append(f"{name}: edge within {1 - max_edge_fraction:.0%} of the rim of the "
-                           "field of view")
+            reasons.append(
+                f"{name}: edge within {1 - max_edge_fraction:.0%} of the rim of the field of view"
+            )
             continue
         cores.append(d)
         r_core = d / 2.0 / pixel_um

@@ -15,9 +15,13 @@ from scipy import ndimage as ndi
 __all__ = ["layer_profile", "find_layers"]
 
 
-def layer_profile(volume_or_slice: Any, *, radius: float | None = None,
-                  center: tuple[float, float] | None = None,
-                  band: float = 0.5) -> np.ndarray:
+def layer_profile(
+    volume_or_slice: Any,
+    *,
+    radius: float | None = None,
+    center: tuple[float, float] | None = None,
+    band: float = 0.5,
+) -> np.ndarray:
     """Mean attenuation per row along the stack.
 
     * a volume ``(row, y, x)``: the mean over a disc of ``radius`` voxels
@@ -32,7 +36,7 @@ def layer_profile(volume_or_slice: Any, *, radius: float | None = None,
         ncol = img.shape[1]
         half = max(1, int(round(band * ncol / 2)))
         c = ncol // 2
-        return img[:, max(0, c - half):min(ncol, c + half)].mean(axis=1)
+        return img[:, max(0, c - half) : min(ncol, c + half)].mean(axis=1)
     if arr.ndim != 3:
         raise ValueError("layer_profile needs a 2D slice or a 3D volume")
     ny, nx = arr.shape[1:]
@@ -40,7 +44,7 @@ def layer_profile(volume_or_slice: Any, *, radius: float | None = None,
     if radius is None:
         radius = 0.8 * (min(ny, nx) / 2.0 - 1)
     yy, xx = np.ogrid[:ny, :nx]
-    mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius ** 2
+    mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
     prof = np.empty(arr.shape[0])
     for z in range(arr.shape[0]):
         prof[z] = float(np.asarray(arr[z], dtype=np.float64)[mask].mean())
@@ -69,8 +73,9 @@ def _edge(grad: np.ndarray, lo: int, hi: int, *, rising: bool, half: int = 2) ->
     return float(np.sum(w * (np.arange(a, b) + 0.5)) / w.sum())
 
 
-def _nearest_step(grad: np.ndarray, lo: int, hi: int, *, toward_high_index: bool,
-                  half: int = 2) -> tuple[float, float]:
+def _nearest_step(
+    grad: np.ndarray, lo: int, hi: int, *, toward_high_index: bool, half: int = 2
+) -> tuple[float, float]:
     """The clear step of ``grad[lo:hi]`` nearest one end: (position, signed height).
 
     Candidates are local maxima of ``|grad|`` of at least 30 % of the largest
@@ -92,8 +97,14 @@ def _nearest_step(grad: np.ndarray, lo: int, hi: int, *, toward_high_index: bool
     return pos, float(sign * w.sum())
 
 
-def find_layers(profile: Any, pixel_um: float, *, top_first: bool = True,
-                cu_width_px: int = 3, cu_snr: float = 5.0) -> dict[str, float]:
+def find_layers(
+    profile: Any,
+    pixel_um: float,
+    *,
+    top_first: bool = True,
+    cu_width_px: int = 3,
+    cu_snr: float = 5.0,
+) -> dict[str, float]:
     """Cu current collectors and Li/electrolyte interfaces from a stack profile.
 
     ``profile``: attenuation per row across the stack (:func:`layer_profile`

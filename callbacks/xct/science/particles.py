@@ -12,10 +12,16 @@ from scipy import ndimage as ndi
 __all__ = ["segment_particles", "match_particles"]
 
 
-def segment_particles(volume: Any, *, z_range: tuple[int, int] | slice | None = None,
-                      snr: float = 6.0, threshold: float | None = None,
-                      min_voxels: int = 2, max_extent: float = 0.25,
-                      pixel_um: float | None = None) -> np.ndarray:
+def segment_particles(
+    volume: Any,
+    *,
+    z_range: tuple[int, int] | slice | None = None,
+    snr: float = 6.0,
+    threshold: float | None = None,
+    min_voxels: int = 2,
+    max_extent: float = 0.25,
+    pixel_um: float | None = None,
+) -> np.ndarray:
     """Strongly absorbing particles: ``(N, 4)`` rows of ``x, y, z, r_eq``.
 
     Each slice's own level (the median inside the field of view: PEEK, Li,
@@ -72,8 +78,9 @@ def segment_particles(volume: Any, *, z_range: tuple[int, int] | slice | None = 
         peak_idx = np.unravel_index(np.argmax(np.where(obj, sub, -np.inf)), sub.shape)
         peak = float(sub[peak_idx])
         # the half-maximum region connected to the peak, in a margin around the object
-        grow = tuple(slice(max(0, sl.start - 3), min(n, sl.stop + 3))
-                     for sl, n in zip(box, excess.shape))
+        grow = tuple(
+            slice(max(0, sl.start - 3), min(n, sl.stop + 3)) for sl, n in zip(box, excess.shape)
+        )
         win = excess[grow]
         pk = tuple(int(i + sl.start - g.start) for i, sl, g in zip(peak_idx, box, grow))
         half_lab, _ = ndi.label(win > 0.5 * peak)
@@ -89,9 +96,14 @@ def segment_particles(volume: Any, *, z_range: tuple[int, int] | slice | None = 
     return arr
 
 
-def match_particles(prev: Any, curr: Any, max_distance: float, *,
-                    center: tuple[float, float] | None = None,
-                    radius_weight: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def match_particles(
+    prev: Any,
+    curr: Any,
+    max_distance: float,
+    *,
+    center: tuple[float, float] | None = None,
+    radius_weight: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Match particles of two scans; their displacements and radial components.
 
     ``prev``/``curr``: ``(N, 4)`` arrays from :func:`segment_particles`

@@ -29,8 +29,9 @@ def _mean_frame(frames: Any) -> np.ndarray | None:
     return arr
 
 
-def normalize(projections: Any, flats: Any, darks: Any = None, *,
-              min_transmission: float = MIN_TRANSMISSION) -> np.ndarray:
+def normalize(
+    projections: Any, flats: Any, darks: Any = None, *, min_transmission: float = MIN_TRANSMISSION
+) -> np.ndarray:
     """Dark/flat correction: transmission ``(P - D) / (F - D)``, clipped ``> 0``.
 
     ``projections`` may be one frame ``(row, col)`` or a stack ``(n, row, col)``;
@@ -86,7 +87,7 @@ def _shift_columns(data: np.ndarray, shift: float, *, pad: int = 16) -> np.ndarr
     ext = np.pad(np.asarray(data, dtype=np.float32), widths, mode="edge")
     ramp = np.exp(-2j * np.pi * sfft.rfftfreq(m) * shift).astype(np.complex64)
     out = sfft.irfft(sfft.rfft(ext, axis=-1) * ramp, n=m, axis=-1)
-    return out[..., pad:pad + n].astype(np.float32, copy=False)
+    return out[..., pad : pad + n].astype(np.float32, copy=False)
 
 
 def fold_to_180(sino: np.ndarray, angles_deg: Any, center: float) -> tuple[np.ndarray, int]:
@@ -148,7 +149,9 @@ def fold_to_180(sino: np.ndarray, angles_deg: Any, center: float) -> tuple[np.nd
     return np.ascontiguousarray(out, dtype=np.float32), width
 
 
-def suppress_stripes(sinogram: Any, *, method: str | None = "sorting", **options: Any) -> np.ndarray:
+def suppress_stripes(
+    sinogram: Any, *, method: str | None = "sorting", **options: Any
+) -> np.ndarray:
     """Remove stripe artifacts (rings after reconstruction) from sinograms.
 
     ``sinogram``: ``(angle, column)`` or a stack ``(angle, slices, column)``.

@@ -16,12 +16,16 @@ import numpy as np
 from .layers import find_layers
 from .projections import minus_log, normalize
 
-__all__ = ["normalize", "minus_log", "vertical_profile", "find_layers", "analyze",
-           "analyze_series"]
+__all__ = ["normalize", "minus_log", "vertical_profile", "find_layers", "analyze", "analyze_series"]
 
 
-def vertical_profile(transmission_image: Any, *, band: float = 0.5,
-                     columns: slice | None = None, kind: str = "attenuation") -> np.ndarray:
+def vertical_profile(
+    transmission_image: Any,
+    *,
+    band: float = 0.5,
+    columns: slice | None = None,
+    kind: str = "attenuation",
+) -> np.ndarray:
     """Profile across the stack: one value per row, over the central ``band``
     of columns (or ``columns``), avoiding the tube walls.
 
@@ -50,8 +54,9 @@ def vertical_profile(transmission_image: Any, *, band: float = 0.5,
     raise ValueError(f"kind must be 'attenuation' or 'absorbed', not {kind!r}")
 
 
-def analyze(transmission_image: Any, pixel_um: float, *, top_first: bool = True,
-            **profile_kwargs: Any) -> dict[str, float]:
+def analyze(
+    transmission_image: Any, pixel_um: float, *, top_first: bool = True, **profile_kwargs: Any
+) -> dict[str, float]:
     """Layers of one radiogram (:func:`find_layers` on the ``"absorbed"`` profile):
     Cu positions, Li/HSE interfaces (rows), Cu-to-Cu and top Li thickness (µm)."""
     profile_kwargs.setdefault("kind", "absorbed")
@@ -59,8 +64,9 @@ def analyze(transmission_image: Any, pixel_um: float, *, top_first: bool = True,
     return find_layers(prof, pixel_um, top_first=top_first)
 
 
-def analyze_series(frames: Any, flats: Any, darks: Any, pixel_um: float,
-                   **kwargs: Any) -> list[dict[str, float]]:
+def analyze_series(
+    frames: Any, flats: Any, darks: Any, pixel_um: float, **kwargs: Any
+) -> list[dict[str, float]]:
     """:func:`analyze` for each raw frame of a stack ``(n, row, column)``."""
     out = []
     for frame in frames:

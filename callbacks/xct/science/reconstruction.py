@@ -29,8 +29,7 @@ from .projections import (
 __all__ = ["reconstruct", "reconstruct_sinogram"]
 
 
-def _dfi(sino180: np.ndarray, width: int, filter_name: str | None,
-         pad_rate: float) -> np.ndarray:
+def _dfi(sino180: np.ndarray, width: int, filter_name: str | None, pad_rate: float) -> np.ndarray:
     """algotom DFI of centred 0..180° sinograms ``(M+1, slices, W)`` → ``(slices, W, W)``."""
     from algotom.rec.reconstruction import dfi_reconstruction
 
@@ -42,9 +41,17 @@ def _dfi(sino180: np.ndarray, width: int, filter_name: str | None,
         warnings.simplefilter("ignore")
         # one 2D call per slice: algotom's 3D path re-splines the whole chunk
         for k in range(sino180.shape[1]):
-            rec = dfi_reconstruction(np.ascontiguousarray(sino180[:, k, :]), c0, angles=None,
-                                     ratio=None, filter_name=filter_name, pad_rate=pad_rate,
-                                     pad_mode="edge", apply_log=False, ncore=1)
+            rec = dfi_reconstruction(
+                np.ascontiguousarray(sino180[:, k, :]),
+                c0,
+                angles=None,
+                ratio=None,
+                filter_name=filter_name,
+                pad_rate=pad_rate,
+                pad_mode="edge",
+                apply_log=False,
+                ncore=1,
+            )
             # algotom's image has y running against this module's convention
             out[k] = rec[::-1, :]
     return out
@@ -55,13 +62,20 @@ def _fov_mask(ncol: int, center: float) -> np.ndarray:
     axis = ncol // 2
     radius = min(center, ncol - 1 - center) - 0.5
     yy, xx = np.ogrid[:ncol, :ncol]
-    return (yy - axis) ** 2 + (xx - axis) ** 2 <= radius ** 2
+    return (yy - axis) ** 2 + (xx - axis) ** 2 <= radius**2
 
 
-def _reconstruct_block(block: np.ndarray, angles: np.ndarray, center: float,
-                       flat: np.ndarray | None, dark: np.ndarray | None, log: bool,
-                       stripes: str | None, filter_name: str | None,
-                       pad_rate: float) -> np.ndarray:
+def _reconstruct_block(
+    block: np.ndarray,
+    angles: np.ndarray,
+    center: float,
+    flat: np.ndarray | None,
+    dark: np.ndarray | None,
+    log: bool,
+    stripes: str | None,
+    filter_name: str | None,
+    pad_rate: float,
+) -> np.ndarray:
     """Worker: raw rows ``(angle, rows, col)`` → slices ``(rows, col, col)``."""
     if flat is not None:
         data = normalize(block, flat, dark)
@@ -81,11 +95,21 @@ def _reconstruct_block(block: np.ndarray, angles: np.ndarray, center: float,
     return rec
 
 
-def reconstruct(projections: Any, angles: Any, *, flats: Any = None, darks: Any = None,
-                center: float | None = None, stripes: str | None = "wavelet_fft",
-                filter_name: str | None = "hann", pad_rate: float = 0.25,
-                log: bool = True, rows: slice | None = None,
-                chunk_rows: int = 8, workers: int | None = None) -> np.ndarray:
+def reconstruct(
+    projections: Any,
+    angles: Any,
+    *,
+    flats: Any = None,
+    darks: Any = None,
+    center: float | None = None,
+    stripes: str | None = "wavelet_fft",
+    filter_name: str | None = "hann",
+    pad_rate: float = 0.25,
+    log: bool = True,
+    rows: slice | None = None,
+    chunk_rows: int = 8,
+    workers: int | None = None,
+) -> np.ndarray:
     """Reconstruct a volume ``(row, y, x)`` float32 in attenuation per voxel.
 
     ``projections`` ``(angle, row, column)`` (numpy array or an h5py dataset:
@@ -130,7 +154,7 @@ def reconstruct(projections: Any, angles: Any, *, flats: Any = None, darks: Any 
         center = _auto_center(projections, ang, flat, dark, log)
 
     out = np.zeros((len(row_list), ncol, ncol), dtype=np.float32)
-    chunks = [row_list[k:k + chunk_rows] for k in range(0, len(row_list), chunk_rows)]
+    chunks = [row_list[k : k + chunk_rows] for k in range(0, len(row_list), chunk_rows)]
 
     def block_of(rws: list[int]) -> np.ndarray:
         r0, r1 = rws[0], rws[-1] + 1
@@ -151,7 +175,7 @@ def reconstruct(projections: Any, angles: Any, *, flats: Any = None, darks: Any 
         pos = 0
         for rws in chunks:
             f, d = flat_of(rws)
-            out[pos:pos + len(rws)] = _reconstruct_block(block_of(rws), *args, f, d, *opts)
+            out[pos : pos + len(rws)] = _reconstruct_block(block_of(rws), *args, f, d, *opts)
             pos += len(rws)
         return out
 
@@ -160,12 +184,15 @@ def reconstruct(projections: Any, angles: Any, *, flats: Any = None, darks: Any 
     except BrokenProcessPool:
         # e.g. a script without the ``if __name__ == "__main__":`` guard under
         # forkserver: finish in this process rather than fail
-        warnings.warn("reconstruction worker processes failed; continuing in-process",
-                      RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            "reconstruction worker processes failed; continuing in-process",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         pos = 0
         for rws in chunks:
             f, d = flat_of(rws)
-            out[pos:pos + len(rws)] = _reconstruct_block(block_of(rws), *args, f, d, *opts)
+            out[pos : pos + len(rws)] = _reconstruct_block(block_of(rws), *args, f, d, *opts)
             pos += len(rws)
     return out
 
@@ -210,12 +237,18 @@ def _run_pool(out, chunks, block_of, flat_of, args, opts, workers) -> None:
             fut = next(iter(pending))
             start = pending.pop(fut)
             rec = fut.result()
-            out[start:start + rec.shape[0]] = rec
+            out[start : start + rec.shape[0]] = rec
             submit()
 
 
-def _auto_center(projections: Any, ang: np.ndarray, flat: np.ndarray | None,
-                 dark: np.ndarray | None, log: bool, n_rows: int = 8) -> float:
+def _auto_center(
+    projections: Any,
+    ang: np.ndarray,
+    flat: np.ndarray | None,
+    dark: np.ndarray | None,
+    log: bool,
+    n_rows: int = 8,
+) -> float:
     """Axis column from the data (:func:`find_center_projections`), reading
     32 views to pick the rows and then only those rows' sinograms."""
 
@@ -231,9 +264,24 @@ def _auto_center(projections: Any, ang: np.ndarray, flat: np.ndarray | None,
     return find_center_projections(sinos, ang, rows=range(len(rows)))
 
 
-def reconstruct_sinogram(sinogram: Any, angles: Any, center: float, *,
-                         filter_name: str | None = "hann", pad_rate: float = 0.25) -> np.ndarray:
+def reconstruct_sinogram(
+    sinogram: Any,
+    angles: Any,
+    center: float,
+    *,
+    filter_name: str | None = "hann",
+    pad_rate: float = 0.25,
+) -> np.ndarray:
     """One slice ``(y, x)`` from a sinogram of line integrals ``(angle, column)``."""
     sino = np.asarray(sinogram, dtype=np.float32)[:, None, :]
-    return _reconstruct_block(sino, np.asarray(angles, float), float(center), None, None,
-                              False, None, filter_name, pad_rate)[0]
+    return _reconstruct_block(
+        sino,
+        np.asarray(angles, float),
+        float(center),
+        None,
+        None,
+        False,
+        None,
+        filter_name,
+        pad_rate,
+    )[0]
