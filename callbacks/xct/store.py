@@ -112,7 +112,6 @@ def write_scan(
                     "pixel_um": res.pixel_um,
                     "axis_voxel": vol.shape[-1] // 2,
                     "center_column": res.center,
-                    "units": UNITS["volume"],
                 }
             ),
         )
@@ -132,7 +131,6 @@ def write_scan(
         metadata=json_safe(
             {
                 "columns": ["x_um", "y_um", "z_um", "r_um"],
-                "units": UNITS["particles"],
                 "to_voxels": "x_vox = x_um / pixel_um + axis_voxel; "
                 "y_vox = y_um / pixel_um + axis_voxel; "
                 "volume row = (cu_bottom - row0) - z_um / pixel_um",
