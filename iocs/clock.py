@@ -187,6 +187,18 @@ class SimClock:
         """Wait until ``t_cell`` or until ``event`` is set; True if the event came first."""
         return await _first(self.sleep_until(t_cell), event)
 
+    async def follow(self, publish: Callable[[float], Awaitable], period: float) -> None:
+        """Run ``publish(t)`` as the cell time goes on: every ``period`` s of wall time
+        (scaled time), or after every advance (virtual time: a step hook). Never returns
+        on scaled time; use it as a PV's startup."""
+        if self.virtual:
+            self.add_step_hook(publish)
+            await publish(self.now())
+            return
+        while True:
+            await publish(self.now())
+            await asyncio.sleep(period)
+
     # -- hooks used by virtual time (the scaled clock needs none) ------------------
     def add_step_hook(self, hook: Callable[[float], Awaitable]) -> None:
         """Virtual time: ``await hook(t)`` after every advance, before waiters wake."""
@@ -439,13 +451,7 @@ class ClockGroup(PVGroup):
         await self.scale.write(clock.scale)
         await self.virtual.write(int(clock.virtual))
         await self.hold.write(int(clock.held))
-        if clock.virtual:
-            clock.add_step_hook(self._publish)
-            await self._publish(clock.now())
-            return
-        while True:
-            await self._publish(clock.now())  # no monitor traffic while held
-            await async_lib.library.sleep(self.update_period)
+        await clock.follow(self._publish, self.update_period)  # no traffic while held
 
     @cell_time.getter
     async def cell_time(self, instance):

@@ -365,14 +365,7 @@ class Diode(PVGroup):
 
     @trans.startup
     async def trans(self, instance, async_lib):
-        clock = self.parent.simclock
-        if clock.virtual:
-            clock.add_step_hook(self._publish)
-            await self._publish()
-            return
-        while True:
-            await self._publish()
-            await async_lib.library.sleep(self.period)
+        await self.parent.simclock.follow(self._publish, self.period)
 
     @trans.getter
     async def trans(self, instance):

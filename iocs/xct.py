@@ -152,14 +152,8 @@ class ForceSensor(PVGroup):
 
     @force.startup
     async def force(self, instance, async_lib):
-        clock = self.parent.simclock
-        if clock.virtual:
-            clock.add_step_hook(self._update)  # after the potentiostat's: the cell is at t
-            await self._update()
-            return
-        while True:
-            await self._update()
-            await async_lib.library.sleep(self.period)
+        # virtual time: a step hook after the potentiostat's, so the cell is at t
+        await self.parent.simclock.follow(self._update, self.period)
 
     @tare.putter
     async def tare(self, instance, value):
