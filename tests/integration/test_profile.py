@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tiled.client import from_uri
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_profile_session_runs_scan3d_into_tiled(xct_ioc, tiled_server, tmp_path):
