@@ -22,8 +22,9 @@ import sys
 import uuid
 from pathlib import Path
 
+from . import acquisition
+
 DEFAULT_DATA_DIR = "data"
-IOC_MODULES = {"xct": "operando.iocs.xct", "saxs": "operando.iocs.saxs"}
 
 
 def _add_tiled_args(p: argparse.ArgumentParser) -> None:
@@ -61,124 +62,43 @@ TIME_SCALE_HELP = (
 )
 
 
-def _grid(text: str) -> tuple[int, int]:
-    """'5x4' (points in x by points in y) -> (ny, nx)."""
-    try:
-        nx, ny = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"grid must look like 5x4, not {text!r}") from None
-    if nx < 1 or ny < 1:
-        raise argparse.ArgumentTypeError(f"grid needs at least one point per axis: {text!r}")
-    return ny, nx
-
-
 def _add_experiments(parser: argparse.ArgumentParser, *, default_scale) -> None:
-    """The experiments ``run`` and ``rehearse`` take, with their options."""
+    """The experiments ``run`` and ``rehearse`` take: each one's own options
+    (``operando.acquisition``), then the options they all share."""
     run_sub = parser.add_subparsers(dest="experiment", required=True)
-    xct = run_sub.add_parser("xct", help="the operando XCT protocol (pressurized cell)")
-    xct.add_argument(
-        "--cycles",
-        type=int,
-        default=20,
-        help="cycles at most; the run stops earlier when the cell fails (default 20)",
-    )
-    xct.add_argument(
+    for name in acquisition.names():
+        entry = acquisition.get(name)
+        p = run_sub.add_parser(name, help=entry.help)
+        entry.add_options(p)
+        _add_common_run_args(p, default_scale=default_scale)
+
+
+def _add_common_run_args(p: argparse.ArgumentParser, *, default_scale) -> None:
+    p.add_argument(
         "--time-scale",
         type=_time_scale,
         default=default_scale,
         help=TIME_SCALE_HELP.format(default=default_scale),
     )
-    xct.add_argument(
-        "--projections", type=int, default=1601, help="projections per 3D scan (default 1601)"
-    )
-    xct.add_argument(
-        "--postmortem-projections",
-        type=int,
-        default=None,
-        help="projections per post-mortem scan (default: --projections)",
-    )
-    xct.add_argument(
-        "--binning",
-        type=int,
-        default=4,
-        choices=(1, 2, 4),
-        help="detector binning (default 4; 1 = full 1000 x 970 frames)",
-    )
-    xct.add_argument("--exposure", type=float, default=1.5, help="exposure per image, s")
-    xct.add_argument("--images", type=int, default=3, help="images averaged per projection")
-    xct.add_argument(
-        "--sample-every",
-        type=float,
-        default=60.0,
-        help="record force and potential every this many cell seconds",
-    )
-    xct.add_argument("--no-postmortem", action="store_true", help="skip the post-mortem scans")
-    xct.add_argument(
+    p.add_argument(
         "--prefix",
         help="PV prefix of IOCs already running (default: start "
         "the simulators for the job and stop them after)",
     )
-    xct.add_argument("--seed", type=int, default=0, help="simulator seed (default 0)")
-    xct.add_argument("--experiment-id", help="experiment id stored in every run")
-    xct.add_argument("--no-progress", action="store_true", help="no progress bar")
-    xct.add_argument(
+    p.add_argument("--seed", type=int, default=0, help="simulator seed (default 0)")
+    p.add_argument("--experiment-id", help="experiment id stored in every run")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
         "--figures",
         default=None,
         help="folder for the figures, one sub-folder per experiment (default: DATA_DIR/figures)",
     )
-    xct.add_argument(
+    p.add_argument(
         "--no-reduction",
         action="store_true",
-        help="raw data only (no live reconstruction, no figures)",
+        help="raw data only (no live reduction, no figures)",
     )
-    _add_tiled_args(xct)
-
-    saxs = run_sub.add_parser("saxs", help="the scanning operando SAXS/WAXS experiment")
-    saxs.add_argument(
-        "--beamline",
-        choices=("synchrotron", "lab"),
-        default="synchrotron",
-        help="Elettra-like SAXS beamline (default) or a Xeuss-like laboratory",
-    )
-    saxs.add_argument("--cycles", type=int, default=1, help="full cycles (default 1)")
-    saxs.add_argument(
-        "--grid",
-        type=_grid,
-        default=(4, 5),
-        metavar="NXxNY",
-        help="raster points across (x) and along (y) the stack (default 5x4)",
-    )
-    saxs.add_argument(
-        "--raster-every",
-        type=float,
-        default=None,
-        metavar="SECONDS",
-        help="start a raster every SECONDS of cell time (default: back to back, as in the paper)",
-    )
-    saxs.add_argument("--c-rate", type=float, default=1 / 20, help="C-rate (default 1/20)")
-    saxs.add_argument(
-        "--exposure",
-        type=float,
-        default=None,
-        help="exposure per point, s (default 7 s synchrotron, 80 s lab)",
-    )
-    saxs.add_argument(
-        "--time-scale",
-        type=_time_scale,
-        default=default_scale,
-        help=TIME_SCALE_HELP.format(default=default_scale),
-    )
-    saxs.add_argument(
-        "--figures",
-        default=None,
-        help="folder for the figures, one sub-folder per experiment (default: DATA_DIR/figures)",
-    )
-    saxs.add_argument("--no-reduction", action="store_true", help="raw data only")
-    saxs.add_argument("--prefix", help="PV prefix of IOCs already running")
-    saxs.add_argument("--seed", type=int, default=0, help="simulator seed (default 0)")
-    saxs.add_argument("--experiment-id", help="experiment id stored in every run")
-    saxs.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _add_tiled_args(saxs)
+    _add_tiled_args(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -189,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     iocs = sub.add_parser(
         "iocs", help="run a station's simulators in the foreground", add_help=False
     )
-    iocs.add_argument("station", choices=sorted(IOC_MODULES))
+    iocs.add_argument("station", choices=acquisition.names())
     iocs.add_argument(
         "ioc_args",
         nargs=argparse.REMAINDER,
@@ -259,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_iocs(args) -> int:
     import importlib
 
-    module = importlib.import_module(IOC_MODULES[args.station])
+    module = importlib.import_module(acquisition.get(args.station).ioc_module)
     sys.argv = [f"operando iocs {args.station}", *args.ioc_args]
     # Serve on loopback unless the user chose interfaces (a real network is opt-in).
     os.environ.setdefault("EPICS_CAS_INTF_ADDR_LIST", "127.0.0.1")
@@ -269,35 +189,16 @@ def cmd_iocs(args) -> int:
 
 def cmd_run(args) -> int:
     from .constants import HOUR
-    from .jobs import TiledTarget, run_xct
+    from .jobs import TiledTarget
     from .tiled_server import DataLayout
 
     if args.tiled_uri and not args.api_key:
         print("operando: --tiled-uri needs --api-key (or $TILED_API_KEY)", file=sys.stderr)
         return 2
     target = TiledTarget(args.tiled_uri, args.api_key, DataLayout.at(args.data_dir))
-    if args.experiment == "saxs":
-        return _run_saxs(args, target)
-    experiment_id = args.experiment_id or f"xct-{uuid.uuid4().hex[:8]}"
+    args.experiment_id = args.experiment_id or f"{args.experiment}-{uuid.uuid4().hex[:8]}"
     figures = _figures_dir(args)
-    report = run_xct(
-        target=target,
-        cycles=args.cycles,
-        time_scale=args.time_scale,
-        projections=args.projections,
-        binning=args.binning,
-        prefix=args.prefix,
-        seed=args.seed,
-        exposure=args.exposure,
-        images_per_projection=args.images,
-        postmortem=not args.no_postmortem,
-        postmortem_projections=args.postmortem_projections,
-        experiment_id=experiment_id,
-        progress=not args.no_progress,
-        sample_every=args.sample_every,
-        figures_dir=figures,
-        reduce=not args.no_reduction,
-    )
+    report = acquisition.get(args.experiment).run(args, target, figures)
     args.report = report
     _report(report, args)
     if report.failure:
@@ -359,35 +260,6 @@ def _report(report, args) -> None:
     for step, cycle, uid in report.runs:
         label = f"cycle {cycle}" if cycle else ""
         print(f"  {uid}  {step:<10} {label}")
-
-
-def _run_saxs(args, target) -> int:
-    from .jobs import run_saxs
-
-    experiment_id = args.experiment_id or f"saxs-{uuid.uuid4().hex[:8]}"
-    figures = _figures_dir(args)
-    report = run_saxs(
-        target=target,
-        beamline=args.beamline,
-        cycles=args.cycles,
-        time_scale=args.time_scale,
-        shape=args.grid,
-        raster_every=args.raster_every,
-        prefix=args.prefix,
-        seed=args.seed,
-        c_rate=args.c_rate,
-        exposure=args.exposure,
-        experiment_id=experiment_id,
-        progress=not args.no_progress,
-        figures_dir=figures,
-        reduce=not args.no_reduction,
-    )
-    args.report = report
-    _report(report, args)
-    print(f"data: {report.data_dir} (detector frames under {report.frames_dir})")
-    if figures:
-        print(f"figures: {figures / report.experiment_id}")
-    return 0
 
 
 def _find_technique(client, key: str) -> str:
