@@ -10,7 +10,7 @@ them by name, e.g. ``client["raw"][uid].export("scan.nxs", format="nxtomo")``;
 |---|---|---|
 | ``nxtomo`` | ``raw/<uid>`` of a 3D scan | NeXus NXtomo (:mod:`.nxtomo`) |
 | ``nxcansas`` | ``reduced/<uid>`` of a SAXS/WAXS raster | NeXus NXcanSAS (:mod:`.nxcansas`) |
-| ``tiff`` | an array, e.g. ``reduced/<uid>/volume`` | multi-page TIFF, voxel size in tags |
+| ``tiff`` | ``reduced/<uid>`` of a scan; any array | multi-page TIFF, voxel size in tags |
 | ``nexus`` | ``reduced/<uid>`` of a scan | NXtomoproc: the volume, axes in µm (:mod:`.volume`) |
 | ``nexus`` | any array | NeXus NXdata (axes in µm for a volume) |
 | ``csv``, ``parquet`` | a table, e.g. ``reduced/<id>/cycles`` | Tiled's own exporters |
@@ -29,6 +29,7 @@ MEDIA_TYPES: dict[str, dict[str, str]] = {
         "application/x-nxtomo": "operando.exporters.nxtomo:serialize_nxtomo",
         "application/x-nxcansas": "operando.exporters.nxcansas:serialize_nxcansas",
         "application/x-nexus": "operando.exporters.volume:serialize_nexus_scan",
+        "image/tiff": "operando.exporters.volume:serialize_tiff_scan",
     },
     "array": {
         # replaces Tiled's own TIFF writer: the same pages, plus the voxel size
@@ -51,7 +52,7 @@ FILE_EXTENSIONS: dict[str, str] = {
 FORMATS: dict[str, dict[str, str]] = {
     "nxtomo": {"node": "raw", "name": "-nxtomo", "suffix": ".nxs"},
     "nxcansas": {"node": "reduced", "name": "-nxcansas", "suffix": ".h5"},
-    "tiff": {"node": "volume", "suffix": ".tif"},
+    "tiff": {"node": "reduced", "name": "-volume", "suffix": ".tif"},
     "nexus": {"node": "reduced", "name": "-volume", "suffix": ".nxs"},
     "csv": {"node": "table", "suffix": ".csv"},
     "parquet": {"node": "table", "suffix": ".parquet"},

@@ -6,8 +6,8 @@ A reference is a raw run uid, an experiment id, or a path below one of them
 (:data:`operando.exporters.FORMATS`):
 
 * ``nxtomo``: ``raw/<uid>`` (a 3D scan);
-* ``nxcansas``, ``nexus``: ``reduced/<uid>`` (a raster; a scan);
-* ``tiff``: ``reduced/<uid>/volume``;
+* ``nxcansas``, ``nexus``, ``tiff``: ``reduced/<uid>`` (a raster; a scan's
+  volume; ``<uid>/volume`` names the array itself);
 * ``csv``, ``parquet``: a table, ``reduced/<id>/<table>``, or the container's
   only table (``points`` of a raster).
 
@@ -81,8 +81,6 @@ def resolve(client, ref: str, fmt: str) -> tuple[object, list[str]]:
         path = ["raw", *parts]
     else:
         path = ["reduced", *parts]
-    if FORMATS[fmt]["node"] == "volume" and len(path) == 2:
-        path = [*path, "volume"]
     node, path = _lookup(client, path)
     if FORMATS[fmt]["node"] == "table" and _family(node) != "table":
         tables = [k for k, v in node.items() if _family(v) == "table"]

@@ -35,6 +35,7 @@ __all__ = [
     "file_attributes",
     "root_of",
     "refuse",
+    "BlockingArray",
 ]
 
 #: the table of a Bluesky stream that holds its scalar columns
@@ -94,7 +95,13 @@ def array_shape(node) -> tuple[int, ...]:
 async def read_array(node, *slices) -> np.ndarray:
     """Read an array adapter, or a slice of it (``read_array(node, slice(0, 8))``)."""
     if slices:
-        return np.asarray(await _maybe_await(node.read(tuple(slices))))
+        try:  # Tiled's adapters take an NDSlice (its zarr adapter composes them)
+            from tiled.ndslice import NDSlice
+
+            where = NDSlice(*slices)
+        except ImportError:  # pragma: no cover - older Tiled: a tuple
+            where = tuple(slices)
+        return np.asarray(await _maybe_await(node.read(where)))
     return np.asarray(await _maybe_await(node.read()))
 
 
@@ -167,3 +174,22 @@ async def root_of(node, filter_for_access=None):
     if filter_for_access is not None:
         root = await filter_for_access(root)
     return root
+
+
+class BlockingArray:
+    """An array adapter sliced from a worker thread (one started by
+    ``anyio.to_thread.run_sync``): ``block[k0:k1]`` reads those slices through
+    the server's event loop. A writer running in the thread reads a volume a
+    few slices at a time, as it writes them."""
+
+    def __init__(self, node):
+        self.node = node
+        self.shape = array_shape(node)
+        self.dtype = np.dtype(node.structure().data_type.to_numpy_dtype())
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, item) -> np.ndarray:
+        import anyio.from_thread
+
+        item = item if isinstance(item, tuple) else (item,)
+        return anyio.from_thread.run(read_array, self.node, *item)

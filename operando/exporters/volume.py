@@ -1,11 +1,15 @@
 """Reconstructed volumes (``reduced/<uid>/volume``, (row, y, x) float32) as TIFF and NeXus.
 
-* :func:`serialize_tiff` (array, ``image/tiff``): a multi-page TIFF, one page
-  per volume row, float32 as stored. With a voxel size in the array's metadata
-  (``pixel_um``) the pages carry it: XResolution/YResolution in pixels per µm
-  and ImageJ's metadata ``spacing`` (µm between pages), ``unit`` = ``um``,
-  ``axes`` = ``ZYX``, so ImageJ/Fiji and tifffile show physical sizes. Any
-  other array is written as Tiled's own TIFF exporter writes it.
+* :func:`serialize_tiff_scan` (container, ``image/tiff``): the volume of a
+  reduced scan (``reduced/<uid>``) as a multi-page TIFF, one page per volume
+  row, float32 as stored, read and written a few slices at a time (no size
+  limit). The pages carry the voxel size: XResolution/YResolution in pixels per
+  µm and ImageJ's metadata ``spacing`` (µm between pages), ``unit`` = ``um``,
+  ``axes`` = ``ZYX``, so ImageJ/Fiji and tifffile show physical sizes.
+* :func:`serialize_tiff` (array, ``image/tiff``): the same for one array with
+  ``pixel_um`` in its metadata (``reduced/<uid>/volume``; Tiled reads the whole
+  array first and refuses one larger than its response limit, 300 MB by
+  default); any other array as Tiled's own TIFF exporter writes it.
 * :func:`serialize_nexus_array` (array, ``application/x-nexus``): ``/entry/data``
   (NXdata) with the array as signal and, for a volume, axes ``z``, ``y``, ``x``
   in µm.
@@ -52,11 +56,21 @@ __all__ = [
     "write_nexus_array",
     "write_nxtomoproc",
     "serialize_tiff",
+    "serialize_tiff_scan",
     "serialize_nexus_array",
     "serialize_nexus_scan",
 ]
 
 SCAN_STEPS = ("scan3d", "postmortem")
+#: bytes of a volume read at a time
+BLOCK_BYTES = 64 << 20
+
+
+def _blocks(shape, itemsize: int):
+    """(k0, k1) ranges of whole slices of about BLOCK_BYTES."""
+    per = max(1, int(BLOCK_BYTES // max(1, int(np.prod(shape[1:])) * itemsize)))
+    for k0 in range(0, int(shape[0]), per):
+        yield k0, min(int(shape[0]), k0 + per)
 
 
 def _pixel_um(metadata: dict | None) -> float | None:
@@ -84,23 +98,29 @@ def voxel_axes(shape, metadata: dict) -> dict[str, np.ndarray]:
 
 
 def write_tiff(file, array, metadata: dict | None = None) -> None:
-    """A multi-page TIFF of ``array``; a volume with ``pixel_um`` carries its voxel size."""
+    """A multi-page TIFF of ``array``; a volume with ``pixel_um`` carries its voxel size
+    (and is read a few slices at a time: ``array`` may be any sliceable with a shape)."""
     import tifffile
 
-    arr = np.asarray(array)
     pix = _pixel_um(metadata)
-    if arr.ndim == 3 and pix is not None:
-        if arr.dtype == np.float64:
-            arr = arr.astype(np.float32)
+    if len(array.shape) == 3 and pix is not None:
+        dtype = np.float32 if np.dtype(array.dtype) == np.float64 else np.dtype(array.dtype)
+
+        def pages():
+            for k0, k1 in _blocks(array.shape, dtype.itemsize):
+                yield from np.asarray(array[k0:k1], dtype=dtype)
+
         tifffile.imwrite(
             file,
-            arr,
+            pages(),
+            shape=tuple(array.shape),
+            dtype=dtype,
             imagej=True,
             resolution=(1.0 / pix, 1.0 / pix),
             metadata={"spacing": pix, "unit": "um", "axes": "ZYX"},
         )
         return
-    arr = np.atleast_2d(arr)
+    arr = np.atleast_2d(np.asarray(array))
     if arr.ndim > 4:
         from tiled.utils import UnsupportedShape
 
@@ -108,19 +128,23 @@ def write_tiff(file, array, metadata: dict | None = None) -> None:
     tifffile.imwrite(file, arr)
 
 
-def _data_group(entry, array, metadata: dict, *, name: str = "volume"):
+def _data_group(entry, array, metadata: dict, *, name: str = "volume", dtype=None):
+    """``entry/data`` with ``array`` (any sliceable: written a few slices at a time)."""
     data = nx.group(entry, "data", "NXdata", signal="data")
     unit, text = describe(name)
-    dset = data.create_dataset(
-        "data",
-        data=np.asarray(array),
-        chunks=(1,) + tuple(array.shape[1:]) if array.ndim == 3 else None,
-    )
+    shape = tuple(int(n) for n in array.shape)
+    dtype = np.dtype(dtype or array.dtype)
+    if len(shape) == 3:
+        dset = data.create_dataset("data", shape=shape, dtype=dtype, chunks=(1,) + shape[1:])
+        for k0, k1 in _blocks(shape, dtype.itemsize):
+            dset[k0:k1] = np.asarray(array[k0:k1], dtype=dtype)
+    else:
+        dset = data.create_dataset("data", data=np.asarray(array, dtype=dtype))
     dset.attrs["long_name"] = text or name
     if unit:
         dset.attrs["units"] = nexus_units(unit)
-    if array.ndim == 3 and _pixel_um(metadata) is not None:
-        axes = voxel_axes(array.shape, metadata)
+    if len(shape) == 3 and _pixel_um(metadata) is not None:
+        axes = voxel_axes(shape, metadata)
         data.attrs["axes"] = ["z", "y", "x"]
         for i, key in enumerate(("z", "y", "x")):
             data.attrs[f"{key}_indices"] = np.int32(i)
@@ -156,7 +180,7 @@ def write_nexus_array(path, array, metadata: dict | None = None, *, name: str = 
 def write_nxtomoproc(
     path, volume, volume_metadata: dict, scan_metadata: dict, profile=None
 ) -> None:
-    """A reduced scan's volume as NXtomoproc (see the module doc)."""
+    """A reduced scan's volume (any sliceable (row, y, x)) as NXtomoproc (see the module doc)."""
     import h5py
 
     vmd, smd = dict(volume_metadata or {}), dict(scan_metadata or {})
@@ -202,7 +226,7 @@ def write_nxtomoproc(
         if _pixel_um(vmd) is not None:
             nx.field(par, "pixel_size", _pixel_um(vmd), units="µm")
 
-        data, dset = _data_group(entry, np.asarray(volume, dtype=np.float32), vmd)
+        data, dset = _data_group(entry, volume, vmd, dtype=np.float32)
         dset.attrs["transform"] = "identity"
         dset.attrs["offset"] = 0.0
         dset.attrs["scaling"] = 1.0
@@ -263,23 +287,41 @@ def serialize_nexus_array(mimetype, array, metadata):
     return _h5_bytes(write_nexus_array, array, metadata)
 
 
-async def serialize_nexus_scan(mimetype, node, metadata, filter_for_access=None):
-    """Tiled exporter (container, ``application/x-nexus``): a reduced scan as NXtomoproc."""
-    import anyio
-
+async def _reduced_scan(node, metadata, what: str):
+    """The metadata, the volume's adapter and the profile of a reduced scan (406 otherwise)."""
     md = dict(metadata if metadata is not None else node.metadata())
     present = await nodes.keys(node)
     if md.get("technique") != "xct" or md.get("step") not in SCAN_STEPS or "volume" not in present:
         raise nodes.refuse(
-            "NeXus (NXtomoproc) export is for a reduced XCT scan with a volume "
+            f"{what} export is for a reduced XCT scan with a volume "
             "(reduced/<raw uid> of a scan3d or postmortem run); for one array, "
             "export the array itself"
         )
-    vol_node = await nodes.child(node, "volume")
-    volume = await nodes.read_array(vol_node)
     profile = None
     if "profile" in present:
         profile = await nodes.read_array(await nodes.child(node, "profile"))
+    return md, await nodes.child(node, "volume"), profile
+
+
+async def serialize_tiff_scan(mimetype, node, metadata, filter_for_access=None):
+    """Tiled exporter (container, ``image/tiff``): a reduced scan's volume, streamed."""
+    import anyio
+
+    _, vol_node, _ = await _reduced_scan(node, metadata, "TIFF")
+    vmd = dict(vol_node.metadata() or {})
+    volume = nodes.BlockingArray(vol_node)
+
+    async def write(path):
+        await anyio.to_thread.run_sync(lambda: write_tiff(path, volume, vmd))
+
+    return await nx.streamed_file(write, suffix=".tif")
+
+
+async def serialize_nexus_scan(mimetype, node, metadata, filter_for_access=None):
+    """Tiled exporter (container, ``application/x-nexus``): a reduced scan as NXtomoproc."""
+    import anyio
+
+    md, vol_node, profile = await _reduced_scan(node, metadata, "NeXus (NXtomoproc)")
     root = await nodes.root_of(node, filter_for_access)
     if root is not None and md.get("raw_uid") and not md.get("cell"):
         try:
@@ -288,6 +330,7 @@ async def serialize_nexus_scan(mimetype, node, metadata, filter_for_access=None)
         except KeyError:
             pass
     vmd = dict(vol_node.metadata() or {})
+    volume = nodes.BlockingArray(vol_node)
 
     async def write(path):
         await anyio.to_thread.run_sync(lambda: write_nxtomoproc(path, volume, vmd, md, profile))

@@ -310,21 +310,28 @@ def test_nxtomo_of_a_plating_run_is_refused(xct, client, tmp_path):
 def test_volume_as_tiff_read_by_tifffile(xct, client, tmp_path):
     import tifffile
 
-    node = client["reduced"][xct["scan"]]["volume"]
-    path = tmp_path / "volume.tif"
-    node.export(str(path), format="tiff")
+    scan = client["reduced"][xct["scan"]]
+    node = scan["volume"]
     volume = node.read()
     pixel = node.metadata["pixel_um"]
-    with tifffile.TiffFile(path) as tif:
-        assert len(tif.pages) == volume.shape[0]
-        np.testing.assert_array_equal(tif.asarray(), volume)
-        ij = tif.imagej_metadata
-        assert ij["spacing"] == pytest.approx(pixel) and ij["unit"] == "um"
-        page = tif.pages[0]
-        for tag in ("XResolution", "YResolution"):
-            num, den = page.tags[tag].value
-            assert den / num == pytest.approx(pixel, rel=1e-6)  # µm per pixel
-    print(f"volume {volume.shape} {volume.dtype}, voxel {pixel} µm: {path.stat().st_size} bytes")
+    paths = {"scan": tmp_path / "scan-volume.tif", "array": tmp_path / "volume.tif"}
+    scan.export(str(paths["scan"]), format="tiff")  # slice by slice, server side
+    node.export(str(paths["array"]), format="tiff")  # the array route
+    for route, path in paths.items():
+        with tifffile.TiffFile(path) as tif:
+            assert len(tif.pages) == volume.shape[0], route
+            np.testing.assert_array_equal(tif.asarray(), volume)
+            ij = tif.imagej_metadata
+            assert ij["spacing"] == pytest.approx(pixel) and ij["unit"] == "um", route
+            assert ij["images"] == volume.shape[0]
+            page = tif.pages[0]
+            for tag in ("XResolution", "YResolution"):
+                num, den = page.tags[tag].value
+                assert den / num == pytest.approx(pixel, rel=1e-6)  # µm per pixel
+    print(
+        f"volume {volume.shape} {volume.dtype}, voxel {pixel} µm: "
+        f"{paths['scan'].stat().st_size} bytes"
+    )
 
 
 def test_volume_as_nexus_read_by_nexusformat(xct, client, tmp_path):
@@ -359,6 +366,39 @@ def test_volume_as_nexus_read_by_nexusformat(xct, client, tmp_path):
     data2 = nxload(str(path2))["entry/data"]
     np.testing.assert_array_equal(data2.nxsignal.nxdata, volume)
     assert [a.nxname for a in data2.nxaxes] == ["z", "y", "x"]
+
+
+class _Recorded:
+    """A volume that records the slices read from it (as the server's arrays are read)."""
+
+    def __init__(self, array):
+        self.array, self.shape, self.dtype, self.reads = array, array.shape, array.dtype, []
+
+    def __getitem__(self, item):
+        self.reads.append(item)
+        return self.array[item]
+
+
+def test_volume_writers_read_a_few_slices_at_a_time(tmp_path, monkeypatch):
+    import tifffile
+
+    from operando.exporters import volume as vol
+
+    rng = np.random.default_rng(0)
+    data = rng.random((11, 6, 7)).astype(np.float32)
+    monkeypatch.setattr(vol, "BLOCK_BYTES", 3 * 6 * 7 * 4)  # three slices
+    md = {"pixel_um": 2.5, "row0": 4, "axis_voxel": 3}
+    src = _Recorded(data)
+    vol.write_tiff(tmp_path / "v.tif", src, md)
+    assert src.reads == [slice(0, 3), slice(3, 6), slice(6, 9), slice(9, 11)]
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "v.tif"), data)
+    src = _Recorded(data)
+    vol.write_nxtomoproc(tmp_path / "v.nxs", src, md, {"raw_uid": "u", "step": "scan3d"})
+    assert len(src.reads) == 4
+    with h5py.File(tmp_path / "v.nxs", "r") as f:
+        np.testing.assert_array_equal(f["entry/data/data"][()], data)
+        np.testing.assert_allclose(f["entry/data/z"][()], (4 + np.arange(11)) * 2.5)
+        np.testing.assert_allclose(f["entry/data/x"][()], (np.arange(7) - 3) * 2.5)
 
 
 # ------------------------------------------------------------------------------ validation
