@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from importlib import import_module
 from typing import Any
 
-__all__ = ["Technique", "register", "get", "names", "for_run", "BUILTIN"]
+__all__ = ["Technique", "register", "get", "names", "for_run", "lazy", "BUILTIN"]
 
 #: the packages of the built-in techniques (each registers itself when imported)
 BUILTIN = ("operando.callbacks.xct", "operando.callbacks.saxs")
@@ -44,6 +44,18 @@ class Technique:
     def accepts(self, start: Mapping) -> bool:
         """Whether this technique reduces the run of this start document."""
         return start.get("technique") == self.run_technique
+
+
+def lazy(module: str, name: str) -> Callable[..., Any]:
+    """``module.name``, imported at its first call: registering a technique stays cheap
+    (no pyFAI, no reconstruction until a reduction runs)."""
+
+    def call(*args, **kwargs):
+        return getattr(import_module(module), name)(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = name
+    call.__doc__ = f":func:`{module}.{name}`, imported at its first call."
+    return call
 
 
 _REGISTRY: dict[str, Technique] = {}

@@ -10,39 +10,17 @@ Importing this package registers the technique ``saxs`` (``operando.techniques``
 the modules behind it are imported when first used.
 """
 
-from operando.techniques import Technique, register
+from operando.techniques import Technique, lazy, register
 
 from .model import RUN_TECHNIQUE
-
-
-def live_reducer(client, *, figures_dir=None, **options):
-    """:class:`~.live.SAXSLiveReducer` (options: ``npt``, ``parameters``, ``pixel``, ...)."""
-    from .live import SAXSLiveReducer
-
-    return SAXSLiveReducer(client, figures_dir=figures_dir, **options)
-
-
-def reduce_offline(client, uid_or_experiment_id: str, *, figures_dir=None, **options) -> dict:
-    """:func:`~.offline.reduce_experiment`."""
-    from .offline import reduce_experiment
-
-    return reduce_experiment(client, uid_or_experiment_id, figures_dir=figures_dir, **options)
-
-
-def draw_figures(figure_data: dict, directory, **options) -> list[str]:
-    """:func:`~.figures.experiment_figures`."""
-    from .figures import experiment_figures
-
-    return experiment_figures(figure_data, directory, **options)
-
 
 TECHNIQUE = register(
     Technique(
         name="saxs",
         run_technique=RUN_TECHNIQUE,
-        live_reducer=live_reducer,
-        reduce_offline=reduce_offline,
-        figures=draw_figures,
+        live_reducer=lazy(f"{__name__}.live", "SAXSLiveReducer"),
+        reduce_offline=lazy(f"{__name__}.offline", "reduce_experiment"),
+        figures=lazy(f"{__name__}.figures", "experiment_figures"),
         description="scanning operando SAXS/WAXS of an all-solid-state Li-S cell",
     )
 )
