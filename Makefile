@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit lint venv clean
+.PHONY: demo test test-unit lint venv services clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +13,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# Redis (and PostgreSQL 15 if missing) from the distribution's packages; the
+# tests and the commands start their own servers on 127.0.0.1 and free ports.
+services:
+	scripts/install-services
 
 # Both experiments on the simulators on virtual time (as fast as the machine
 # allows, the same result whatever its load), into the embedded Tiled under
@@ -31,7 +36,7 @@ test-unit: $(STAMP)
 # Both tiers: the pure tests, then the integration tests against real IOC
 # subprocesses and a real Tiled server (in a process of their own: their
 # conftest confines Channel Access to loopback). Exit code 5 fails here too.
-test: test-unit
+test: test-unit services
 	$(BIN)/python -m pytest -q tests/integration
 
 # ruff (pyproject.toml [tool.ruff]): lint and formatting, checked, nothing rewritten.
