@@ -2,8 +2,9 @@
 
 Configuration, all optional:
 
-- ``OPERANDO_XCT_PREFIX``: PV prefix of a running XCT station. Unset: the
-  simulators are started for the session (and stopped when it ends).
+- ``OPERANDO_XCT_PREFIX``, ``OPERANDO_SAXS_PREFIX``: PV prefixes of running
+  XCT and SAXS/WAXS stations. Unset: the simulators are started for the
+  session (and stopped when it ends).
 - ``OPERANDO_TIME_SCALE``: the simulators' clock speed-up (default 1), or
   ``virtual`` (cell time advances only while the RunEngine waits on the station).
 - ``OPERANDO_TILED_URI`` + ``TILED_API_KEY``: an existing Tiled server. Unset:
@@ -53,26 +54,38 @@ def make_user_run_engine(tiled_client):
     return RE
 
 
+def _station_prefix(kind: str, module: str, stem: str, env_var: str) -> tuple[str, object]:
+    """The prefix of a running station (``env_var``) or of its simulator started now."""
+    epics_env.use_loopback_if_unset()
+    layout = data_layout()
+    frames = layout.frames / kind
+    frames.mkdir(parents=True, exist_ok=True)
+    prefix = os.environ.get(env_var)
+    if not prefix:
+        prefix = random_prefix(stem)
+        scale = os.environ.get("OPERANDO_TIME_SCALE", "1")
+        ioc = IOCProcess(
+            module,
+            prefix,
+            args=["--time-scale", scale, "--data-dir", frames],
+            log_path=layout.root / f"{kind}-ioc.log",
+        ).start()
+        atexit.register(ioc.stop)
+        print(f"{kind.upper()} simulators at prefix {prefix} (time scale {scale})")
+    return prefix, frames
+
+
 def xct_station():
     """The XCT station: at ``OPERANDO_XCT_PREFIX``, or on simulators started now."""
     from .devices.xct import make_xct_station
 
-    layout = data_layout()
-    frames = layout.frames / "xct"
-    frames.mkdir(parents=True, exist_ok=True)
-    prefix = os.environ.get("OPERANDO_XCT_PREFIX")
-    if not prefix:
-        epics_env.use_loopback_if_unset()
-        prefix = random_prefix("XCT")
-        scale = os.environ.get("OPERANDO_TIME_SCALE", "1")
-        ioc = IOCProcess(
-            "operando.iocs.xct",
-            prefix,
-            args=["--time-scale", scale, "--data-dir", frames],
-            log_path=layout.root / "xct-ioc.log",
-        ).start()
-        atexit.register(ioc.stop)
-        print(f"XCT simulators at prefix {prefix} (time scale {scale})")
-    else:
-        epics_env.use_loopback_if_unset()
+    prefix, frames = _station_prefix("xct", "operando.iocs.xct", "XCT", "OPERANDO_XCT_PREFIX")
     return make_xct_station(prefix, write_path=Path(frames))
+
+
+def saxs_station():
+    """The SAXS/WAXS station: at ``OPERANDO_SAXS_PREFIX``, or on simulators started now."""
+    from .devices.saxs import make_saxs_station
+
+    prefix, frames = _station_prefix("saxs", "operando.iocs.saxs", "SAXS", "OPERANDO_SAXS_PREFIX")
+    return make_saxs_station(prefix, write_path=Path(frames))
