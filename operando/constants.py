@@ -17,6 +17,7 @@ __all__ = [
     "LI_ELECTRODE_AREA_CM2",
     "SPRING_K_N_PER_MM",
     "FRAME_DATASET",
+    "S_SPECIFIC_CAPACITY_MAH_G",
 ]
 
 #: seconds in an hour (cell time is in seconds)
@@ -39,3 +40,7 @@ SPRING_K_N_PER_MM = 72.78
 
 #: the dataset holding the detector frames in each HDF5 file
 FRAME_DATASET = "/entry/data/data"
+
+#: theoretical specific capacity of sulfur (S + 2 Li → Li2S), mAh/g S: the
+#: SAXS/WAXS cell's 1C current is its sulfur mass times this over one hour
+S_SPECIFIC_CAPACITY_MAH_G = 1672.0

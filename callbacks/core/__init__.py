@@ -17,11 +17,13 @@ from .documents import RunCollector
 from .frames import FrameReader, FrameStack, RowWindow, SWMRFile, path_of_uri
 from .live import LiveReducer, QueuedReducer
 from .store import (
+    FIGURES_KEY,
     find_experiment_runs,
     json_safe,
     replace_container,
     stream_columns,
     write_array,
+    write_figures,
     write_table,
 )
 
@@ -39,5 +41,7 @@ __all__ = [
     "stream_columns",
     "find_experiment_runs",
     "write_array",
+    "write_figures",
+    "FIGURES_KEY",
     "write_table",
 ]

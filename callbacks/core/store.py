@@ -23,7 +23,12 @@ __all__ = [
     "write_table",
     "stream_columns",
     "find_experiment_runs",
+    "write_figures",
+    "FIGURES_KEY",
 ]
+
+#: the container of an experiment's figures, under its reduced node
+FIGURES_KEY = "figures"
 
 
 def json_safe(obj):
@@ -59,6 +64,49 @@ def write_table(node, data, *, key: str, metadata: dict | None = None, **kwargs)
     columns = list(data.columns) if hasattr(data, "columns") else list(data)
     md = {**column_metadata(columns), **(metadata or {})}
     return node.write_table(data, key=key, metadata=json_safe(md), **kwargs)
+
+
+def write_figures(node, paths, descriptions: dict[str, str] | None = None):
+    """Store PNG figures under ``node/figures`` as image arrays (height, width,
+    RGBA uint8), one per file, keyed by its stem, with what it shows in its
+    metadata; a plain client reads each with ``.read()`` or exports it as PNG
+    (``.export("f.png")``). Returns the keys written."""
+    from pathlib import Path
+
+    from matplotlib.image import imread
+
+    descriptions = descriptions or {}
+    paths = [Path(p) for p in paths if Path(p).is_file()]
+    if not paths:
+        return []
+    if FIGURES_KEY in node:
+        node.delete_contents(FIGURES_KEY, recursive=True, external_only=False)
+    container = node.create_container(
+        FIGURES_KEY, metadata={"description": "the figures of this experiment, as images"}
+    )
+    keys = []
+    for path in paths:
+        image = imread(path)
+        if image.dtype != np.uint8:
+            image = np.clip(np.round(np.asarray(image) * 255.0), 0, 255).astype(np.uint8)
+        if image.ndim == 3 and image.shape[2] == 3:
+            alpha = np.full(image.shape[:2] + (1,), 255, np.uint8)
+            image = np.concatenate([image, alpha], axis=2)
+        container.write_array(
+            image,
+            key=path.stem,
+            dims=["y", "x", "rgba"],
+            metadata=json_safe(
+                {
+                    "kind": "figure",
+                    "description": descriptions.get(path.stem, ""),
+                    "file": path.name,
+                    "media_type": "image/png",
+                }
+            ),
+        )
+        keys.append(path.stem)
+    return keys
 
 
 def stream_columns(stream) -> dict[str, np.ndarray]:

@@ -16,11 +16,14 @@ from typing import Any
 
 import numpy as np
 
+from operando.constants import S_SPECIFIC_CAPACITY_MAH_G
+
 from ..core import json_safe
 from .model import (
     REDUCED_STEPS,
     REDUCTION_NAME,
     REDUCTION_VERSION,
+    AlignmentScan,
     RasterData,
     RasterResult,
     ReductionParameters,
@@ -72,6 +75,8 @@ class ExperimentState:
         self.instrument_fwhm_source = "parameter" if self.instrument_fwhm is not None else ""
         self.q1_mah = math.nan
         self.sodc_final = False
+        #: the alignment's transmission scans, in arrival order
+        self.alignments: list[AlignmentScan] = []
         #: incremented by every :meth:`add` that reduced something (for "changed since")
         self.version = 0
 
@@ -100,6 +105,39 @@ class ExperimentState:
         self.results[raster.uid] = result
         self.changed_sodc = [u for u in self._update_sodc() if u != raster.uid]
         return result
+
+    def add_alignment(self, scan: AlignmentScan) -> None:
+        """Keep an alignment scan for the figures (a repeated uid replaces the old)."""
+        self.alignments = [a for a in self.alignments if a.uid != scan.uid] + [scan]
+        self.version += 1
+
+    def sulfur_mass_g(self) -> float:
+        """The cathode's sulfur (g), from the 1C current the potentiostat publishes."""
+        values = [
+            r.raster.c_rate_current_a
+            for r in self.results.values()
+            if math.isfinite(r.raster.c_rate_current_a)
+        ]
+        if not values:
+            return math.nan
+        return float(np.median(values)) * 1000.0 / S_SPECIFIC_CAPACITY_MAH_G
+
+    def raster_bounds(self) -> dict | None:
+        """The area the rasters covered (mm): their points' extents widened by
+        half a step, as the plan derives the grid from the alignment's bounds."""
+        for r in self.rasters():
+            ext, shape = r.raster.extents, r.raster.shape
+            if not ext or len(ext) != 2:
+                continue
+            (y0, y1), (x0, x1) = ext
+            ny, nx = shape
+            dy = (y1 - y0) / (ny - 1) / 2 if ny > 1 else 0.0
+            dx = (x1 - x0) / (nx - 1) / 2 if nx > 1 else 0.0
+            return {
+                "y": (min(y0, y1) - dy, max(y0, y1) + dy),
+                "x": (min(x0, x1) - dx, max(x0, x1) + dx),
+            }
+        return None
 
     def _add_background(self, raster: RasterData) -> RasterResult:
         result = RasterResult(
@@ -224,6 +262,17 @@ class ExperimentState:
             "pixel": pix,
             "timeseries": self.timeseries(),
             "rasters": self.raster_table(),
+            "sulfur_mass_g": self.sulfur_mass_g(),
+            "alignments": [
+                {
+                    "direction": a.direction,
+                    "motor": a.motor,
+                    "positions": a.positions,
+                    "transmission": a.transmission,
+                }
+                for a in self.alignments
+            ],
+            "bounds": self.raster_bounds(),
         }
         for role in ("saxs", "waxs"):
             have = [r for r in rs if getattr(r, role) is not None]
@@ -244,6 +293,7 @@ class ExperimentState:
                 )
             out[f"waterfall_{role}"] = np.array(wf)
             out[f"waterfall_{role}_time"] = np.array([_point_time(r, pix) for r in have])
+            out[f"waterfall_{role}_rows"] = [_point_state(r, pix) for r in have]
             if role == "waxs":
                 norm = []
                 for r, curve in zip(have, wf):
@@ -314,6 +364,28 @@ class ExperimentState:
 def _nanmean(v) -> float:
     v = np.asarray(v, float) if v is not None else np.array([np.nan])
     return float(np.mean(v[np.isfinite(v)])) if np.any(np.isfinite(v)) else math.nan
+
+
+def _point_state(res: RasterResult, pix) -> dict:
+    """Step, half cycle, capacity and SODC of the raster at grid point ``pix``."""
+    rows, cols = res.raster.grid()
+    hit = np.where((rows == pix[0]) & (cols == pix[1]))[0]
+    k = int(hit[0]) if hit.size else None
+
+    def at(values):
+        if values is None or k is None:
+            return math.nan
+        v = np.asarray(values, float).reshape(-1)
+        return float(v[k]) if k < v.size else math.nan
+
+    return {
+        "step": res.raster.step,
+        "half_cycle": at(res.raster.half_cycle),
+        "capacity": at(res.raster.capacity),
+        "sodc": at(res.sodc),
+        "x": at(res.raster.x),
+        "y": at(res.raster.y),
+    }
 
 
 def _point_time(res: RasterResult, pix) -> float:

@@ -13,13 +13,52 @@ import os
 from pathlib import Path
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from operando.constants import HOUR
 
-__all__ = ["voltage_capacity", "waterfalls", "li2s_maps", "li2s_size_series", "experiment_figures"]
+__all__ = [
+    "FIGURES",
+    "voltage_capacity",
+    "alignment",
+    "iq_lines",
+    "waterfalls",
+    "li2s_maps",
+    "li2s_size_series",
+    "experiment_figures",
+]
 
 _DPI = 110
+
+#: every figure of the SAXS/WAXS experiment: file stem → what it shows
+FIGURES = {
+    "voltage_capacity": "potential against the capacity of each half cycle, in mAh and "
+    "in mAh per g of sulfur",
+    "alignment": "the alignment's vertical and horizontal transmission scans with the "
+    "layers found and the bounds the rasters used",
+    "iq_lines": "SAXS and WAXS I(q) of the waterfall point at selected states of "
+    "discharge, the half cycle named",
+    "waterfall": "SAXS and WAXS I(q) of one raster point (position in mm) against cell "
+    "time, beside the potential",
+    "li2s_maps": "maps of the relative Li2S signal per raster, titled by half cycle and "
+    "state of discharge",
+    "saxs_maps": "maps of the relative SAXS change per raster, titled by half cycle and "
+    "state of discharge",
+    "li2s_size": "Li2S crystallite size (max and median over the map) and the mean Li2S "
+    "signal against cell time",
+}
+
+
+def half_cycle_name(half_cycle) -> str:
+    """ "discharge 1", "charge 1", ... of a half-cycle index (0: the first discharge)."""
+    try:
+        h = int(round(float(half_cycle)))
+    except (TypeError, ValueError, OverflowError):
+        return "?"
+    if h < 0:
+        return "OCV"
+    return f"{'discharge' if h % 2 == 0 else 'charge'} {h // 2 + 1}"
 
 
 def _save(fig: Figure, path) -> str:
@@ -41,27 +80,108 @@ def _edges(v: np.ndarray) -> np.ndarray:
     return np.concatenate(([v[0] - (mid[0] - v[0])], mid, [v[-1] + (v[-1] - mid[-1])]))
 
 
-def voltage_capacity(capacity, ewe, half_cycle, path, *, title: str = "") -> str:
-    """Ewe (V) against the capacity of the present half cycle (mAh), one line per
-    half cycle: discharges (even) blue, charges (odd) red."""
+def voltage_capacity(
+    capacity, ewe, half_cycle, path, *, sulfur_mass_g: float | None = None, title: str = ""
+) -> str:
+    """Ewe (V) against the capacity of the present half cycle (mAh; mAh/g S on the
+    top axis when the sulfur mass is known), one line per half cycle:
+    discharges blue, charges red."""
     cap = np.asarray(capacity, float)
     v = np.asarray(ewe, float)
     h = np.asarray(half_cycle, float)
-    fig = Figure(figsize=(5.5, 4.0), layout="constrained")
+    fig = Figure(figsize=(5.5, 4.2), layout="constrained")
     ax = fig.add_subplot()
     ok = np.isfinite(cap) & np.isfinite(v) & np.isfinite(h)
     for hh in np.unique(h[ok]).astype(int):
         sel = ok & (h == hh)
         order = np.argsort(cap[sel], kind="stable")
         color = "tab:blue" if hh % 2 == 0 else "tab:red"
-        label = f"{'discharge' if hh % 2 == 0 else 'charge'} {hh // 2 + 1}"
-        ax.plot(cap[sel][order], v[sel][order], ".-", color=color, ms=3, lw=1, label=label)
+        ax.plot(
+            cap[sel][order], v[sel][order], ".-", color=color, ms=2, lw=1, label=half_cycle_name(hh)
+        )
     ax.set_xlabel("capacity (mAh)")
     ax.set_ylabel("Ewe (V vs Li–In)")
-    ax.set_title(title or "potential vs capacity")
+    if sulfur_mass_g is not None and math.isfinite(sulfur_mass_g) and sulfur_mass_g > 0:
+        per_g = 1.0 / sulfur_mass_g
+        top = ax.secondary_xaxis("top", functions=(lambda c: c * per_g, lambda q: q / per_g))
+        top.set_xlabel(f"specific capacity (mAh/g S; {1000 * sulfur_mass_g:.3f} mg S)")
+    ax.set_title(title or "potential vs capacity", fontsize=10)
     if ok.any():
         ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def alignment(scans, bounds, path, *, title: str = "") -> str:
+    """The alignment's transmission scans (diode against stage y, then x), with
+    the layers' boundaries the vertical scan found (dotted) and the bounds the
+    rasters used shaded."""
+    scans = list(scans)
+    fig = Figure(figsize=(4.0 * max(1, len(scans)) + 0.5, 3.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, max(1, len(scans))))
+    for ax, scan in zip(axes, scans):
+        pos = np.asarray(scan["positions"], float)
+        tr = np.asarray(scan["transmission"], float)
+        order = np.argsort(pos)
+        ax.plot(pos[order], tr[order], ".-", ms=3, lw=1, color="k")
+        axis = "y" if str(scan.get("motor", "")).endswith("y") else "x"
+        if bounds and axis in bounds:
+            lo, hi = bounds[axis]
+            ax.axvspan(lo, hi, color="C1", alpha=0.25, lw=0, label=f"raster {lo:.2f}–{hi:.2f} mm")
+            ax.legend(fontsize=8)
+        if axis == "y" and tr.size > 2:
+            jumps = np.abs(np.diff(tr[order]))
+            big = np.flatnonzero(jumps > 0.15 * max(np.ptp(tr), 1e-12))
+            for i in big:
+                ax.axvline(0.5 * (pos[order][i] + pos[order][i + 1]), color="0.5", ls=":", lw=0.8)
+        ax.set_xlabel(f"stage {axis} (mm)")
+        ax.set_ylabel("diode transmission")
+        ax.set_title(f"{scan.get('direction') or axis} scan", fontsize=9)
+    fig.suptitle(title or "alignment", fontsize=10)
+    return _save(fig, path)
+
+
+def iq_lines(q_saxs, saxs, q_waxs, waxs, rows, path, *, max_lines: int = 7, title: str = "") -> str:
+    """I(q) of one raster point at up to ``max_lines`` states, evenly chosen over
+    the rasters (the first and the last always in): SAXS log–log, WAXS linear,
+    each line labelled with its half cycle and state of discharge."""
+    panels = [p for p in (("SAXS", q_saxs, saxs), ("WAXS", q_waxs, waxs)) if p[2] is not None]
+    n = max(len(np.asarray(p[2])) for p in panels) if panels else 0
+    idx = np.unique(np.round(np.linspace(0, n - 1, min(n, max_lines))).astype(int)) if n else []
+    fig = Figure(figsize=(5.0 * max(1, len(panels)) + 0.5, 4.2), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, max(1, len(panels))))
+    cmap = colormaps["viridis"]
+    for ax, (role, q, curves) in zip(axes, panels):
+        curves = np.asarray(curves, float)
+        q = np.asarray(q, float)
+        for j, k in enumerate(idx):
+            if k >= len(curves):
+                continue
+            color = cmap(j / max(len(idx) - 1, 1))
+            label = _state_label(rows[k]) if k < len(rows) else str(k)
+            ok = np.isfinite(curves[k]) & np.isfinite(q)
+            if role == "SAXS":
+                ok &= (curves[k] > 0) & (q > 0)
+            ax.plot(q[ok], curves[k][ok], lw=1, color=color, label=label)
+        if role == "SAXS":
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+        ax.set_xlabel("q (nm⁻¹)")
+        ax.set_ylabel("I (background subtracted)")
+        ax.set_title(role, fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle(title or "I(q) at selected states of discharge", fontsize=10)
+    return _save(fig, path)
+
+
+def _state_label(row: dict) -> str:
+    if row.get("step") == "ocv":
+        return "OCV"
+    name = half_cycle_name(row.get("half_cycle"))
+    sodc = row.get("sodc", math.nan)
+    if sodc is not None and math.isfinite(sodc):
+        return f"{name}, SODC {100 * sodc:.0f} %"
+    cap = row.get("capacity", math.nan)
+    return f"{name}, {cap:.3f} mAh" if cap is not None and math.isfinite(cap) else name
 
 
 def _heatmap(ax, q, t_h, curves, *, log_q: bool, log_i: bool, label: str):
@@ -100,11 +220,13 @@ def waterfalls(
     ewe_time_s=None,
     ewe=None,
     pixel=None,
+    position_mm=None,
     waxs_norm=None,
     title: str = "",
 ) -> str:
     """SAXS and WAXS I(q) of one raster point against cell time (hours, upwards),
     beside the potential.  ``saxs``/``waxs``: (n_times, nq); either may be None.
+    ``position_mm`` (x, y) names the point; else ``pixel`` (row, col) does.
     With ``waxs_norm`` (I/I_OCV, same shape) the WAXS panel shows it (linear),
     where Li2S stands out, instead of log I."""
     t_h = np.asarray(time_s, float) / HOUR
@@ -120,7 +242,12 @@ def waterfalls(
         ax0.plot(np.asarray(ewe, float)[order], et[order], ".-", ms=2, lw=1, color="k")
     ax0.set_xlabel("Ewe (V)")
     ax0.set_ylabel("cell time (h)")
-    where = "" if pixel is None else f", pixel {tuple(pixel)}"
+    if position_mm is not None and all(math.isfinite(float(v)) for v in position_mm):
+        where = f" at x = {float(position_mm[0]):.2f} mm, y = {float(position_mm[1]):.2f} mm"
+    elif pixel is not None:
+        where = f", grid point {tuple(int(p) for p in pixel)}"
+    else:
+        where = ""
     for ax, (role, q, curves) in zip(axes[1:], panels):
         if role == "waxs" and waxs_norm is not None:
             mesh = _heatmap(
@@ -229,28 +356,50 @@ def li2s_size_series(
 
 
 def _sodc_label(sodc, capacity, half_cycle) -> str:
+    name = half_cycle_name(half_cycle) if math.isfinite(half_cycle) else "?"
     if math.isfinite(sodc):
-        return f"SODC {100 * sodc:.0f} %"
-    phase = "dis" if not math.isfinite(half_cycle) or int(half_cycle) % 2 == 0 else "ch"
-    return f"{phase} {capacity:.3f} mAh" if math.isfinite(capacity) else "?"
+        return f"{name}\nSODC {100 * sodc:.0f} %"
+    return f"{name}\n{capacity:.3f} mAh" if math.isfinite(capacity) else name
+
+
+def _position_mm(data: dict):
+    rows = data.get("waterfall_waxs_rows") or data.get("waterfall_saxs_rows") or []
+    xs = [r.get("x", math.nan) for r in rows]
+    ys = [r.get("y", math.nan) for r in rows]
+    if not rows or not np.isfinite(xs).any():
+        return None
+    return float(np.nanmedian(xs)), float(np.nanmedian(ys))
 
 
 def experiment_figures(data: dict, directory, *, title: str = "") -> list[str]:
-    """Write every figure of an experiment from ``data`` (arrays, as
-    ``ExperimentState.figure_data()`` returns them) into ``directory``:
-    ``voltage_capacity.png``, ``waterfall.png``, ``li2s_maps.png``,
-    ``li2s_size.png`` (the last two once operando maps exist)."""
+    """Write every figure of an experiment the data allow (:data:`FIGURES`) from
+    ``data`` (as ``ExperimentState.figure_data()`` returns it) into ``directory``."""
     d = Path(directory)
     out = []
     ts = data.get("timeseries") or {}
     if ts:
         out.append(
             voltage_capacity(
-                ts["capacity"], ts["ewe"], ts["half_cycle"], d / "voltage_capacity.png", title=title
+                ts["capacity"],
+                ts["ewe"],
+                ts["half_cycle"],
+                d / "voltage_capacity.png",
+                sulfur_mass_g=data.get("sulfur_mass_g"),
+                title=title,
+            )
+        )
+    if data.get("alignments"):
+        out.append(
+            alignment(
+                data["alignments"],
+                data.get("bounds"),
+                d / "alignment.png",
+                title=f"{title}: alignment",
             )
         )
     if "waterfall_saxs" in data or "waterfall_waxs" in data:
         t = data.get("waterfall_waxs_time", data.get("waterfall_saxs_time"))
+        position = _position_mm(data)
         out.append(
             waterfalls(
                 t,
@@ -262,8 +411,24 @@ def experiment_figures(data: dict, directory, *, title: str = "") -> list[str]:
                 ewe_time_s=ts.get("time"),
                 ewe=ts.get("ewe"),
                 pixel=data.get("pixel"),
+                position_mm=position,
                 waxs_norm=data.get("waterfall_waxs_norm"),
                 title=title,
+            )
+        )
+        rows = data.get("waterfall_waxs_rows") or data.get("waterfall_saxs_rows") or []
+        where = (
+            f" at x = {position[0]:.2f}, y = {position[1]:.2f} mm" if position is not None else ""
+        )
+        out.append(
+            iq_lines(
+                data.get("q_saxs"),
+                data.get("waterfall_saxs"),
+                data.get("q_waxs"),
+                data.get("waterfall_waxs"),
+                rows,
+                d / "iq_lines.png",
+                title=f"{title}: I(q){where}",
             )
         )
     if "li2s_maps" in data:
@@ -280,6 +445,17 @@ def experiment_figures(data: dict, directory, *, title: str = "") -> list[str]:
                 title=title,
             )
         )
+        if "saxs_maps" in data:
+            out.append(
+                li2s_maps(
+                    data["saxs_maps"],
+                    labels,
+                    d / "saxs_maps.png",
+                    extents=data.get("map_extents"),
+                    title=title,
+                    label_name="relative SAXS change",
+                )
+            )
         r = data.get("rasters") or {}
         op = np.asarray(r.get("step", [])) == "operando"
         if op.any():

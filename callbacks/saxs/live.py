@@ -22,7 +22,14 @@ import numpy as np
 
 from ..core import FrameReader, LiveReducer, RunCollector
 from .experiment import ExperimentState
-from .model import REDUCED_STEPS, RUN_TECHNIQUE, RasterData, ReductionParameters
+from .model import (
+    REDUCED_STEPS,
+    RUN_TECHNIQUE,
+    AlignmentScan,
+    RasterData,
+    ReductionParameters,
+    is_alignment,
+)
 from .science.integration import DetectorConfig, detector_configs, integrate_frame
 from .store import update_points, write_experiment, write_run
 
@@ -128,7 +135,10 @@ class RasterCollector(RunCollector):
             )
 
         curves = (*stack("saxs"), *stack("waxs"))
-        return RasterData.from_columns(self.start_doc, self.column_arrays("primary"), curves)
+        config = (self.descriptors.get("primary") or {}).get("configuration", {})
+        return RasterData.from_columns(
+            self.start_doc, self.column_arrays("primary"), curves, config
+        )
 
 
 class SAXSLiveReducer(LiveReducer):
@@ -194,6 +204,16 @@ class SAXSLiveReducer(LiveReducer):
 
     def _new_experiment(self, eid: str) -> ExperimentState:
         return ExperimentState(eid, self.parameters, pixel=self.pixel, mode="live")
+
+    def _factory(self, name, start):
+        if is_alignment(start):
+            return [RunCollector(start, on_stop=self._alignment_done)], []
+        return super()._factory(name, start)
+
+    def _alignment_done(self, col: RunCollector) -> None:
+        scan = AlignmentScan.from_columns(col.start_doc, col.column_arrays("primary"))
+        if scan is not None:
+            self._experiment(scan.experiment_id).add_alignment(scan)
 
     def _figures(self, exp: ExperimentState, directory: Path) -> list[str]:
         from .figures import experiment_figures

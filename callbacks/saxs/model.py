@@ -5,6 +5,7 @@ Read next: :mod:`.pipeline`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -17,7 +18,11 @@ __all__ = [
     "REDUCTION_VERSION",
     "RUN_TECHNIQUE",
     "REDUCED_STEPS",
+    "ALIGNMENT_STEP",
     "accepts",
+    "is_alignment",
+    "c_rate_current",
+    "AlignmentScan",
     "ReductionParameters",
     "RasterData",
     "RasterResult",
@@ -28,11 +33,54 @@ REDUCTION_VERSION = "1.0"
 #: the start document's ``technique`` of the runs reduced
 RUN_TECHNIQUE = "saxs_waxs"
 REDUCED_STEPS = ("background", "ocv", "operando")
+#: the alignment scans' step (drawn with the bounds the rasters used, not reduced)
+ALIGNMENT_STEP = "alignment"
 
 
 def accepts(start: dict) -> bool:
     """Whether the run of this start document is one the SAXS/WAXS reduction reduces."""
     return start.get("technique") == RUN_TECHNIQUE and start.get("step") in REDUCED_STEPS
+
+
+def is_alignment(start: dict) -> bool:
+    """Whether the run is one of the SAXS/WAXS alignment's transmission scans."""
+    return start.get("technique") == RUN_TECHNIQUE and start.get("step") == ALIGNMENT_STEP
+
+
+def c_rate_current(configuration: dict) -> float:
+    """The cell's 1C current (A) from a descriptor's configuration (the
+    potentiostat publishes it from the cell's sulfur loading); NaN if absent."""
+    for device in (configuration or {}).values():
+        value = (device.get("data") or {}).get("pstat_c_rate_current")
+        if value is not None:
+            return float(value)
+    return math.nan
+
+
+@dataclass
+class AlignmentScan:
+    """One transmission profile of the alignment (diode against a stage axis)."""
+
+    uid: str
+    experiment_id: str
+    direction: str
+    motor: str
+    positions: np.ndarray
+    transmission: np.ndarray
+
+    @classmethod
+    def from_columns(cls, start: dict, columns: dict) -> AlignmentScan | None:
+        motors = start.get("motors") or []
+        if not motors or motors[0] not in columns or "diode_trans" not in columns:
+            return None
+        return cls(
+            uid=start["uid"],
+            experiment_id=str(start.get("experiment_id") or ""),
+            direction=str(start.get("direction") or ""),
+            motor=str(motors[0]),
+            positions=np.asarray(columns[motors[0]], float),
+            transmission=np.asarray(columns["diode_trans"], float),
+        )
 
 
 @dataclass(frozen=True)
@@ -97,15 +145,20 @@ class RasterData:
     extents: list | None = None
     snaking: list | None = None
     technique: str = RUN_TECHNIQUE
+    #: the cell's 1C current (A), from the potentiostat's configuration
+    c_rate_current_a: float = math.nan
 
     @property
     def n(self) -> int:
         return len(self.time)
 
     @classmethod
-    def from_columns(cls, start: dict, columns: dict, curves) -> RasterData:
+    def from_columns(
+        cls, start: dict, columns: dict, curves, configuration: dict | None = None
+    ) -> RasterData:
         """Build from a start document, event columns (data keys → arrays, as in
-        the primary stream) and ``reduce_frames`` output."""
+        the primary stream), ``reduce_frames`` output and the stream's descriptor
+        configuration."""
         q_s, i_s, s_s, q_w, i_w, s_w = curves
         n = len(i_s) if i_s is not None else len(i_w)
         cols = {}
@@ -137,6 +190,7 @@ class RasterData:
             extents=start.get("extents"),
             snaking=start.get("snaking"),
             technique=str(start.get("technique") or RUN_TECHNIQUE),
+            c_rate_current_a=c_rate_current(configuration or {}),
             **cols,
         )
 

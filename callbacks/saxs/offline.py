@@ -23,7 +23,7 @@ import numpy as np
 
 from ..core import find_experiment_runs, stream_columns
 from .experiment import ExperimentState
-from .model import RasterData, ReductionParameters, accepts
+from .model import AlignmentScan, RasterData, ReductionParameters, accepts, is_alignment
 from .science.integration import detector_configs, integrate_frame
 from .store import write_experiment, write_run
 
@@ -38,7 +38,9 @@ FRAMES_PER_REQUEST = 4
 def find_runs(raw, experiment_id_or_raw_uid: str) -> tuple[str, list]:
     """``(experiment_id, [(uid, run), ...])`` of the experiment's reducible runs,
     in start-time order."""
-    return find_experiment_runs(raw, experiment_id_or_raw_uid, accept=accepts)
+    return find_experiment_runs(
+        raw, experiment_id_or_raw_uid, accept=lambda s: accepts(s) or is_alignment(s)
+    )
 
 
 def load_run(run, npt: int = 1000) -> RasterData | None:
@@ -69,7 +71,17 @@ def load_run(run, npt: int = 1000) -> RasterData | None:
         curves += [rows[0][0], np.array([r[1] for r in rows]), np.array([r[2] for r in rows])]
     if curves[1] is None and curves[4] is None:
         return None
-    return RasterData.from_columns(start, columns, tuple(curves))
+    return RasterData.from_columns(
+        start, columns, tuple(curves), stream.metadata.get("configuration", {})
+    )
+
+
+def load_alignment(run) -> AlignmentScan | None:
+    """One alignment transmission scan read back through Tiled."""
+    if "primary" not in run:
+        return None
+    start = dict(run.metadata["start"])
+    return AlignmentScan.from_columns(start, stream_columns(run["primary"]))
 
 
 def reduce_experiment(
@@ -94,6 +106,11 @@ def reduce_experiment(
     eid, runs = find_runs(client["raw"], experiment_id_or_raw_uid)
     exp = ExperimentState(eid, params, pixel=pixel, mode="offline")
     for uid, run in runs:
+        if is_alignment(run.metadata["start"]):
+            scan = load_alignment(run)
+            if scan is not None:
+                exp.add_alignment(scan)
+            continue
         raster = load_run(run, params.npt)
         if raster is None:
             logger.warning("run %s has no frames: skipped", uid)

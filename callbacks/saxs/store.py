@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 
-from ..core import json_safe, replace_container, write_array, write_table
+from ..core import json_safe, replace_container, write_array, write_figures, write_table
 from .experiment import ExperimentState
 from .model import RUN_TECHNIQUE, RasterResult
 
@@ -109,6 +110,7 @@ def write_experiment(reduced, exp: ExperimentState, *, figures: Iterable[str] = 
     if not exp.experiment_id:
         logger.warning("runs without an experiment_id: no experiment container written")
         return None
+    figures = list(figures)
     data = exp.figure_data()
     md = json_safe(
         {
@@ -130,7 +132,7 @@ def write_experiment(reduced, exp: ExperimentState, *, figures: Iterable[str] = 
             "pixel": data.get("pixel"),
             "map_uids": data.get("map_uids", []),
             "reduction": exp.reduction_metadata(),
-            "figures": list(figures),
+            "figures": [Path(f).stem for f in figures],
             "units": UNITS,
         }
     )
@@ -164,4 +166,8 @@ def write_experiment(reduced, exp: ExperimentState, *, figures: Iterable[str] = 
                     {"sodc": data["map_sodc"], "time": data["map_time"], "uids": data["map_uids"]}
                 ),
             )
+    if figures:
+        from .figures import FIGURES
+
+        write_figures(node, figures, FIGURES)
     return node

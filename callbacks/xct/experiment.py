@@ -492,6 +492,18 @@ class ExperimentState:
             "scans": scans,
             "tracking": self.tracking(),
             "radiograms": self.radiogram_table(),
+            "platings": [
+                {
+                    "uid": p.uid,
+                    "cycle": p.cycle,
+                    "pixel_um": p.pixel_um,
+                    "current_density_uA_cm2": p.current_density_uA_cm2,
+                    "thumbnails": p.thumbnails,
+                    "shorted": p.shorted,
+                }
+                for p in self.platings
+                if len(p.thumbnails.get("t", []))
+            ],
             "diameter_mm": d_mm,
             "diameter_source": source,
         }

@@ -20,7 +20,10 @@ from matplotlib.patches import Circle
 from operando.constants import HOUR
 
 __all__ = [
+    "FIGURES",
     "timeseries",
+    "layers_vs_cycle",
+    "radiogram_sequence",
     "cross_sections",
     "trajectories",
     "postmortem_overview",
@@ -29,6 +32,26 @@ __all__ = [
 ]
 
 _DPI = 110
+#: the rows of a radiogram's layers drawn on it
+LAYER_FACES = ("cu_top", "cu_bottom", "li_hse_top")
+
+#: every figure of the XCT experiment: file stem → what it shows (README, Tiled metadata)
+FIGURES = {
+    "timeseries": "force and nominal stack pressure, plated Li and potential against cell "
+    "time, plating steps shaded and numbered, the short marked",
+    "layers_vs_cycle": "Cu-to-Cu and top-Li thickness against the plating cycle, from the "
+    "3D scans, the radiograms and the post-mortem scan",
+    "radiogram_sequence": "the radiograms of one plating, first to last, with the Cu faces "
+    "and the top of the Li found in each",
+    "sections_particles": "vertical sections through the axis at equal aspect (max over "
+    "±2 voxels), segmented ceramic particles circled, scale and colour bars",
+    "sections_layers": "vertical sections at equal aspect with the Cu-to-Cu and top-Li "
+    "thicknesses marked, scale and colour bars",
+    "trajectories": "ceramic particles from the first to the last operando scan: top view "
+    "with displacement arrows and radial displacement against radius",
+    "postmortem": "post-mortem section and the Li footprint on the top Cu with the "
+    "measured electrode diameters",
+}
 
 
 def _save(fig: Figure, path) -> str:
@@ -47,6 +70,30 @@ def _finite(*arrays):
     return ok
 
 
+def _scale_bar(ax, width_um: float, color: str = "white") -> None:
+    """A scale bar of a round length, about a fifth of ``width_um``, lower right."""
+    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+
+    if not np.isfinite(width_um) or width_um <= 0:
+        return
+    target = width_um / 5.0
+    mag = 10 ** math.floor(math.log10(target))
+    length = max(m * mag for m in (1, 2, 5) if m * mag <= target)
+    label = f"{length / 1000:g} mm" if length >= 1000 else f"{length:g} µm"
+    ax.add_artist(
+        AnchoredSizeBar(
+            ax.transData,
+            length,
+            label,
+            "lower right",
+            color=color,
+            frameon=False,
+            size_vertical=0,
+            fontproperties={"size": 7},
+        )
+    )
+
+
 # --------------------------------------------------------------------------------------
 # Fig. 6c
 # --------------------------------------------------------------------------------------
@@ -55,11 +102,13 @@ def _finite(*arrays):
 def timeseries(
     series: dict, cycles: Sequence[dict], path, *, failure: dict | None = None, title: str = ""
 ) -> str:
-    """Force (N), plated Li (µm) and potential (V) against cell time (h).
+    """Force (N, with the nominal stack pressure in MPa on the right axis), plated
+    Li (µm) and potential (V) against cell time (h), the plating steps shaded and
+    numbered by cycle, the OCV rests between them white.
 
-    ``series``: ``t``, ``force``, ``plated_um``, ``ewe`` (arrays);
-    ``cycles``: rows with ``t_start``, ``t_end``, ``cycle`` (dashed lines at
-    each plating's start and end); ``failure``: ``t_short`` marked in red.
+    ``series``: ``t``, ``force``, ``plated_um``, ``ewe``, optionally
+    ``pressure_nominal_mpa`` (arrays); ``cycles``: rows with ``t_start``,
+    ``t_end``, ``cycle``; ``failure``: ``t_short`` marked in red.
     """
     t = np.asarray(series.get("t", []), float) / HOUR
     fig = Figure(figsize=(8.0, 6.5), layout="constrained")
@@ -78,11 +127,21 @@ def timeseries(
             ax.plot(t[ok], v[ok], "-", lw=1.0, color=color)
         ax.set_ylabel(label)
         for c in cycles:
-            for tt in (c.get("t_start"), c.get("t_end")):
-                if tt is not None and np.isfinite(tt):
-                    ax.axvline(tt / HOUR, color="0.4", ls="--", lw=0.7)
+            t0, t1 = c.get("t_start"), c.get("t_end")
+            if t0 is not None and t1 is not None and np.isfinite(t0) and np.isfinite(t1):
+                ax.axvspan(t0 / HOUR, t1 / HOUR, color="C1", alpha=0.12, lw=0)
         if failure and failure.get("t_short") is not None:
             ax.axvline(failure["t_short"] / HOUR, color="red", lw=1.2)
+    force = np.asarray(series.get("force", np.full(t.shape, np.nan)), float)
+    pressure = np.asarray(series.get("pressure_nominal_mpa", np.full(t.shape, np.nan)), float)
+    ok = _finite(force, pressure) & (np.abs(force) > 0)
+    if ok.any():
+        # pressure is proportional to force: a second scale on the same axis
+        mpa_per_n = float(np.median(pressure[ok] / force[ok]))
+        sec = axes[0].secondary_yaxis(
+            "right", functions=(lambda f: f * mpa_per_n, lambda p: p / mpa_per_n)
+        )
+        sec.set_ylabel("nominal pressure (MPa)")
     for c in cycles:
         t0, t1 = c.get("t_start"), c.get("t_end")
         if t0 is not None and t1 is not None and np.isfinite(t0) and np.isfinite(t1):
@@ -106,7 +165,93 @@ def timeseries(
             transform=axes[2].get_xaxis_transform(),
         )
     axes[-1].set_xlabel("cell time (h)")
-    fig.suptitle(title or "force, plated Li and potential (plating cycles dashed)")
+    fig.suptitle(title or "force, plated Li and potential (plating shaded, cycle numbers on top)")
+    return _save(fig, path)
+
+
+def layers_vs_cycle(scans: Sequence[dict], radiograms: dict, path, *, title: str = "") -> str:
+    """Cu-to-Cu and top-Li thickness (µm) against the plating cycle: from the 3D
+    scans (the scan of cycle k + 1, after plating k, drawn at k; the first at 0)
+    and from the radiograms of plating k, spread from k − 1 (its first) to k
+    (its last); the post-mortem scan half a cycle after the last."""
+    fig = Figure(figsize=(7.0, 5.0), layout="constrained")
+    axes = fig.subplots(2, 1, sharex=True)
+    keys = (("cu_to_cu_um", "Cu-to-Cu (µm)"), ("top_li_um", "top Li (µm)"))
+    rg = radiograms or {}
+    rg_cycle = np.asarray(rg.get("cycle", []), float)
+    for ax, (key, label) in zip(axes, keys):
+        if rg_cycle.size and key in rg:
+            v = np.asarray(rg[key], float)
+            x = np.full(rg_cycle.size, np.nan)
+            for c in np.unique(rg_cycle[rg_cycle >= 0]):
+                sel = np.flatnonzero(rg_cycle == c)
+                x[sel] = c - 1 + np.linspace(0.0, 1.0, sel.size) if sel.size > 1 else c
+            ok = _finite(x, v)
+            ax.plot(x[ok], v[ok], ".", ms=3, color="0.55", label="radiograms (during plating)")
+        ops = [s for s in scans if s.get("step") == "scan3d" and s.get("cycle") is not None]
+        xs = np.array([float(s["cycle"]) - 1 for s in ops])
+        vs = np.array([float(s.get("layers", {}).get(key, math.nan)) for s in ops])
+        ok = _finite(xs, vs) if xs.size else np.zeros(0, bool)
+        ax.plot(
+            xs[ok], vs[ok], "o-", color="C0" if key == "cu_to_cu_um" else "C2", label="3D scans"
+        )
+        pm = [s for s in scans if s.get("step") == "postmortem"]
+        if pm and xs.size:
+            v = float(pm[-1].get("layers", {}).get(key, math.nan))
+            if math.isfinite(v):
+                ax.plot([np.nanmax(xs) + 0.5], [v], "s", color="C3", label="post-mortem")
+        ax.set_ylabel(label)
+        ax.legend(fontsize=8)
+    axes[-1].set_xlabel("plating cycle (0: before the first plating)")
+    fig.suptitle(title or "layer thicknesses against cycle")
+    return _save(fig, path)
+
+
+def radiogram_sequence(plating: dict, path, *, title: str = "") -> str:
+    """A plating's radiograms (transmission, reduced in size), first to last, one
+    above the other at equal aspect, cropped to the stack between the Cu faces
+    (orange) with the top of the Li (green) found in each; heights from the bottom Cu."""
+    th = plating["thumbnails"]
+    imgs = np.asarray(th["images"], float)
+    n, h, w = imgs.shape
+    factor = float(th.get("factor", 1))
+    pix_full = float(plating.get("pixel_um", 1.0))
+    pix = pix_full * factor
+    rows = {k: np.asarray(th.get(k, np.full(n, np.nan)), float) / factor for k in LAYER_FACES}
+    top, bottom = np.nanmin(rows["cu_top"]), np.nanmax(rows["cu_bottom"])
+    if np.isfinite(top) and np.isfinite(bottom) and bottom > top:
+        margin = 0.6 * (bottom - top)
+        r0, r1 = max(0, int(top - margin)), min(h, int(math.ceil(bottom + margin)) + 1)
+        z_ref = bottom
+    else:
+        r0, r1, z_ref = 0, h, h
+    crop = imgs[:, r0:r1]
+    x_mm = w * pix / 1000.0
+    extent = [0, x_mm, (z_ref - r1) * pix, (z_ref - r0) * pix]
+    aspect_h = (r1 - r0) / max(w, 1)
+    fig = Figure(figsize=(8.0, 1.0 + n * (6.5 * aspect_h + 0.45)), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(n, 1, sharex=True))
+    lo, hi = np.nanpercentile(crop, [1, 99.5])
+    im = None
+    t = np.asarray(th["t"], float)
+    for k, ax in enumerate(axes):
+        im = ax.imshow(crop[k], cmap="gray", vmin=lo, vmax=hi, extent=extent, aspect="auto")
+        for key, color in (("cu_top", "C1"), ("cu_bottom", "C1"), ("li_hse_top", "C2")):
+            r = rows[key][k]
+            if np.isfinite(r):
+                ax.axhline((z_ref - r) * pix, color=color, lw=0.8)
+        dt = (t[k] - t[0]) / HOUR if np.isfinite(t[k]) and np.isfinite(t[0]) else math.nan
+        ax.set_title(f"+{dt:.2f} h", fontsize=8, loc="left")
+        ax.set_ylabel("z (µm)", fontsize=8)
+        # equal aspect in physical units: x in mm, z in µm
+        ax.set_aspect(1.0 / 1000.0)
+    axes[-1].set_xlabel("detector column (mm)")
+    fig.colorbar(im, ax=list(axes), shrink=0.8, label="transmission I/I₀")
+    cyc = plating.get("cycle")
+    fig.suptitle(
+        title
+        or f"radiograms of plating {cyc} ({plating.get('current_density_uA_cm2', math.nan):.0f} µA/cm²)"
+    )
     return _save(fig, path)
 
 
@@ -183,8 +328,10 @@ def cross_sections(
     n = len(scans)
     paths = []
     for kind, path in (("particles", path_particles), ("layers", path_layers)):
-        fig = Figure(figsize=(2.6 * n + 0.6, 4.2), layout="constrained")
-        axes = np.atleast_1d(fig.subplots(1, n, sharey=True))
+        fig = Figure(figsize=(9.0, 2.0 * n + 1.0), layout="constrained")
+        axes = np.atleast_1d(fig.subplots(n, 1, sharex=True))
+        heights = []
+        image = None
         for ax, (label, s) in zip(axes, scans):
             sec = s["sections"]
             img = np.asarray(sec["xz_mip" if kind == "particles" else "xz"], float)
@@ -205,13 +352,14 @@ def cross_sections(
             else:
                 vmin, vmax = _layer_clim(s, img)
                 cmap = "gray"
-            ax.imshow(
+            # equal aspect: a µm is as long across as up (the cell is ~7x wider than tall)
+            image = ax.imshow(
                 img,
                 cmap=cmap,
                 vmin=vmin,
                 vmax=vmax,
                 extent=ext,
-                aspect="auto",
+                aspect="equal",
                 interpolation="nearest",
             )
             if kind == "particles":
@@ -227,8 +375,11 @@ def cross_sections(
                             (x, z), max(r, float(s["pixel_um"])), fill=False, color="cyan", lw=0.6
                         )
                     )
-            ax.set_title(label, fontsize=9)
-            ax.set_xlabel("x (µm)")
+            ax.set_title(label, fontsize=9, loc="left")
+            ax.set_ylabel("z (µm)")
+            _scale_bar(ax, ext[1] - ext[0])
+            y0, y1 = ax.get_ylim()
+            heights.append(abs(y1 - y0) / max(abs(ext[1] - ext[0]), 1e-9))
             if kind == "layers" and all(
                 np.isfinite(lay.get(k, math.nan)) for k in ("cu_top", "cu_bottom", "li_hse_top")
             ):
@@ -265,7 +416,21 @@ def cross_sections(
                     fontsize=8,
                     va="center",
                 )
-        axes[0].set_ylabel(_extent(scans[0][1], np.asarray(scans[0][1]["sections"]["xz"]))[1])
+        axes[-1].set_xlabel("x (µm, from the rotation axis)")
+        fig.colorbar(
+            image,
+            ax=list(axes),
+            shrink=0.9,
+            label=(
+                "attenuation per voxel (µ·voxel), max over ±2 voxels"
+                if kind == "particles"
+                else "attenuation per voxel (µ·voxel)"
+            ),
+        )
+        zlabel = _extent(scans[0][1], np.asarray(scans[0][1]["sections"]["xz"]))[1]
+        fig.supxlabel(f"z: {zlabel}", fontsize=8)
+        # panels as tall as their data at equal aspect on a 7-inch-wide plot
+        fig.set_size_inches(9.0, 1.2 + sum(7.0 * max(h, 0.05) + 0.45 for h in heights))
         fig.suptitle(
             title
             or (
@@ -431,6 +596,27 @@ def experiment_figures(data: dict, directory, *, after_cycles=(1, 2, 3, 6, 9)) -
             )
         )
     scans = data.get("scans") or []
+    if any(s.get("step") == "scan3d" for s in scans) or len(
+        (data.get("radiograms") or {}).get("t", [])
+    ):
+        paths.append(
+            layers_vs_cycle(
+                scans,
+                data.get("radiograms") or {},
+                directory / "layers_vs_cycle.png",
+                title=f"{eid}: layer thicknesses against cycle",
+            )
+        )
+    platings = [p for p in data.get("platings") or [] if len(p["thumbnails"].get("t", [])) >= 2]
+    if platings:
+        intact = [p for p in platings if not p.get("shorted")] or platings
+        paths.append(
+            radiogram_sequence(
+                intact[-1],
+                directory / "radiogram_sequence.png",
+                title=f"{eid}: radiograms of plating {intact[-1].get('cycle')}",
+            )
+        )
     chosen = select_scans(scans, after_cycles)
     if chosen:
         paths += cross_sections(

@@ -227,6 +227,8 @@ class PlatingResult:
     #: radiogram columns: t, cu_to_cu_um, top_li_um, hse_um, bottom_li_um, cu_top, ...
     radiograms: dict = field(default_factory=dict)
     cell: dict = field(default_factory=dict)
+    #: a few radiograms, reduced in size, for the figures (``t``, ``images``, ``factor``, rows)
+    thumbnails: dict = field(default_factory=dict)
     t_technique_start: float = math.nan
     t_technique_end: float = math.nan
     charge_c: float = math.nan

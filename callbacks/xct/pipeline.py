@@ -365,17 +365,49 @@ def reduce_scan(run: RunData, params: ReductionParameters | None = None) -> Scan
 # --------------------------------------------------------------------------------------
 
 
+#: radiograms kept (as thumbnails) per plating for the radiogram-sequence figure
+THUMBNAILS_PER_PLATING = 6
+#: their height in pixels at most (block means of the transmission)
+THUMBNAIL_HEIGHT = 160
+
+
+def _thumbnail(trans: np.ndarray) -> tuple[np.ndarray, int]:
+    """A block-mean reduced copy of a transmission image (float32) and its factor."""
+    from skimage.measure import block_reduce
+
+    f = max(1, int(math.ceil(trans.shape[0] / THUMBNAIL_HEIGHT)))
+    return block_reduce(np.asarray(trans, np.float32), (f, f), np.mean), f
+
+
 def radiogram_layers(
-    run: RunData, flat, dark, pixel_um: float, params: ReductionParameters
+    run: RunData,
+    flat,
+    dark,
+    pixel_um: float,
+    params: ReductionParameters,
+    thumbnails: dict | None = None,
 ) -> dict[str, np.ndarray]:
-    """The layers of every radiogram against cell time (one column per layer)."""
+    """The layers of every radiogram against cell time (one column per layer).
+
+    ``thumbnails`` (a dict, filled): ``t``, ``images`` (n, h, w) and ``factor`` of
+    up to :data:`THUMBNAILS_PER_PLATING` radiograms evenly spread over the run.
+    """
     frames = run.frames.get("primary")
     rows = []
     times = run.numeric("primary", "clock_time")
     cu_kw = {} if params.cu_peaks else {"cu_snr": math.inf}
+    keep: set[int] = set()
+    thumbs: list[tuple[int, np.ndarray]] = []
     if frames is not None and flat is not None:
-        for k in range(int(frames.shape[0])):
+        n = int(frames.shape[0])
+        if thumbnails is not None and n:
+            keep = set(np.round(np.linspace(0, n - 1, min(n, THUMBNAILS_PER_PLATING))).astype(int))
+        for k in range(n):
             trans = normalize(np.asarray(frames[k]), flat, dark)
+            if k in keep:
+                img, factor = _thumbnail(trans)
+                thumbs.append((k, img))
+                thumbnails["factor"] = factor
             try:
                 # radiography.analyze, with the Cu choice of the parameters
                 lay = find_layers(
@@ -388,6 +420,13 @@ def radiogram_layers(
     cols = {"t": times[: len(rows)] if times.size else np.full(len(rows), np.nan)}
     for key in LAYER_LENGTHS + LAYER_ROWS:
         cols[key] = np.array([r.get(key, math.nan) for r in rows], dtype=float)
+    if thumbnails is not None and thumbs:
+        idx = [k for k, _ in thumbs]
+        thumbnails["t"] = np.array([cols["t"][k] for k in idx], float)
+        thumbnails["images"] = np.stack([img for _, img in thumbs])
+        thumbnails["index"] = np.array(idx)
+        for key in LAYER_ROWS:
+            thumbnails[key] = cols[key][idx]
     return cols
 
 
@@ -502,7 +541,7 @@ def reduce_plating(run: RunData, params: ReductionParameters | None = None) -> P
         reason=str(run.stop.get("reason", "")),
     )
     flat, dark = dark_flat(run)
-    res.radiograms = radiogram_layers(run, flat, dark, pix, params)
+    res.radiograms = radiogram_layers(run, flat, dark, pix, params, thumbnails=res.thumbnails)
     res.cell = cell_columns(run)
     t_on, t_off, charge = technique_times(res.cell)
     res.t_technique_start, res.t_technique_end, res.charge_c = t_on, t_off, charge

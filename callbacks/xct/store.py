@@ -8,11 +8,12 @@ what is there (delete and write anew). The layout, node by node:
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..core import json_safe, replace_container, write_array, write_table
+from ..core import json_safe, replace_container, write_array, write_figures, write_table
 from .experiment import ExperimentState
 from .model import LAYER_LENGTHS, LAYER_ROWS, RUN_TECHNIQUE, PlatingResult, ScanResult
 
@@ -181,6 +182,7 @@ def write_run(reduced, res, state: ExperimentState, **kwargs):
 
 def write_experiment(reduced, state: ExperimentState, *, figures: Iterable[str] = ()):
     """Write (replace) ``reduced/<experiment_id>``; returns the container."""
+    figures = list(figures)
     d_mm, source = state.diameter()
     tr = state.tracking()
     md = {
@@ -196,7 +198,7 @@ def write_experiment(reduced, state: ExperimentState, *, figures: Iterable[str] 
         "failure": state.failure(),
         "tracking": tr["summary"],
         "tracking_pairs": tr["pairs"],
-        "figures": list(figures),
+        "figures": [Path(f).stem for f in figures],
         "reduction": state.reduction_metadata(),
         "units": UNITS,
     }
@@ -227,4 +229,8 @@ def write_experiment(reduced, state: ExperimentState, *, figures: Iterable[str] 
             dims=["track", "scan", "column"],
             metadata=json_safe({"columns": ["x_um", "y_um", "z_um", "r_um"], "scans": tr["scans"]}),
         )
+    if figures:
+        from .figures import FIGURES
+
+        write_figures(node, figures, FIGURES)
     return node

@@ -106,7 +106,13 @@ def test_run_saxs_with_live_reduction_then_reduce_offline(tmp_path):
     assert steps[:2] == ["background", "ocv"] and steps.count("operando") >= 2
     figures = data / "figures" / "cli-saxs"
     pngs = sorted(p.name for p in figures.glob("*.png"))
-    assert {"li2s_maps.png", "voltage_capacity.png", "waterfall.png"} <= set(pngs)
+    assert {
+        "li2s_maps.png",
+        "voltage_capacity.png",
+        "waterfall.png",
+        "alignment.png",
+        "iq_lines.png",
+    } <= set(pngs)
     with TiledServer(DataLayout.at(data)) as server:
         client = from_uri(server.uri, api_key=server.api_key, structure_clients="numpy")
         last = runs[-1][0]

@@ -15,6 +15,7 @@ used here only to make frames and to compare with the truth.
 from __future__ import annotations
 
 import ast
+import io
 import json
 import math
 import shutil
@@ -26,6 +27,7 @@ import numpy as np
 import pytest
 from event_model import compose_run
 
+from operando.callbacks.core import FIGURES_KEY
 from operando.callbacks.saxs import experiment as saxs_experiment
 from operando.callbacks.saxs import figures as saxs_figures
 from operando.callbacks.saxs import live as saxs_live
@@ -312,7 +314,10 @@ def _snapshot(client, uids, eid):
             "points": node["points"].read(),
         }
     node = red[eid]
-    out[eid] = {"metadata": dict(node.metadata), **{k: node[k].read() for k in node}}
+    out[eid] = {
+        "metadata": dict(node.metadata),
+        **{k: node[k].read() for k in node if k != FIGURES_KEY},
+    }
     return out
 
 
@@ -553,13 +558,26 @@ def test_experiment_container(experiment):
     assert node["rasters"]["li2s_size_max_nm"].to_numpy()[2] == pytest.approx(1.7, abs=0.1)
 
 
-def test_figures_written(experiment):
+def test_figures_written_and_fetchable_through_tiled(experiment):
     files = experiment["reducer"].figures[experiment["eid"]]
-    names = {Path(f).name for f in files}
-    assert names == {"voltage_capacity.png", "waterfall.png", "li2s_maps.png", "li2s_size.png"}
+    names = {Path(f).stem for f in files}
+    # no alignment runs in this synthetic experiment: every other figure
+    assert names == set(saxs_figures.FIGURES) - {"alignment"}
     for f in files:
         assert Path(f).stat().st_size > 10_000
-    assert experiment["live"][experiment["eid"]]["metadata"]["figures"] == files
+    assert experiment["live"][experiment["eid"]]["metadata"]["figures"] == [
+        Path(f).stem for f in files
+    ]
+    stored = experiment["plain"]["reduced"][experiment["eid"]][FIGURES_KEY]
+    assert set(stored) == names
+    for name in names:
+        image = stored[name].read()
+        assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 4
+        assert image[..., :3].std() > 10  # drawn, not blank
+        assert stored[name].metadata["description"] == saxs_figures.FIGURES[name]
+    buffer = io.BytesIO()
+    stored["li2s_maps"].export(buffer, format="image/png")
+    assert buffer.getvalue()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_offline_reduction_gives_the_live_numbers(experiment, offline):
@@ -608,9 +626,25 @@ def test_figure_functions_are_pure(tmp_path):
     )
     assert Path(p).stat().st_size > 5_000
     p = saxs_figures.voltage_capacity(
-        [0, 0.1, 0.2, 0.05], [1.7, 1.6, 1.5, 1.8], [0, 0, 0, 1], tmp_path / "v.png"
+        [0, 0.1, 0.2, 0.05],
+        [1.7, 1.6, 1.5, 1.8],
+        [0, 0, 0, 1],
+        tmp_path / "v.png",
+        sulfur_mass_g=0.000525,
     )
     assert Path(p).stat().st_size > 5_000
+    y = np.linspace(-0.5, 1.5, 21)
+    profile = {"direction": "vertical", "motor": "stage_y", "positions": y}
+    profile["transmission"] = np.where((y > 0.2) & (y < 0.6), 0.8, 0.3)
+    p = saxs_figures.alignment([profile], {"y": (0.25, 0.55)}, tmp_path / "a.png")
+    assert Path(p).stat().st_size > 5_000
+    rows = [
+        {"step": "operando", "half_cycle": h, "sodc": s} for h, s in ((0, 0.1), (0, 0.5), (1, 0.9))
+    ]
+    p = saxs_figures.iq_lines(None, None, q, curves, rows, tmp_path / "i.png")
+    assert Path(p).stat().st_size > 5_000
+    assert saxs_figures.half_cycle_name(0) == "discharge 1"
+    assert saxs_figures.half_cycle_name(3) == "charge 2"
 
 
 def test_net_capacity_and_sodc():

@@ -32,6 +32,7 @@ import json
 import math
 import time
 import uuid
+from pathlib import Path
 
 import bluesky.plan_stubs as bps
 import numpy as np
@@ -423,19 +424,29 @@ def test_reduced_results_read_back_with_a_plain_client(experiment):
     assert len(exp["scans"].read()) == 3 and len(exp["radiograms"].read()) >= 8
 
 
-def test_figures_written(experiment):
+def test_figures_written_and_fetchable_through_tiled(experiment):
+    from tiled.client import from_uri
+
+    from operando.callbacks.core import FIGURES_KEY
+    from operando.callbacks.xct.figures import FIGURES
+
     figs = experiment["reducer"].figures[experiment["eid"]]
-    names = {p.rsplit("/", 1)[-1] for p in figs}
-    assert {
-        "timeseries.png",
-        "sections_particles.png",
-        "sections_layers.png",
-        "trajectories.png",
-        "postmortem.png",
-    } <= names
+    names = {Path(p).stem for p in figs}
+    assert names == set(FIGURES)
     for p in figs:
         with open(p, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    server = experiment["server"]
+    plain = from_uri(server.uri, api_key=server.api_key, structure_clients="numpy")
+    node = plain["reduced"][experiment["eid"]]
+    assert node.metadata["figures"] == [Path(p).stem for p in figs]
+    stored = node[FIGURES_KEY]
+    assert set(stored) == names
+    for name in names:
+        image = stored[name].read()
+        assert image.dtype == np.uint8 and image.shape[2] == 4
+        assert image[..., :3].std() > 10, name  # drawn, not blank
+        assert stored[name].metadata["description"] == FIGURES[name]
 
 
 # ------------------------------------------------------------------------------ offline
@@ -471,7 +482,7 @@ def test_offline_reduction_matches_live_and_replaces_nodes(experiment):
         summary["tracking"]["tracked_first_to_last"]
         == live.tracking()["summary"]["tracked_first_to_last"]
     )
-    assert len(summary["figures"]) == 5
+    assert len(summary["figures"]) == 7
     reduced = from_uri(server.uri, api_key=server.api_key, structure_clients="numpy")["reduced"]
     assert reduced[any_uid].metadata["reduction"]["mode"] == "offline"
     assert reduced[experiment["eid"]].metadata["reduction"]["mode"] == "offline"
