@@ -35,7 +35,7 @@ class IOCProcess:
         args=(),
         ready_pv: str = "clock:time",
         log_path: Path | None = None,
-        startup_timeout: float = 30.0,
+        startup_timeout: float = 120.0,
     ):
         self.module = module
         self.prefix = prefix

@@ -193,7 +193,7 @@ class TiledServer:
         port: int | None = None,
         readable: list[Path] | None = None,
         log_path: Path | None = None,
-        startup_timeout: float = 60.0,
+        startup_timeout: float = 180.0,
     ):
         self.layout = layout
         self.host = host
