@@ -128,10 +128,10 @@ def wait_for(predicate, timeout: float, what: str, proc=None):
 
 
 # -- the command ----------------------------------------------------------------------
-def start_cli(*args, log_dir: Path) -> subprocess.Popen:
+def start_cli(*args, log_dir: Path, env=None) -> subprocess.Popen:
     out = open(log_dir / "stdout.txt", "wb")
     err = open(log_dir / "stderr.txt", "wb")
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
     proc = subprocess.Popen(
         [sys.executable, "-m", "operando.cli", *args],
         stdout=out,
@@ -159,27 +159,41 @@ def plating_started(data: Path) -> bool:
     return False
 
 
-def children_ready(proc) -> dict[int, int]:
-    """The IOC and the Tiled server of ``proc`` once both run."""
+def file_opened(data: Path) -> bool:
+    """The detector writes its first HDF5 file (the first run is going)."""
+    return any(rec.get("event") == "file_open" for rec in truth(data))
+
+
+def children_ready(proc, *, tiled: bool = True) -> dict[int, int]:
+    """The IOC (and the Tiled server, when ``tiled``) of ``proc`` once they run."""
     procs = descendants(proc.pid)
     lines = [cmdline(p) for p in procs]
-    if any("operando.iocs.xct" in c for c in lines) and any("tiled" in c for c in lines):
+    if any("operando.iocs.xct" in c for c in lines) and (
+        not tiled or any("tiled" in c for c in lines)
+    ):
         return procs
     return {}
 
 
-def interrupt_run(tmp_path: Path, signum: int):
-    data = tmp_path / "data"
+def interrupt_run(tmp_path: Path, signum: int, *, when, data: Path | None = None, server=None):
+    """``operando run xct`` (embedded Tiled, or ``server``), sent ``signum`` once
+    ``when(data)``; returns (exit code, stdout, stderr, data dir, experiment id)."""
+    data = data or tmp_path / "data"
     exp = f"sig-{random_prefix('x')[1:-1]}"
+    extra, env = [], {}
+    if server is not None:  # the key through the environment, never the command line
+        extra, env = ["--tiled-uri", server.uri], {"TILED_API_KEY": server.api_key}
     proc = start_cli("run", "xct", *SMALL_XCT, "--experiment-id", exp, "--data-dir", str(data),
-                     log_dir=tmp_path)  # fmt: skip
+                     *extra, log_dir=tmp_path, env=env)  # fmt: skip
     procs: dict[int, int] = {}
     try:
-        procs = wait_for(lambda: children_ready(proc), 240, "the IOC and Tiled to start", proc)
-        key = (data / "api_key").read_text().strip()
-        for pid in procs:  # the API key reaches no command line
+        procs = wait_for(
+            lambda: children_ready(proc, tiled=server is None), 240, "the children to start", proc
+        )
+        key = server.api_key if server else (data / "api_key").read_text().strip()
+        for pid in [proc.pid, *procs]:  # the API key reaches no command line
             assert key not in cmdline(pid)
-        wait_for(lambda: plating_started(data), 240, "plating to start", proc)
+        wait_for(lambda: when(data), 240, f"{when.__name__}", proc)
         procs.update(descendants(proc.pid))
         os.kill(proc.pid, signum)
         code = proc.wait(timeout=90)
@@ -194,13 +208,13 @@ def interrupt_run(tmp_path: Path, signum: int):
     return code, out, err, data, exp
 
 
-def check_stored(data: Path, exp: str):
-    """Read the runs back with a plain Tiled client on the data dir."""
+def check_stored(client, exp: str):
+    """The experiment's runs as a plain Tiled client reads them: every run has its
+    stop document, exactly one of them ``abort``."""
     from tiled.queries import Key
 
-    with TiledServer(DataLayout.at(data)) as server:
-        runs = server.client()["raw"].search(Key("start.experiment_id") == exp)
-        stops = {uid: run.metadata.get("stop") for uid, run in runs.items()}
+    runs = client["raw"].search(Key("start.experiment_id") == exp)
+    stops = {uid: run.metadata.get("stop") for uid, run in runs.items()}
     assert stops, "no run stored"
     assert all(stops.values()), f"runs without a stop document: {stops}"
     statuses = [stop["exit_status"] for stop in stops.values()]
@@ -209,15 +223,19 @@ def check_stored(data: Path, exp: str):
     return stops, aborted
 
 
-def check_safe_and_closed(data: Path):
+def check_safe_and_closed(data: Path, *, mode: str | None = None):
     """Source off, the technique stopped (open circuit), every HDF5 file closed."""
     recs = truth(data)
     sources = [r for r in recs if r.get("event") == "source"]
-    assert sources and sources[-1]["state"] == "off", sources[-1:]
+    assert not sources or sources[-1]["state"] == "off", sources[-1:]
     starts = [r for r in recs if r.get("event") == "technique_start"]
     ends = [r for r in recs if r.get("event") == "technique_end"]
     assert len(ends) >= len(starts), (starts[-1:], ends[-1:])
-    assert ends[-1]["reason"] == "aborted" and ends[-1]["mode"] == "CC", ends[-1]
+    if starts:  # the technique running when the signal came was stopped
+        assert ends[-1]["reason"] == "aborted", ends[-1]
+        assert mode is None or ends[-1]["mode"] == mode, ends[-1]
+    else:
+        assert mode is None, "no technique had started"
     opened = sum(r.get("event") == "file_open" for r in recs)
     closed = sum(r.get("event") == "file_close" for r in recs)
     assert opened and opened == closed, (opened, closed)
@@ -234,36 +252,47 @@ def check_private(data: Path):
 
 
 # -- the tests --------------------------------------------------------------------------
-def test_sigterm_mid_experiment(tmp_path):
-    code, out, err, data, exp = interrupt_run(tmp_path, signal.SIGTERM)
+def test_sigterm_during_plating(tmp_path):
+    """The batch system's stop: SIGTERM while the cell is being plated."""
+    code, out, err, data, exp = interrupt_run(tmp_path, signal.SIGTERM, when=plating_started)
     assert code == 143, (out, err)
     assert "Traceback" not in err, err
     assert "stopped by SIGTERM" in out, out
     assert exp in out and str(data) in out and "--resume" in out, out
-    stops, aborted = check_stored(data, exp)
+    with TiledServer(DataLayout.at(data)) as server:  # the catalog, read back
+        stops, aborted = check_stored(server.client(), exp)
     assert "SIGTERM" in aborted.get("reason", ""), aborted
     for uid in stops:
         assert uid in out  # the summary names every run
-    check_safe_and_closed(data)
+    assert any(r.get("event") == "source" for r in truth(data))  # it had been on
+    check_safe_and_closed(data, mode="CC")
     check_private(data)
 
 
-def test_sigint_mid_experiment(tmp_path):
-    code, out, err, data, exp = interrupt_run(tmp_path, signal.SIGINT)
+def test_sigint_during_a_scan(tmp_path, tiled_server):
+    """Ctrl-C during the first 3D scan, writing to a Tiled server of one's own."""
+    data = tiled_server.layout.frames / f"sigint-{random_prefix('d')[1:-1]}"
+    code, out, err, data, exp = interrupt_run(
+        tmp_path, signal.SIGINT, when=file_opened, data=data, server=tiled_server
+    )
     assert code == 130, (out, err)
     assert "Traceback" not in err, err
-    assert "stopped by SIGINT" in out, out
-    check_stored(data, exp)
+    assert "stopped by SIGINT" in out and exp in out, out
+    _, aborted = check_stored(tiled_server.client(), exp)
+    assert "SIGINT" in aborted.get("reason", ""), aborted
     check_safe_and_closed(data)
 
 
 def test_sigkill_leaves_no_child(tmp_path):
+    import duckdb
+    import h5py
+
     data = tmp_path / "data"
     proc = start_cli("run", "xct", *SMALL_XCT, "--data-dir", str(data), log_dir=tmp_path)
     procs: dict[int, int] = {}
     try:
         procs = wait_for(lambda: children_ready(proc), 240, "the IOC and Tiled to start", proc)
-        wait_for(lambda: plating_started(data), 240, "plating to start", proc)
+        wait_for(lambda: file_opened(data), 240, "a detector file", proc)
         procs.update(descendants(proc.pid))
         proc.kill()
         proc.wait(timeout=10)
@@ -271,9 +300,14 @@ def test_sigkill_leaves_no_child(tmp_path):
     finally:
         kill_all(procs)
     assert not left, f"children outlived a SIGKILLed parent: {left}"
-    # the orphan no longer holds the catalog: a new server opens it
-    with TiledServer(DataLayout.at(data)) as server:
-        assert "raw" in server.client()
+    # the orphan no longer holds the tables' lock (a new run would start) ...
+    duckdb.connect(str(data / "tables.duckdb")).close()
+    # ... and the IOC closed its HDF5 files on the way out
+    files = list((data / "frames" / "xct").glob("*.h5"))
+    assert files
+    for h5 in files:
+        with h5py.File(h5, "r"):
+            pass
 
 
 def test_serve_sigterm_stops_tiled(tmp_path):
