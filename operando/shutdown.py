@@ -164,7 +164,7 @@ def summary(stop: Interrupted, *, command: str | None = None) -> str:
     if runs and stop.experiment_id:
         again = command or "operando run ..."
         words.append(
-            f"The source was switched off and the cell left at open circuit. To continue "
+            f"The plan's cleanup ran first (X-rays off, the cell at open circuit). To continue "
             f"the experiment: `{again} --resume {stop.experiment_id}` with the same "
             f"--data-dir (`operando reduce {stop.experiment_id}` reduces what was saved)."
         )
@@ -187,7 +187,11 @@ class _AbortRecordFilter(logging.Filter):
         self.guard = guard
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.guard.signum is None or not record.exc_info:
+        if self.guard.signum is None:
+            return True
+        if record.getMessage() == "No open traces left to close!":  # an abort's tracing
+            return False
+        if not record.exc_info:
             return True
         exc = record.exc_info[1]
         name = type(exc).__name__
