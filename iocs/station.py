@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import threading
 from pathlib import Path
@@ -14,6 +15,7 @@ from textwrap import dedent
 
 from caproto.server import PVGroup, run, template_arg_parser
 
+from . import access as ca_access
 from .clock import VIRTUAL, make_clock, parse_time_scale
 from .detector import FrameDetector
 from .pvs import TruthLog
@@ -38,6 +40,7 @@ class Station(PVGroup):
         data_dir=".",
         truth_file=None,
         hold: bool = False,
+        access: ca_access.AccessPolicy | None = None,
         **kwargs,
     ):
         self.seed = int(seed)
@@ -45,6 +48,9 @@ class Station(PVGroup):
         self.truth = TruthLog(truth_file)
         self.simclock = make_clock(time_scale, hold=hold)
         super().__init__(*args, **kwargs)
+        # who may write what (iocs/access.py): the owner by default, others read
+        self.access = access or ca_access.AccessPolicy()
+        ca_access.install(self.pvdb, self.access, prefix=self.prefix)
 
     def start_info(self) -> dict:
         """Station-specific fields of the ``ioc_start`` truth record."""
@@ -57,8 +63,8 @@ class Station(PVGroup):
         """``run(..., startup_hook=ioc.startup_hook)``: cell t = 0 when serving starts.
 
         It runs before the groups' startup methods (first task created). It also
-        makes SIGTERM stop the server like SIGINT (clean shutdown: open HDF5
-        files are closed).
+        makes SIGTERM stop the server cleanly (open HDF5 files are closed), even
+        when SIGINT is ignored (started in the background by a shell, nohup).
         """
         self.simclock.restart(0.0)
         self.truth.write(
@@ -73,13 +79,29 @@ class Station(PVGroup):
             }
         )
         if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, signal.getsignal(signal.SIGINT))
+            _stop_on_sigterm(asyncio.get_running_loop())
 
     def close(self) -> None:
         """Close open HDF5 files and the truth log (at exit)."""
         for det in self.detectors():
             det.writer.close()
         self.truth.close()
+
+
+def _stop_on_sigterm(loop) -> None:
+    """SIGTERM cancels the server's tasks once (asyncio's answer to a first
+    Ctrl-C): caproto shuts down, then :meth:`Station.close` runs; later SIGTERMs
+    are ignored while it does."""
+    stopping = []
+
+    def stop() -> None:
+        if stopping:
+            return
+        stopping.append(True)
+        for task in asyncio.all_tasks(loop):
+            task.cancel()
+
+    loop.add_signal_handler(signal.SIGTERM, stop)
 
 
 def station_arg_parser(station_cls, *, default_prefix: str, default_data_dir: str, argv=None):
@@ -127,6 +149,7 @@ def station_arg_parser(station_cls, *, default_prefix: str, default_data_dir: st
         action="store_true",
         help="start with the cell time frozen at 0 until clock:hold is put 0",
     )
+    ca_access.add_arguments(parser)  # --ca-writers, --ca-hosts
     return parser, split_args
 
 
@@ -138,6 +161,7 @@ def station_kwargs(parser, args) -> dict:
         data_dir=args.data_dir,
         truth_file=args.truth_file,
         hold=args.hold,
+        access=ca_access.policy_from_args(args),
     )
 
 

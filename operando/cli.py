@@ -188,6 +188,7 @@ def cmd_iocs(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from . import shutdown
     from .constants import HOUR
     from .jobs import TiledTarget
     from .tiled_server import DataLayout
@@ -197,8 +198,18 @@ def cmd_run(args) -> int:
         return 2
     target = TiledTarget(args.tiled_uri, args.api_key, DataLayout.at(args.data_dir))
     args.experiment_id = args.experiment_id or f"{args.experiment}-{uuid.uuid4().hex[:8]}"
-    figures = _figures_dir(args)
-    report = acquisition.get(args.experiment).run(args, target, figures)
+    _private_files()
+    # SIGINT/SIGTERM: the plan is aborted through the RunEngine (stop documents,
+    # source off, open circuit), Tiled drained, the children stopped; a summary.
+    with shutdown.SignalGuard() as guard:
+        try:
+            figures = _figures_dir(args)
+            report = acquisition.get(args.experiment).run(args, target, figures)
+        except shutdown.Interrupted as stop:
+            stop.experiment_id = stop.experiment_id or args.experiment_id
+            stop.data_dir = stop.data_dir or target.layout.root
+            print(shutdown.summary(stop, command=f"operando {args.command} {args.experiment}"))
+            return stop.exit_code
     args.report = report
     _report(report, args)
     if report.failure:
@@ -211,7 +222,15 @@ def cmd_run(args) -> int:
         print(f"runs written to {report.tiled_uri}")
     else:
         print(f"browse: operando serve --data-dir {args.data_dir}")
+    if guard.signum is not None:  # came once the protocol had ended: all was written
+        return shutdown.exit_code(guard.signum)
     return 0
+
+
+def _private_files() -> None:
+    """Files this command creates (backups, figures, configuration) are its user's
+    alone: the umask gains 077 (the children get 077 too)."""
+    os.umask(os.umask(0o077) | 0o077)
 
 
 def cmd_rehearse(args) -> int:
@@ -337,23 +356,36 @@ def cmd_export(args) -> int:
 
 
 def cmd_serve(args) -> int:
+    from . import shutdown
     from .tiled_server import DataLayout, TiledServer
 
+    _private_files()
     server = TiledServer(DataLayout.at(args.data_dir), host=args.host, port=args.port)
-    server.start()
-    print(f"Tiled serving {server.layout.root} at {server.uri}")
-    print(f"API key: {server.api_key} (kept in {server.layout.api_key_file}, mode 0600)")
-    print(
-        f"  from tiled.client import from_uri; c = from_uri('{server.uri}', "
-        f"api_key='{server.api_key}'); c['raw']"
-    )
-    print(f"Browse (web UI): {server.browse_url}")
-    try:
-        return server.wait()
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        server.stop()
+    # SIGINT/SIGTERM stop the server (it also dies with this process, SIGKILL included)
+    with shutdown.SignalGuard() as guard:
+        try:
+            server.start()
+            print(f"Tiled serving {server.layout.root} at {server.uri}", flush=True)
+            print(f"API key: {server.api_key} (kept in {server.layout.api_key_file}, mode 0600)")
+            print(
+                f"  from tiled.client import from_uri; c = from_uri('{server.uri}', "
+                f"api_key='{server.api_key}'); c['raw']"
+            )
+            print(f"Browse (web UI): {server.browse_url}", flush=True)
+            code = server.wait()
+            print(f"operando: the Tiled server exited with status {code}", file=sys.stderr)
+            return code or 1
+        except shutdown.Interrupted as stop:
+            with guard.shielded():
+                server.stop()
+            print(
+                f"operando: Tiled stopped ({shutdown.signal_name(stop.signum)}); "
+                f"the catalog is in {server.layout.root}"
+            )
+            return stop.exit_code
+        finally:
+            with guard.shielded():
+                server.stop()
 
 
 def main(argv=None) -> int:

@@ -12,14 +12,28 @@ import time
 from pathlib import Path
 
 from . import epics_env
+from .shutdown import child_preexec
 
 
 def random_prefix(stem: str = "SIM") -> str:
     return f"{stem}{secrets.token_hex(3)}:"
 
 
+def _private_log(path: Path):
+    """``path`` opened for appending, readable by its owner only (0600)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.chmod(path, 0o600)
+    return os.fdopen(fd, "ab")
+
+
 class IOCProcess:
     """``python -m module --prefix P ...`` in its own session; a context manager.
+
+    The IOC does not outlive this process: it gets SIGTERM when this process
+    dies, SIGKILL included (:func:`operando.shutdown.child_preexec`), and stops
+    cleanly on it (HDF5 files closed). Its own session keeps a terminal's Ctrl-C
+    away from it: the parent aborts the plan first, with the IOC still serving,
+    then stops it. Its files are created with umask 077.
 
     The IOC serves Channel Access on 127.0.0.1 on a free port of its own (two
     servers on one loopback port do not both answer), which this process's
@@ -55,7 +69,7 @@ class IOCProcess:
         self._beacon_sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._beacon_sink.bind(("127.0.0.1", self.port + 1))
         cmd = [sys.executable, "-m", self.module, "--prefix", self.prefix, "-q", *self.args]
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        out = _private_log(self.log_path) if self.log_path else subprocess.DEVNULL
         self.process = subprocess.Popen(
             cmd,
             env=self.env,
@@ -63,10 +77,15 @@ class IOCProcess:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=child_preexec(),
         )
         if self.log_path:
             out.close()
-        self.wait_ready()
+        try:
+            self.wait_ready()
+        except BaseException:  # a signal or a failure while starting: no orphan
+            self.stop()
+            raise
         return self
 
     def wait_ready(self) -> None:

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import epics_env
+from . import epics_env, shutdown
 from .ioc_process import IOCProcess, random_prefix
 from .tiled_server import DataLayout, TiledServer
 
@@ -17,6 +17,11 @@ logger = logging.getLogger(__name__)
 #: TiledWriter's batch of rows on virtual time (rows and frames land every this
 #: many events of a stream, and at each run's stop)
 VIRTUAL_TIME_BATCH = 100
+
+#: wall seconds the live reduction gets to finish after a signal stopped the job
+#: (a batch system's grace period before SIGKILL is often 30-90 s); what it does
+#: not finish, ``operando reduce`` redoes from Tiled
+INTERRUPTED_FLUSH_S = 20.0
 
 
 @dataclass
@@ -86,13 +91,17 @@ def _station_job(
     """
     import ophyd
     from bluesky.callbacks.buffer import BufferingWrapper
+    from bluesky.utils import RunEngineInterrupted
 
     from .session import TimedCallback, make_run_engine, make_tiled_writer
 
+    # SIGINT/SIGTERM: the command's guard (operando.shutdown), if it has one
+    guard = shutdown.active()
+    ledger = shutdown.RunLedger()
     layout = target.layout
     layout.create()
     frames = layout.frames / station_name
-    frames.mkdir(parents=True, exist_ok=True)
+    frames.mkdir(mode=0o700, parents=True, exist_ok=True)
     args = [
         *ioc_args,
         "--data-dir",
@@ -100,58 +109,97 @@ def _station_job(
         "--truth-file",
         layout.root / f"{station_name}-truth.jsonl",
     ]
-    with (
-        tiled_client(target) as (client, uri),
-        simulators(
-            f"operando.iocs.{station_name}",
-            prefix=prefix,
-            args=args,
-            log_path=layout.root / f"{station_name}-ioc.log",
-        ) as ioc,
-    ):
-        ophyd.set_cl("caproto")
-        with contextlib.suppress(RuntimeError):  # set once per process, by the first job
-            ophyd.signal.EpicsSignalBase.set_defaults(timeout=10.0, connection_timeout=10.0)
-        station = make_station(ioc.prefix if ioc else prefix, write_path=frames)
-        RE = make_run_engine(clock=station.clock)
-        # TiledWriter on a thread of its own: a slow Tiled never slows the acquisition.
-        # A rehearsal on virtual time writes rows in batches (a run lasts seconds of
-        # wall time, and every run is flushed at its stop); real time row by row.
-        batch = VIRTUAL_TIME_BATCH if int(station.clock.virtual.get()) else 1
-        writer = TimedCallback(
-            make_tiled_writer(client, backup_directory=layout.backup, batch_size=batch)
-        )
-        ingest = BufferingWrapper(writer)
-        RE.subscribe(ingest)
-        reducer = reducer_factory(client, figures_dir) if reducer_factory else None
-        reducer_cb = TimedCallback(reducer) if reducer is not None else None
-        if reducer_cb is not None:
-            RE.subscribe(reducer_cb)
-        progress_cb = None
-        if progress:
-            from .progress import ExperimentProgress
+    uri = target.uri
+    stopped_by = None
+    notes: list[str] = []
+    # After the plan, a signal must not break the draining nor the children's
+    # stop: the guard is shielded from there until both have stopped.
+    shield = contextlib.ExitStack()
+    try:
+        with (
+            shield,
+            tiled_client(target) as (client, uri),
+            simulators(
+                f"operando.iocs.{station_name}",
+                prefix=prefix,
+                args=args,
+                log_path=layout.root / f"{station_name}-ioc.log",
+            ) as ioc,
+        ):
+            ophyd.set_cl("caproto")
+            with contextlib.suppress(RuntimeError):  # set once per process, by the first job
+                ophyd.signal.EpicsSignalBase.set_defaults(timeout=10.0, connection_timeout=10.0)
+            station = make_station(ioc.prefix if ioc else prefix, write_path=frames)
+            RE = make_run_engine(clock=station.clock)
+            if guard is not None:
+                guard.attach(RE)  # a signal aborts the plan (bluesky's SigintHandler would pause)
+            RE.subscribe(ledger)
+            # TiledWriter on a thread of its own: a slow Tiled never slows the acquisition.
+            # A rehearsal on virtual time writes rows in batches (a run lasts seconds of
+            # wall time, and every run is flushed at its stop); real time row by row.
+            batch = VIRTUAL_TIME_BATCH if int(station.clock.virtual.get()) else 1
+            writer = TimedCallback(
+                make_tiled_writer(client, backup_directory=layout.backup, batch_size=batch)
+            )
+            ingest = BufferingWrapper(writer)
+            RE.subscribe(ingest)
+            reducer = reducer_factory(client, figures_dir) if reducer_factory else None
+            reducer_cb = TimedCallback(reducer) if reducer is not None else None
+            if reducer_cb is not None:
+                RE.subscribe(reducer_cb)
+            progress_cb = None
+            if progress:
+                from .progress import ExperimentProgress
 
-            progress_cb = ExperimentProgress(progress_hours, cycles=cycles)
-            RE.subscribe(progress_cb)
-        if ioc is not None:
-            ioc.release_hold()  # cell time 0: the assembled cell, as the protocol starts
-        t0 = time.perf_counter()
-        try:
-            result = RE(plan_factory(station)).plan_result
-            result.cell_time_s = float(station.clock.time.get())
-        finally:
-            t_plan = time.perf_counter() - t0
-            if progress_cb is not None:
-                progress_cb.close()
-            ingest.shutdown(wait=True)  # every document of every run is in Tiled now
-            t_ingest = time.perf_counter() - t0 - t_plan
-            if reducer is not None:
-                reducer.flush(timeout=1800)
-                errors = getattr(reducer, "errors", None)
-                if errors:
-                    logger.error("live reduction reported %d error(s): %s", len(errors), errors[:3])
-            t_flush = time.perf_counter() - t0 - t_plan - t_ingest
-            _disconnect(station)
+                progress_cb = ExperimentProgress(progress_hours, cycles=cycles)
+                RE.subscribe(progress_cb)
+            if guard is not None:
+                guard.check()  # a signal while starting: nothing has moved yet
+            if ioc is not None:
+                ioc.release_hold()  # cell time 0: the assembled cell, as the protocol starts
+            t0 = time.perf_counter()
+            try:
+                result = RE(plan_factory(station)).plan_result
+                result.cell_time_s = float(station.clock.time.get())
+            except RunEngineInterrupted:
+                # aborted by the guard: cleanup done, stop documents emitted
+                if guard is None or guard.signum is None:
+                    raise
+                stopped_by = guard.signum
+            finally:
+                if guard is not None:
+                    shield.enter_context(guard.shielded())
+                t_plan = time.perf_counter() - t0
+                if progress_cb is not None:
+                    progress_cb.close()
+                ingest.shutdown(wait=True)  # every document of every run is in Tiled now
+                t_ingest = time.perf_counter() - t0 - t_plan
+                if reducer is not None:
+                    interrupted = guard is not None and guard.signum is not None
+                    finished = reducer.flush(timeout=INTERRUPTED_FLUSH_S if interrupted else 1800)
+                    if interrupted and finished is False:
+                        notes.append(
+                            "The live reduction did not finish: "
+                            "`operando reduce` redoes it from Tiled."
+                        )
+                    errors = getattr(reducer, "errors", None)
+                    if errors:
+                        logger.error(
+                            "live reduction reported %d error(s): %s", len(errors), errors[:3]
+                        )
+                t_flush = time.perf_counter() - t0 - t_plan - t_ingest
+                _disconnect(station)
+    except shutdown.Interrupted as stop:
+        # a signal before the plan ran (starting the simulators or Tiled)
+        raise shutdown.Interrupted(
+            stop.signum, ledger=ledger, data_dir=layout.root, tiled_uri=target.uri, notes=notes
+        ) from None
+    # A signal after the plan ended changes nothing recorded: the job reports as
+    # usual and the command exits with the signal's status (guard.signum).
+    if stopped_by is not None:
+        raise shutdown.Interrupted(
+            stopped_by, ledger=ledger, data_dir=layout.root, tiled_uri=target.uri, notes=notes
+        )
     result.timing = {
         "plan_s": t_plan,  # the RunEngine's wall time, callbacks on its thread included
         "tiled_writer_s": writer.seconds,  # busy time of the writer's own thread

@@ -11,6 +11,8 @@ Layout of a data root (``./data`` by default)::
       backup/            TiledWriter's JSON-lines backup of runs Tiled refused
       tiled-config.yml   the server's configuration (catalog, exporters), written at start
 
+The directories are private (0700) and the server writes with umask 077; it
+dies with the process that started it (SIGTERM on its parent's death).
 The server listens on 127.0.0.1 only and requires the API key for everything;
 the key reaches it through the environment (``TILED_SINGLE_USER_API_KEY``), not
 its command line. Its configuration registers the exporters of
@@ -34,6 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+from .shutdown import child_preexec
+
+#: mode of the data directories: the owner only
+PRIVATE_DIR = 0o700
 
 RUNS_CONTAINER = "raw"
 REDUCED_CONTAINER = "reduced"
@@ -78,8 +85,12 @@ class DataLayout:
         return self.root / "tiled-config.yml"
 
     def create(self) -> None:
+        """Make the directories, readable by their owner only (0700; an existing
+        root is made private too: its files are then out of others' reach)."""
         for d in (self.root, self.arrays, self.frames, self.backup):
-            d.mkdir(parents=True, exist_ok=True)
+            d.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+            if d.stat().st_uid == os.geteuid():
+                os.chmod(d, PRIVATE_DIR)
 
 
 def ensure_api_key(path: Path) -> str:
@@ -230,10 +241,17 @@ class TiledServer:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            # SIGTERM when this process dies (SIGKILL included); umask 077: the
+            # catalog, the tables and the arrays it writes are private
+            preexec_fn=child_preexec(),
             env=env,
         )
         log.close()
-        self._wait_ready()
+        try:
+            self._wait_ready()
+        except BaseException:  # a signal or a failure while starting: no orphan
+            self.stop()
+            raise
         return self
 
     def _wait_ready(self) -> None:
