@@ -186,7 +186,7 @@ def xct_station():
     from .devices.xct import make_xct_station
 
     prefix, frames = _station_prefix("xct", "operando.iocs.xct", "XCT", "OPERANDO_XCT_PREFIX")
-    return make_xct_station(prefix, write_path=Path(frames))
+    return _disconnect_at_exit(make_xct_station(prefix, write_path=Path(frames)))
 
 
 def saxs_station():
@@ -194,4 +194,16 @@ def saxs_station():
     from .devices.saxs import make_saxs_station
 
     prefix, frames = _station_prefix("saxs", "operando.iocs.saxs", "SAXS", "OPERANDO_SAXS_PREFIX")
-    return make_saxs_station(prefix, write_path=Path(frames))
+    return _disconnect_at_exit(make_saxs_station(prefix, write_path=Path(frames)))
+
+
+def _disconnect_at_exit(station):
+    """Drop the devices' Channel Access subscriptions when the session ends
+    (before simulators started for it stop: ``atexit`` runs last-in first-out)."""
+
+    def disconnect():
+        for dev in station.devices().values():
+            dev.destroy()
+
+    atexit.register(disconnect)
+    return station

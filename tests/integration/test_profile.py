@@ -62,7 +62,7 @@ def _ipython(code: str, env: dict, cwd: Path) -> subprocess.CompletedProcess:
         cwd=cwd,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    assert "Traceback" not in proc.stdout + proc.stderr, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "LIVE_VIEW_ERRORS []" in proc.stdout, proc.stdout[-4000:] + proc.stderr[-4000:]
     return proc
 
 
@@ -108,7 +108,7 @@ def test_profile_session_runs_scan3d_into_tiled(stations, tiled_server, tmp_path
     code = (
         "r = RE(scan3d(xct, num_projections=3, images_per_projection=1, exposure=0.2, "
         "num_darks=1, num_flats=1, experiment_id='from-profile')); "
-        "print('UID', r.run_start_uids[0])"
+        "print('UID', r.run_start_uids[0]); print('LIVE_VIEW_ERRORS', RE.live_views.errors)"
     )
     proc = _ipython(code, env, tmp_path)
     uids = _tagged(proc, "UID")
@@ -129,6 +129,7 @@ print('RUNS', RE(raster(saxs, {RASTER}, shape=(3, 4), step="ocv", cycle=0)).run_
                  sample_every=120.0, exposure=0.5, images_per_radiogram=1,
                  num_darks=1, num_flats=1)).run_start_uids[0])
 print('SESSION', RE.md['experiment_id'], RE.md['scan_id'])
+print('LIVE_VIEW_ERRORS', RE.live_views.errors)
 """
 
 SESSION_2 = f"""
@@ -136,6 +137,7 @@ RE.md['experiment_id'] = 'by-hand'
 print('RUNS', RE(raster(saxs, {RASTER}, shape=(2, 2))).run_start_uids[0],
       RE(raster(saxs, {RASTER}, shape=(2, 2), experiment_id='given')).run_start_uids[0])
 print('SESSION', RE.md['experiment_id'], RE.md['scan_id'])
+print('LIVE_VIEW_ERRORS', RE.live_views.errors)
 """
 
 

@@ -208,3 +208,53 @@ def test_live_views_ignore_plans_they_do_not_know(tmp_path):
     RE.subscribe(views)
     RE(count([SynSignal(name="s")], 3))
     assert views.saved == [] and not views.errors and list(tmp_path.iterdir()) == []
+
+
+def test_latest_radiogram_flat_field_corrected_from_the_hdf5_file(tmp_path):
+    import h5py
+
+    from operando.live_views import LiveViews
+
+    dark = np.full((8, 10), 100, np.uint16)
+    flat = np.full((8, 10), 1100, np.uint16)
+    sample = np.linspace(0.2, 0.9, 80).reshape(8, 10)
+    frames = [dark, flat] + [(100 + 1000 * sample * k / 3).astype(np.uint16) for k in (1, 2, 3)]
+    path = tmp_path / "ct_det_000000.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("/entry/data/data", data=np.stack(frames))
+    views = LiveViews(tmp_path / "plots", redraw_every=0.0)
+    start = {"uid": "u" * 32, "time": 0, "scan_id": 7, "plan_name": "plating"}
+    start.update(step="plating", cycle=2, detectors=["ct_det"])
+    views("start", start)
+    views("stream_resource", {
+        "uid": "r1", "run_start": start["uid"], "data_key": "ct_det_image",
+        "mimetype": "application/x-hdf5", "uri": f"file://localhost{path}",
+        "parameters": {"dataset": "/entry/data/data"},
+    })  # fmt: skip
+    seq = {}
+    for i, stream in enumerate(["dark", "flat", "primary", "primary", "primary"]):
+        desc = f"d-{stream}"
+        if desc not in seq:
+            seq[desc] = 0
+            views("descriptor", {
+                "uid": desc, "run_start": start["uid"], "name": stream, "time": 0,
+                "data_keys": {"ct_det_image": {}, "clock_time": {}},
+            })  # fmt: skip
+        seq[desc] += 1
+        views("stream_datum", {
+            "uid": f"r1/{i}", "stream_resource": "r1", "descriptor": desc,
+            "indices": {"start": i, "stop": i + 1}, "seq_nums": {"start": 0, "stop": 0},
+        })  # fmt: skip
+        views("event", {
+            "uid": f"e{i}", "descriptor": desc, "time": 0, "seq_num": seq[desc],
+            "data": {"clock_time": 600.0 * i}, "timestamps": {}, "filled": {},
+        })  # fmt: skip
+    views("stop", {"uid": "s", "run_start": start["uid"], "time": 0, "exit_status": "success"})
+    assert not views.errors, views.errors
+    by_view = {p.name.split("-")[2]: p for p in views.saved}
+    assert set(by_view) == {"cell", "image"} and by_view["image"].name.startswith("0007-plating")
+    summary = json.loads(by_view["image"].with_suffix(".json").read_text())
+    assert summary["frames"] == 3 and summary["shape"] == [8, 10]
+    # The last radiogram (k = 3) corrected: the sample's transmission itself.
+    assert summary["range"] == pytest.approx([0.2, 0.9], abs=0.002)
+    assert summary["std"] == pytest.approx(sample.std(), abs=0.002)
