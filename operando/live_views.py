@@ -120,9 +120,16 @@ class CellView(View):
             for field, ax in zip(fields, axes, strict=True)
         ]
         self.filters = [StreamFilter(p, CELL_STREAM) for p in self.plots]
-        axes[-1].set_xlabel(f"{x} (cell time, s)")
+        self.axes, self.x = axes, x
         fig.suptitle(_title(start, "cell"))
         super().__init__(fig, self.filters)
+
+    def __call__(self, name, doc):
+        super().__call__(name, doc)
+        if name == "start":  # LivePlot labels its axes when the run starts
+            for ax in self.axes[:-1]:
+                ax.set_xlabel("")
+            self.axes[-1].set_xlabel(f"{self.x} (cell time, s)")
 
     def summary(self) -> dict:
         return {

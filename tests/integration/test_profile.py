@@ -103,27 +103,11 @@ def _png_not_blank(path: Path) -> None:
     assert img.ndim == 3 and img[..., :3].std() > 0.05
 
 
-def test_profile_session_runs_scan3d_into_tiled(stations, tiled_server, tmp_path):
-    env = _env(stations, tiled_server, tiled_server.layout.frames / "profile-scan3d", tmp_path)
-    code = (
-        "r = RE(scan3d(xct, num_projections=3, images_per_projection=1, exposure=0.2, "
-        "num_darks=1, num_flats=1, experiment_id='from-profile')); "
-        "print('UID', r.run_start_uids[0]); print('LIVE_VIEW_ERRORS', RE.live_views.errors)"
-    )
-    proc = _ipython(code, env, tmp_path)
-    uids = _tagged(proc, "UID")
-    assert len(uids) == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
-    client = from_uri(tiled_server.uri, api_key=tiled_server.api_key, structure_clients="numpy")
-    run = client["raw"][uids[0][0]]
-    start = run.metadata["start"]
-    assert start["experiment_id"] == "from-profile"  # the plan's id wins over the session's
-    assert start["plan_args"]["num_projections"] == 3 and start["plan_args"]["exposure"] == 0.2
-    assert run["primary"]["ct_det_image"].read().shape[0] == 3
-
-
 SESSION_1 = f"""
 %wa motors
 %wh
+print('SCAN3D', RE(scan3d(xct, num_projections=3, images_per_projection=1, exposure=0.2,
+                          num_darks=1, num_flats=1, experiment_id='from-profile')).run_start_uids[0])
 print('RUNS', RE(raster(saxs, {RASTER}, shape=(3, 4), step="ocv", cycle=0)).run_start_uids[0],
       RE(plating(xct, current_density=40.0, duration=1800.0, radiogram_every=600.0,
                  sample_every=120.0, exposure=0.5, images_per_radiogram=1,
@@ -133,6 +117,8 @@ print('LIVE_VIEW_ERRORS', RE.live_views.errors)
 """
 
 SESSION_2 = f"""
+%mov saxs.stage.x 0.5
+print('MOVED', saxs.stage.x.position)
 RE.md['experiment_id'] = 'by-hand'
 print('RUNS', RE(raster(saxs, {RASTER}, shape=(2, 2))).run_start_uids[0],
       RE(raster(saxs, {RASTER}, shape=(2, 2), experiment_id='given')).run_start_uids[0])
@@ -141,7 +127,9 @@ print('LIVE_VIEW_ERRORS', RE.live_views.errors)
 """
 
 
-def test_two_sessions_both_stations_progress_live_plots_scan_ids(stations, tiled_server, tmp_path):
+def test_two_sessions_on_both_stations(stations, tiled_server, tmp_path):
+    """Session 1: %wa, %wh, a 3D scan, a raster, a plating; session 2 on the same
+    data directory: %mov and two rasters."""
     data_dir = stations["base"] / "session-data"
     plots = tmp_path / "plots"
     env = _env(
@@ -154,6 +142,7 @@ def test_two_sessions_both_stations_progress_live_plots_scan_ids(stations, tiled
     )
     first = _ipython(SESSION_1, env, tmp_path)
     out = first.stdout + first.stderr
+    ((scan_uid,),) = _tagged(first, "SCAN3D")
     ((raster_uid, plating_uid),) = _tagged(first, "RUNS")
     ((experiment_id, last_scan_id),) = _tagged(first, "SESSION")
     assert re.fullmatch(r"session-\d{8}-\d{6}", experiment_id)
@@ -168,6 +157,11 @@ def test_two_sessions_both_stations_progress_live_plots_scan_ids(stations, tiled
     assert bar and "plating" in bar[-1] and "100%" in bar[-1], bar[-3:]
 
     client = from_uri(tiled_server.uri, api_key=tiled_server.api_key, structure_clients="numpy")
+    scan = client["raw"][scan_uid]
+    start = scan.metadata["start"]
+    assert start["experiment_id"] == "from-profile"  # the plan's id wins over the session's
+    assert start["plan_args"]["num_projections"] == 3 and start["plan_args"]["exposure"] == 0.2
+    assert scan["primary"]["ct_det_image"].read().shape[0] == 3
     raster_run, plating_run = client["raw"][raster_uid], client["raw"][plating_uid]
     rs, ps = raster_run.metadata["start"], plating_run.metadata["start"]
     assert rs["experiment_id"] == ps["experiment_id"] == experiment_id
@@ -175,7 +169,7 @@ def test_two_sessions_both_stations_progress_live_plots_scan_ids(stations, tiled
     assert rs["plan_args"]["shape"] == [3, 4] and rs["plan_args"]["exposure"] == 1.0
     assert rs["plan_args"]["x_range"] == [-2.0, 2.0] and rs["plan_args"]["snake"] is True
     assert ps["plan_args"]["duration"] == 1800.0 and ps["plan_args"]["current_density"] == 40.0
-    assert ps["scan_id"] == rs["scan_id"] + 1 == int(last_scan_id)
+    assert ps["scan_id"] == rs["scan_id"] + 1 == start["scan_id"] + 2 == int(last_scan_id)
     trans = raster_run["primary"]["diode_trans"].read()
     assert len(trans) == 12
     assert len(plating_run["primary"]["ct_det_image"].read()) == 4
@@ -198,6 +192,8 @@ def test_two_sessions_both_stations_progress_live_plots_scan_ids(stations, tiled
     # A second session on the same data directory: scan_id counts on, the
     # session's experiment id set by hand, a plan's own id wins.
     second = _ipython(SESSION_2, env, tmp_path)
+    ((moved,),) = _tagged(second, "MOVED")
+    assert float(moved) == pytest.approx(0.5, abs=1e-3)  # %mov, on virtual time
     ((by_hand, given),) = _tagged(second, "RUNS")
     ((eid2, last2),) = _tagged(second, "SESSION")
     s1, s2 = client["raw"][by_hand].metadata["start"], client["raw"][given].metadata["start"]
