@@ -119,6 +119,7 @@ print('LIVE_VIEW_ERRORS', RE.live_views.errors)
 SESSION_2 = f"""
 %mov saxs.stage.x 0.5
 print('MOVED', saxs.stage.x.position)
+%ct
 RE.md['experiment_id'] = 'by-hand'
 print('RUNS', RE(raster(saxs, {RASTER}, shape=(2, 2))).run_start_uids[0],
       RE(raster(saxs, {RASTER}, shape=(2, 2), experiment_id='given')).run_start_uids[0])
@@ -194,6 +195,9 @@ def test_two_sessions_on_both_stations(stations, tiled_server, tmp_path):
     second = _ipython(SESSION_2, env, tmp_path)
     ((moved,),) = _tagged(second, "MOVED")
     assert float(moved) == pytest.approx(0.5, abs=1e-3)  # %mov, on virtual time
+    # %ct: the devices labelled "detectors", the scalar ones printed
+    assert re.search(r"^force_force +\d", second.stdout, re.M), second.stdout[-3000:]
+    assert re.search(r"^diode_trans +\d", second.stdout, re.M), second.stdout[-3000:]
     ((by_hand, given),) = _tagged(second, "RUNS")
     ((eid2, last2),) = _tagged(second, "SESSION")
     s1, s2 = client["raw"][by_hand].metadata["start"], client["raw"][given].metadata["start"]
