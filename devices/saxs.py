@@ -128,7 +128,7 @@ def make_saxs_station(
         stage=ScanStage(f"{prefix}stage:", name="stage"),
         sample=SampleHolder(f"{prefix}sample:", name="sample"),
         shutter=Shutter(f"{prefix}shutter:", name="shutter"),
-        diode=Diode(f"{prefix}diode:", name="diode"),
+        diode=Diode(f"{prefix}diode:", name="diode", labels={"detectors"}),
         beam=Beam(f"{prefix}beam:", name="beam"),
         saxs=SaxsDetector(
             f"{prefix}saxs:", name="saxs", write_path=write_path, labels={"detectors"}

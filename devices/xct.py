@@ -96,7 +96,7 @@ def make_xct_station(
     station = XCTStation(
         clock=SimClock(f"{prefix}clock:", name="clock"),
         pstat=Potentiostat(f"{prefix}pstat:", name="pstat"),
-        force=ForceSensor(f"{prefix}force:", name="force"),
+        force=ForceSensor(f"{prefix}force:", name="force", labels={"detectors"}),
         source=XraySource(f"{prefix}src:", name="source"),
         ct_det=CTDetector(
             f"{prefix}det:", name="ct_det", write_path=write_path, labels={"detectors"}

@@ -89,6 +89,11 @@ def _add_common_run_args(p: argparse.ArgumentParser, *, default_scale) -> None:
     p.add_argument("--experiment-id", help="experiment id stored in every run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
+        "--live-plots",
+        metavar="DIR",
+        help="save the live plots of every run (cell, radiogram, map) as PNG into DIR",
+    )
+    p.add_argument(
         "--figures",
         default=None,
         help="folder for the figures, one sub-folder per experiment (default: DATA_DIR/figures)",
@@ -199,6 +204,8 @@ def cmd_run(args) -> int:
     target = TiledTarget(args.tiled_uri, args.api_key, DataLayout.at(args.data_dir))
     args.experiment_id = args.experiment_id or f"{args.experiment}-{uuid.uuid4().hex[:8]}"
     _private_files()
+    if getattr(args, "live_plots", None):
+        os.environ["OPERANDO_LIVE_PLOTS"] = str(args.live_plots)  # read by the job
     # SIGINT/SIGTERM: the plan is aborted through the RunEngine (stop documents,
     # source off, open circuit), Tiled drained, the children stopped; a summary.
     with shutdown.SignalGuard() as guard:

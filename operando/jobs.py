@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,6 +154,11 @@ def _station_job(
 
                 progress_cb = ExperimentProgress(progress_hours, cycles=cycles)
                 RE.subscribe(progress_cb)
+            live_plots = os.environ.get("OPERANDO_LIVE_PLOTS")
+            if live_plots:  # operando run --live-plots DIR
+                from .live_views import LiveViews
+
+                RE.subscribe(LiveViews(live_plots, screen=False))
             if guard is not None:
                 guard.check()  # a signal while starting: nothing has moved yet
             if ioc is not None:

@@ -2,11 +2,19 @@
 
 A bluesky callback. The bar counts cell time (hours) against the protocol's total;
 tqdm's rate is then the time-scale actually achieved and its ETA the wall time
-left. On a non-terminal (a log file, a queue server) it stays silent.
+left. On a non-terminal (a log file, a queue server) it stays silent, unless
+``OPERANDO_PROGRESS=1``; in a Jupyter kernel it is tqdm's notebook widget.
+
+:func:`with_progress` wraps a plan function so that every call shows the bar
+for the plan's duration (``bluesky.preprocessors.subs_wrapper``): the IPython
+profile's ``xct_operando``, ``plating`` and ``saxs_waxs_operando``.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+import os
 import sys
 
 from event_model import DocumentRouter
@@ -31,7 +39,7 @@ class ExperimentProgress(DocumentRouter):
         self.t0: float | None = None
         file = file or sys.stderr
         if disable is None:
-            disable = not (hasattr(file, "isatty") and file.isatty())
+            disable = not _interactive(file)
         self.bar = tqdm(
             total=round(total_cell_hours, 3),
             unit="cell-h",
@@ -43,10 +51,7 @@ class ExperimentProgress(DocumentRouter):
         )
 
     def start(self, doc):
-        cycle = doc.get("cycle")
-        of = f"/{self.cycles}" if self.cycles else ""
-        label = f"cycle {cycle}{of}" if cycle else "post-mortem"
-        self.bar.set_description(f"{label} {doc.get('step', doc.get('plan_name', ''))}")
+        self.bar.set_description(run_label(doc, self.cycles))
 
     def event(self, doc):
         t = doc["data"].get(self.clock_key)
@@ -64,6 +69,71 @@ class ExperimentProgress(DocumentRouter):
 
     def close(self):
         self.bar.close()
+
+
+def run_label(start: dict, cycles: int | None = None) -> str:
+    """What a run is in the protocol: ``cycle 2/5 plating``, ``post-mortem scan3d``,
+    ``ocv raster``, ``alignment`` (its step, its cycle when it has one, its plan
+    when the step does not name it)."""
+    step = str(start.get("step") or start.get("plan_name") or "")
+    plan = str(start.get("plan_name") or "")
+    cycle = start.get("cycle")
+    if step == "postmortem":
+        words = ["post-mortem"]
+    elif isinstance(cycle, int) and not isinstance(cycle, bool) and cycle > 0:
+        words = [f"cycle {cycle}{f'/{cycles}' if cycles else ''}", step]
+    else:
+        words = [step]
+    if plan and plan != step and not step.startswith(plan) and not plan.startswith(step):
+        words.append(plan)
+    return " ".join(w for w in words if w)
+
+
+def _interactive(file) -> bool:
+    if os.environ.get("OPERANDO_PROGRESS", "").strip().lower() in ("1", "yes", "true", "on"):
+        return True
+    if "ipykernel" in sys.modules:  # Jupyter: tqdm.auto draws a widget
+        return True
+    return bool(hasattr(file, "isatty") and file.isatty())
+
+
+#: Cell hours a plan's progress bar counts, from the plan's bound arguments.
+PLAN_HOURS = {
+    "xct_operando": lambda a: a["cycles"] * (a["ocv_duration"] + a["plating_duration"]) / HOUR,
+    "plating": lambda a: a["duration"] / HOUR,
+    "saxs_waxs_operando": lambda a: a["cycles"] / a["c_rate"],
+}
+
+
+def with_progress(plan_function, hours=None):
+    """``plan_function`` showing an :class:`ExperimentProgress` while it runs.
+
+    ``hours(arguments)`` gives the bar's total in cell hours from the call's
+    bound arguments (defaults applied); by default ``PLAN_HOURS[name]``. The
+    bar is made when the plan starts and closed when it ends, however it ends.
+    """
+    import bluesky.preprocessors as bpp
+
+    hours = hours or PLAN_HOURS[plan_function.__name__]
+    signature = inspect.signature(plan_function)
+
+    @functools.wraps(plan_function)
+    def plan(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        try:
+            total = float(hours(bound.arguments))
+        except (ArithmeticError, KeyError, TypeError, ValueError):
+            total = 0.0
+        if not total > 0:  # bad arguments: the plan's own checks say what is wrong
+            return (yield from plan_function(*args, **kwargs))
+        bar = ExperimentProgress(total, cycles=bound.arguments.get("cycles"))
+        try:
+            return (yield from bpp.subs_wrapper(plan_function(*args, **kwargs), bar))
+        finally:
+            bar.close()
+
+    return plan
 
 
 def _unpack(page):

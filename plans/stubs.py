@@ -28,21 +28,46 @@ def experiment_md(
     """Start-document metadata shared by every run of an experiment.
 
     ``experiment_id``, ``cell``, ``technique``, ``step`` and ``cycle`` make the
-    runs searchable; ``plan_args`` as reprs, as bluesky's own plans do; the
-    user's ``md`` wins over everything.
+    runs searchable; ``plan_args`` as values (:func:`plain_value`), so that a
+    query or a re-run reads numbers, not reprs; the user's ``md`` wins over
+    everything. Without an ``experiment_id`` the key is left out, so the
+    RunEngine's own ``RE.md["experiment_id"]`` (a session's default) applies.
     """
     out = {
         "plan_name": plan_name,
-        "plan_args": {k: repr(v) for k, v in plan_args.items()},
+        "plan_args": {k: plain_value(v) for k, v in plan_args.items()},
         "technique": technique,
         "step": step,
         "cycle": cycle,
-        "experiment_id": experiment_id or "",
         "cell": cell or "",
         **extra,
     }
+    if experiment_id:
+        out["experiment_id"] = experiment_id
     out.update(md or {})
     return out
+
+
+def plain_value(value):
+    """``value`` as JSON-able data: numbers, strings, booleans, None, lists and
+    dicts of those (numpy scalars and arrays included); a device by its name;
+    anything else by its repr."""
+    import numpy as np
+
+    if isinstance(value, np.generic):  # before float: np.float64 is one
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [plain_value(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): plain_value(v) for k, v in value.items()}
+    name = getattr(value, "name", None)
+    if isinstance(name, str) and hasattr(value, "read"):
+        return name
+    return repr(value)
 
 
 def wait_until(clock, t: float) -> MsgGenerator:

@@ -1,12 +1,21 @@
-"""RunEngine with Tiled writing and live feedback (table, plots)."""
+"""RunEngine with Tiled writing, persistent metadata, a table and live plots."""
 
 import bluesky.plan_stubs as bps  # noqa: F401
 import bluesky.plans as bp  # noqa: F401
 import ophyd
 
-from operando.profile import connect_tiled, make_user_run_engine
+from operando.profile import connect_tiled, make_user_run_engine, start_experiment
 
 ophyd.set_cl("caproto")
 tiled = connect_tiled()
-RE = make_user_run_engine(tiled)
+RE = make_user_run_engine(tiled)  # RE.md persists in DATA_DIR/session-md (scan_id counts on)
 bec = RE.bec
+live_views = RE.live_views
+
+
+def new_experiment(experiment_id=None):
+    """A new session experiment id (default: timestamped), for runs not given one."""
+    return start_experiment(RE, experiment_id)
+
+
+print(f"experiment_id {RE.md['experiment_id']!r}, next scan_id {RE.md.get('scan_id', 0) + 1}")
