@@ -158,6 +158,31 @@ class RunIngest:
 
 
 # ------------------------------------------------------------------ the writer's process
+#: the writer's process tries this many times (over about a minute) to reach Tiled
+CONNECT_ATTEMPTS = 8
+
+
+class _BackupOnly:
+    """Every run into TiledWriter's JSON-lines backup, for a Tiled never reached."""
+
+    def __init__(self, backup_directory):
+        from bluesky_tiled_plugins.writing._json_writer import JSONLinesWriter
+        from event_model import RunRouter
+
+        if backup_directory is None:
+            raise RuntimeError("Tiled unreachable and no backup directory: nothing is kept")
+        self._router = RunRouter([lambda name, doc: ([JSONLinesWriter(backup_directory)], [])])
+
+    def __call__(self, name, doc):
+        self._router(name, doc)
+
+    def flush(self) -> int:
+        return 0
+
+    def run_outcome(self, uid: str) -> str:
+        return "backup"
+
+
 def _writer_main(uri, api_key, backup_directory, flush_interval, batch_size, docs, results):
     """The writer's process: documents from ``docs`` into Tiled, flushed by time;
     one message per finished run (and per flush count) into ``results``."""
@@ -170,10 +195,21 @@ def _writer_main(uri, api_key, backup_directory, flush_interval, batch_size, doc
 
     from .tiled_server import runs_container
 
-    client = from_uri(uri, api_key=api_key)
-    writer = _flushing_writer_class()(
-        runs_container(client), batch_size=batch_size, backup_directory=backup_directory
-    )
+    writer = None
+    for attempt in range(CONNECT_ATTEMPTS):
+        try:
+            writer = _flushing_writer_class()(
+                runs_container(from_uri(uri, api_key=api_key)),
+                batch_size=batch_size,
+                backup_directory=backup_directory,
+            )
+            break
+        except Exception as err:  # documents wait in the queue meanwhile
+            logger.warning("cannot reach Tiled at %s (%r); trying again", uri, err)
+            time.sleep(min(2.0**attempt, 10.0))
+    if writer is None:
+        logger.error("Tiled at %s unreachable: every run goes to the backup", uri)
+        writer = _BackupOnly(backup_directory)
     results.put(("ready",))
     events: dict[str, int] = {}  # run uid -> events handed to the writer
     desc_run: dict[str, str] = {}

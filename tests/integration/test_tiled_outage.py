@@ -4,11 +4,14 @@ import json
 import time
 
 import numpy as np
+import pytest
 from tiled.client import from_uri
 
 from operando.plans.xct import scan3d
 from operando.session import backup_files, make_tiled_writer, replay_backup
 from operando.tiled_server import DataLayout, TiledServer
+
+from .simulators import start_xct_ioc
 
 SCAN = dict(
     num_projections=6,
@@ -82,7 +85,20 @@ def _rows(run, stream: str) -> list[int]:
     return sorted(run[stream].base["internal"].read()["seq_num"])
 
 
-def test_ingest_loses_no_event_when_tiled_is_down_for_20_s(xct, tmp_path):
+@pytest.fixture(scope="module")
+def xct_virtual(tmp_path_factory):
+    """An XCT simulator of its own on virtual time (no session-wide Tiled server needed)."""
+    from operando.devices.xct import make_xct_station
+
+    ioc = start_xct_ioc(tmp_path_factory.mktemp("xct-outage"), time_scale="virtual")
+    station = make_xct_station(ioc.prefix, write_path=ioc.frames_dir, timeout=15)
+    yield station
+    for dev in station.devices().values():
+        dev.destroy()
+    ioc.stop()
+
+
+def test_ingest_loses_no_event_when_tiled_is_down_for_20_s(xct_virtual, tmp_path):
     """The project's ingest (TiledWriter off the RunEngine thread, flushed by time):
     the server stops for 20 s in the middle of a run while the plan keeps
     acquiring; every event emitted is a row in Tiled once the server is back and
@@ -95,6 +111,7 @@ def test_ingest_loses_no_event_when_tiled_is_down_for_20_s(xct, tmp_path):
 
     from operando.session import make_run_engine
 
+    xct = xct_virtual
     layout = DataLayout.at(tmp_path / "catalog")
     layout.create()
     server = TiledServer(layout, readable=[xct.ct_det.write_path], startup_timeout=120).start()
@@ -111,8 +128,12 @@ def test_ingest_loses_no_event_when_tiled_is_down_for_20_s(xct, tmp_path):
     outage_thread.start()
     try:
         RE = make_run_engine(
-            server.client(), backup_directory=layout.backup, loop=asyncio.new_event_loop()
+            server.client(),
+            backup_directory=layout.backup,
+            loop=asyncio.new_event_loop(),
+            clock=xct.clock,
         )
+        RE.ingest.wait_ready()
         docs = []
         RE.subscribe(lambda name, doc: docs.append((name, doc)))
         during = {"events": 0}
