@@ -41,8 +41,9 @@ from operando.tiled_server import DataLayout, TiledServer
 
 from .simulators import start_saxs_ioc, start_xct_ioc
 
+#: as the demo (the reconstruction's stripe filter needs a few dozen angles)
 SCAN = dict(
-    num_projections=12,
+    num_projections=61,
     exposure=1.5,
     images_per_projection=1,
     num_darks=1,
@@ -116,6 +117,7 @@ def test_xct_chain_on_postgres(pg_server, xct_pg, postgres, tmp_path):
         assert reducer.flush(300), "live reduction did not finish"
     finally:
         reducer.close(60)
+    assert reducer.errors == []
     assert RE.ingest.runs[uid].outcome == "tiled"
 
     client = _plain_client(pg_server)
@@ -155,6 +157,7 @@ def test_saxs_chain_on_postgres(pg_server, tmp_path):
         ).run_start_uids[0]
         assert not RE.ingest.shutdown()
         assert reducer.flush(300), "live reduction did not finish"
+        assert reducer.errors == []
     finally:
         reducer.close(60)
         for dev in station.devices().values():

@@ -187,6 +187,7 @@ def test_ingest_loses_no_event_when_tiled_is_down_for_20_s(xct_virtual, tmp_path
         n_events = sum(len(v) for v in emitted.values())
         n_rows = sum(len(_rows(client["raw"][u], s)) for u, s in emitted)
         assert n_rows == n_events
+        print(f"{n_events} events emitted ({during['events']} while Tiled was down), {n_rows} rows")
         frames = client["raw"][during_uid]["primary"]["ct_det_image"].read()
         assert frames.shape[0] == 6 and frames.dtype == np.uint16
     finally:
