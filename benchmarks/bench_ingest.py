@@ -122,6 +122,7 @@ def main() -> int:
         num_flats=2,
         sample_every=60.0,
     )
+    load0 = os.getloadavg()[0]
     root = Path(tempfile.mkdtemp(prefix="operando-bench-ingest-"))
     os.chmod(root, 0o755)  # PostgreSQL's unprivileged user must reach its cluster below
     frames = root / "frames"
@@ -236,6 +237,7 @@ def main() -> int:
 
     print()
     print("(a) no writer; (b) TiledWriter(batch_size=1) on the RunEngine thread; (c) the ingest")
+    print(f"load average at the start {load0:.1f}, at the end {os.getloadavg()[0]:.1f}")
     ok = True
     for backend in dict.fromkeys(r["backend"] for r in results):
         by = {r["mode"]: r for r in results if r["backend"] == backend}

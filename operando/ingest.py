@@ -155,6 +155,7 @@ class RunIngest:
     complete: bool = False  # the stop document was written (or backed up)
     outcome: str = "pending"  # 'tiled', 'backup', 'failed' (no backup) or 'pending'
     lag_after_stop_s: float | None = None
+    queued_at_stop: int | None = None  # documents still queued for the writer at the stop
 
 
 # ------------------------------------------------------------------ the writer's process
@@ -351,6 +352,17 @@ class TiledIngest:
             run = self.runs.get(doc["run_start"])
             if run is not None:
                 run.stop_emitted = time.time()
+                try:
+                    run.queued_at_stop = self._docs.qsize()
+                except NotImplementedError:  # macOS
+                    pass
+                if run.queued_at_stop:
+                    logger.info(
+                        "run %s stopped with %d documents still queued for Tiled; "
+                        "the writer reports when it is complete",
+                        run.uid,
+                        run.queued_at_stop,
+                    )
             if not self._process.is_alive():
                 logger.error(
                     "the ingest's writer process has died (exit code %s): run %s is not "
@@ -390,10 +402,12 @@ class TiledIngest:
     def _log_run(run: RunIngest) -> None:
         if run.outcome == "tiled":
             logger.info(
-                "run %s in Tiled: %d events, complete %.2f s after its stop",
+                "run %s in Tiled: %d events, complete %.2f s after its stop "
+                "(%s documents were queued for the writer then)",
                 run.uid,
                 run.events_written,
                 run.lag_after_stop_s or 0.0,
+                run.queued_at_stop,
             )
         elif run.outcome == "failed":
             logger.error("run %s could not be written to Tiled and has no backup", run.uid)
