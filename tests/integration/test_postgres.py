@@ -124,10 +124,9 @@ def test_xct_chain_on_postgres(pg_server, xct_pg, postgres, tmp_path):
     run = client["raw"][uid]
     assert run.metadata["stop"]["exit_status"] == "success"
     frames = run["primary"]["ct_det_image"].read()
-    assert frames.shape[0] == 12 and frames.dtype == np.uint16
-    np.testing.assert_allclose(
-        run["primary"]["stage_th"].read(), np.linspace(0, 360, 12), atol=1e-2
-    )
+    n = SCAN["num_projections"]
+    assert frames.shape[0] == n and frames.dtype == np.uint16
+    np.testing.assert_allclose(run["primary"]["stage_th"].read(), np.linspace(0, 360, n), atol=1e-2)
     events = [d for n, d in docs if n == "event"]
     streams = {d["uid"]: d["name"] for n, d in docs if n == "descriptor"}
     for name in ("primary", "dark", "flat", "cell"):
