@@ -66,7 +66,8 @@ def _layout(args):
     try:
         return DataLayout.at(args.data_dir, catalog_uri=getattr(args, "catalog_uri", None))
     except ValueError as err:
-        raise SystemExit(f"operando: {err}") from None
+        print(f"operando: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _time_scale(text: str):
