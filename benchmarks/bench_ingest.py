@@ -107,6 +107,8 @@ def main() -> int:
     import ophyd
 
     ophyd.set_cl("caproto")
+    # as the jobs do: a busy machine answers Channel Access reads late
+    ophyd.signal.EpicsSignalBase.set_defaults(timeout=10.0, connection_timeout=10.0)
     from operando.devices.xct import make_xct_station
     from operando.ioc_process import IOCProcess, random_prefix
     from operando.plans.xct import scan3d
