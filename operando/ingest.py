@@ -159,8 +159,8 @@ class RunIngest:
 
 
 # ------------------------------------------------------------------ the writer's process
-#: the writer's process tries this many times (over about a minute) to reach Tiled
-CONNECT_ATTEMPTS = 8
+#: the writer's process tries this long to reach Tiled, then backs every run up
+CONNECT_TIMEOUT_S = 60.0
 
 
 class _BackupOnly:
@@ -184,7 +184,9 @@ class _BackupOnly:
         return "backup"
 
 
-def _writer_main(uri, api_key, backup_directory, flush_interval, batch_size, docs, results):
+def _writer_main(
+    uri, api_key, backup_directory, flush_interval, batch_size, connect_timeout, docs, results
+):
     """The writer's process: documents from ``docs`` into Tiled, flushed by time;
     one message per finished run (and per flush count) into ``results``."""
     logging.basicConfig(
@@ -197,17 +199,19 @@ def _writer_main(uri, api_key, backup_directory, flush_interval, batch_size, doc
     from .tiled_server import runs_container
 
     writer = None
-    for attempt in range(CONNECT_ATTEMPTS):
+    deadline = time.monotonic() + connect_timeout
+    attempt = 0
+    while writer is None and time.monotonic() < deadline:
+        attempt += 1
         try:
             writer = _flushing_writer_class()(
                 runs_container(from_uri(uri, api_key=api_key)),
                 batch_size=batch_size,
                 backup_directory=backup_directory,
             )
-            break
         except Exception as err:  # documents wait in the queue meanwhile
             logger.warning("cannot reach Tiled at %s (%r); trying again", uri, err)
-            time.sleep(min(2.0**attempt, 10.0))
+            time.sleep(max(0.0, min(2.0**attempt, 10.0, deadline - time.monotonic())))
     if writer is None:
         logger.error("Tiled at %s unreachable: every run goes to the backup", uri)
         writer = _BackupOnly(backup_directory)
@@ -290,6 +294,7 @@ class TiledIngest:
         backup_directory=None,
         flush_interval: float = FLUSH_INTERVAL_S,
         batch_size: int = BATCH_SIZE,
+        connect_timeout: float = CONNECT_TIMEOUT_S,
     ):
         import multiprocessing
 
@@ -306,6 +311,7 @@ class TiledIngest:
                 str(backup_directory) if backup_directory else None,
                 self.flush_interval,
                 int(batch_size),
+                float(connect_timeout),
                 self._docs,
                 self._results,
             ),

@@ -195,3 +195,40 @@ def test_ingest_loses_no_event_when_tiled_is_down_for_20_s(xct_virtual, tmp_path
         down.set()
         outage_thread.join(timeout=120)
         server.stop()
+
+
+def test_ingest_keeps_every_run_when_tiled_is_never_reached(tmp_path):
+    """Tiled gone before the writer's process connects: the runs go to the backup whole."""
+    from types import SimpleNamespace
+
+    from event_model import compose_run
+
+    from operando.ingest import TiledIngest
+    from operando.tiled_server import free_port
+
+    nowhere = SimpleNamespace(
+        context=SimpleNamespace(api_uri=f"http://127.0.0.1:{free_port()}/api/v1/", api_key="k")
+    )
+    ingest = TiledIngest(nowhere, backup_directory=tmp_path, connect_timeout=1.0)
+    run = compose_run()
+    desc = run.compose_descriptor(
+        name="primary", data_keys={"x": {"dtype": "number", "shape": [], "source": "sim"}}
+    )
+    docs = [("start", run.start_doc), ("descriptor", desc.descriptor_doc)]
+    docs += [("event", desc.compose_event(data={"x": i}, timestamps={"x": 0.0})) for i in range(7)]
+    docs.append(("stop", run.compose_stop()))
+    for name, doc in docs:
+        ingest(name, doc)
+    assert not ingest.shutdown()
+    assert ingest.runs[run.start_doc["uid"]].outcome == "backup"
+    (backup,) = backup_files(tmp_path)
+    kept = [json.loads(line) for line in backup.read_text().splitlines()]
+    names = [d["name"] for d in kept]
+    assert names[:2] == ["start", "descriptor"] and names[-1] == "stop"
+    xs = []
+    for d in kept:  # events, or event pages (the backup's run router packs them)
+        if d["name"] == "event":
+            xs.append(d["doc"]["data"]["x"])
+        elif d["name"] == "event_page":
+            xs.extend(d["doc"]["data"]["x"])
+    assert xs == list(range(7))
