@@ -288,7 +288,7 @@ def rehearsal_summary(report, time_scale) -> list[str]:
     if wall > 0:
         lines.append(
             f"  share of the wall time: acquisition (RunEngine) {acquisition / wall:.0%}; "
-            f"Tiled writing {t.get('tiled_writer_s', 0.0) / wall:.0%} busy on its own thread, "
+            f"Tiled writing {t.get('tiled_writer_s', 0.0) / wall:.0%} busy in its own process, "
             f"{t.get('ingest_drain_s', 0.0) / wall:.0%} draining after the plan; live "
             f"reduction {t.get('reduction_flush_s', 0.0) / wall:.0%} finishing after that"
         )
