@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit lint venv services clean
+.PHONY: demo test test-unit lint venv services postgres postgres-stop clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,15 @@ venv: $(STAMP)
 # tests and the commands start their own servers on 127.0.0.1 and free ports.
 services:
 	scripts/install-services
+
+# A local PostgreSQL for development under ./data/postgres (127.0.0.1, a free
+# port, run as an unprivileged system user): prints the catalog and tables URIs,
+# e.g. `operando serve --catalog-uri URI` with PGPASSFILE as printed.
+postgres: $(STAMP) services
+	$(BIN)/python -m operando.postgres start data/postgres
+
+postgres-stop: $(STAMP)
+	$(BIN)/python -m operando.postgres stop data/postgres
 
 # Both experiments on the simulators on virtual time (as fast as the machine
 # allows, the same result whatever its load), into the embedded Tiled under

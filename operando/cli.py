@@ -10,7 +10,9 @@ operando reduce UID [--figures DIR] [--tiled-uri URI --api-key KEY] [--data-dir 
 operando replay [--data-dir D] [--tiled-uri URI --api-key KEY]
 operando export UID --format nxtomo|nxcansas|tiff|nexus|csv|parquet [-o FILE]
                 [--tiled-uri URI --api-key KEY] [--data-dir D]
-operando serve [--data-dir D] [--port P]
+operando serve [--data-dir D] [--port P] [--catalog-uri URI]
+(run, rehearse, reduce, replay, export and serve take --catalog-uri: SQLite by
+default, or postgresql+asyncpg://USER@HOST:PORT/catalog)
 """
 
 from __future__ import annotations
@@ -43,6 +45,29 @@ def _add_tiled_args(p: argparse.ArgumentParser) -> None:
         default=DEFAULT_DATA_DIR,
         help="catalog, detector files and logs (default: ./data)",
     )
+    _add_catalog_arg(p)
+
+
+def _add_catalog_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--catalog-uri",
+        default=os.environ.get("OPERANDO_CATALOG_URI"),
+        help="the embedded Tiled's catalog: SQLite under --data-dir (default) or "
+        "postgresql+asyncpg://USER@HOST:PORT/catalog, event tables then in the "
+        "database 'tables' beside it; the password through PGPASSFILE or PGPASSWORD "
+        "(default: $OPERANDO_CATALOG_URI; `make postgres` starts a local one)",
+    )
+
+
+def _layout(args):
+    """The data root and catalog of the embedded Tiled; a bad catalog URI is a usage error."""
+    from .tiled_server import DataLayout
+
+    try:
+        return DataLayout.at(args.data_dir, catalog_uri=getattr(args, "catalog_uri", None))
+    except ValueError as err:
+        print(f"operando: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _time_scale(text: str):
@@ -178,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1 only)"
     )
     serve.add_argument("--port", type=int, default=8000)
+    _add_catalog_arg(serve)
     return parser
 
 
@@ -196,12 +222,11 @@ def cmd_run(args) -> int:
     from . import shutdown
     from .constants import HOUR
     from .jobs import TiledTarget
-    from .tiled_server import DataLayout
 
     if args.tiled_uri and not args.api_key:
         print("operando: --tiled-uri needs --api-key (or $TILED_API_KEY)", file=sys.stderr)
         return 2
-    target = TiledTarget(args.tiled_uri, args.api_key, DataLayout.at(args.data_dir))
+    target = TiledTarget(args.tiled_uri, args.api_key, _layout(args))
     args.experiment_id = args.experiment_id or f"{args.experiment}-{uuid.uuid4().hex[:8]}"
     _private_files()
     if getattr(args, "live_plots", None):
@@ -263,7 +288,7 @@ def rehearsal_summary(report, time_scale) -> list[str]:
     if wall > 0:
         lines.append(
             f"  share of the wall time: acquisition (RunEngine) {acquisition / wall:.0%}; "
-            f"Tiled writing {t.get('tiled_writer_s', 0.0) / wall:.0%} busy on its own thread, "
+            f"Tiled writing {t.get('tiled_writer_s', 0.0) / wall:.0%} busy in its own process, "
             f"{t.get('ingest_drain_s', 0.0) / wall:.0%} draining after the plan; live "
             f"reduction {t.get('reduction_flush_s', 0.0) / wall:.0%} finishing after that"
         )
@@ -303,9 +328,8 @@ def _find_technique(client, key: str) -> str:
 def cmd_reduce(args) -> int:
     from . import techniques
     from .jobs import TiledTarget, tiled_client
-    from .tiled_server import DataLayout
 
-    target = TiledTarget(args.tiled_uri, args.api_key, DataLayout.at(args.data_dir))
+    target = TiledTarget(args.tiled_uri, args.api_key, _layout(args))
     figures = Path(args.figures or Path(args.data_dir) / "figures" / args.uid).resolve()
     figures.mkdir(parents=True, exist_ok=True)
     with tiled_client(target) as (client, uri):
@@ -327,9 +351,8 @@ def cmd_reduce(args) -> int:
 def cmd_replay(args) -> int:
     from .jobs import TiledTarget, tiled_client
     from .session import backup_files, replay_backup
-    from .tiled_server import DataLayout
 
-    layout = DataLayout.at(args.data_dir)
+    layout = _layout(args)
     files = backup_files(layout.backup)
     if not files:
         print(f"no backups under {layout.backup}")
@@ -346,12 +369,11 @@ def cmd_replay(args) -> int:
 def cmd_export(args) -> int:
     from .exporters.client import ExportProblem, export
     from .jobs import TiledTarget, tiled_client
-    from .tiled_server import DataLayout
 
     if args.tiled_uri and not args.api_key:
         print("operando: --tiled-uri needs --api-key (or $TILED_API_KEY)", file=sys.stderr)
         return 2
-    target = TiledTarget(args.tiled_uri, args.api_key, DataLayout.at(args.data_dir))
+    target = TiledTarget(args.tiled_uri, args.api_key, _layout(args))
     with tiled_client(target) as (client, uri):
         try:
             path, size, node = export(client, args.uid, args.format, args.output)
@@ -364,15 +386,17 @@ def cmd_export(args) -> int:
 
 def cmd_serve(args) -> int:
     from . import shutdown
-    from .tiled_server import DataLayout, TiledServer
+    from .tiled_server import TiledServer
 
     _private_files()
-    server = TiledServer(DataLayout.at(args.data_dir), host=args.host, port=args.port)
+    server = TiledServer(_layout(args), host=args.host, port=args.port)
     # SIGINT/SIGTERM stop the server (it also dies with this process, SIGKILL included)
     with shutdown.SignalGuard() as guard:
         try:
             server.start()
             print(f"Tiled serving {server.layout.root} at {server.uri}", flush=True)
+            layout = server.layout
+            print(f"catalog: {layout.catalog_location}; tables: {layout.tables_location}")
             print(f"API key: {server.api_key} (kept in {server.layout.api_key_file}, mode 0600)")
             print(
                 f"  from tiled.client import from_uri; c = from_uri('{server.uri}', "

@@ -15,10 +15,6 @@ from .tiled_server import DataLayout, TiledServer
 
 logger = logging.getLogger(__name__)
 
-#: TiledWriter's batch of rows on virtual time (rows and frames land every this
-#: many events of a stream, and at each run's stop)
-VIRTUAL_TIME_BATCH = 100
-
 #: wall seconds the live reduction gets to finish after a signal stopped the job
 #: (a batch system's grace period before SIGKILL is often 30-90 s); what it does
 #: not finish, ``operando reduce`` redoes from Tiled
@@ -91,10 +87,9 @@ def _station_job(
     The plan result gains ``cell_time_s``, the station's cell time at the end.
     """
     import ophyd
-    from bluesky.callbacks.buffer import BufferingWrapper
     from bluesky.utils import RunEngineInterrupted
 
-    from .session import TimedCallback, make_run_engine, make_tiled_writer
+    from .session import TimedCallback, make_ingest, make_run_engine
 
     # SIGINT/SIGTERM: the command's guard (operando.shutdown), if it has one
     guard = shutdown.active()
@@ -135,14 +130,10 @@ def _station_job(
             if guard is not None:
                 guard.attach(RE)  # a signal aborts the plan (bluesky's SigintHandler would pause)
             RE.subscribe(ledger)
-            # TiledWriter on a thread of its own: a slow Tiled never slows the acquisition.
-            # A rehearsal on virtual time writes rows in batches (a run lasts seconds of
-            # wall time, and every run is flushed at its stop); real time row by row.
-            batch = VIRTUAL_TIME_BATCH if int(station.clock.virtual.get()) else 1
-            writer = TimedCallback(
-                make_tiled_writer(client, backup_directory=layout.backup, batch_size=batch)
-            )
-            ingest = BufferingWrapper(writer)
+            # TiledWriter in a process of its own (a slow Tiled never slows the
+            # acquisition), rows and frames flushed by time, any run Tiled refuses
+            # kept in the backup.
+            ingest = make_ingest(client, backup_directory=layout.backup)
             RE.subscribe(ingest)
             reducer = reducer_factory(client, figures_dir) if reducer_factory else None
             reducer_cb = TimedCallback(reducer) if reducer is not None else None
@@ -178,7 +169,7 @@ def _station_job(
                 t_plan = time.perf_counter() - t0
                 if progress_cb is not None:
                     progress_cb.close()
-                ingest.shutdown(wait=True)  # every document of every run is in Tiled now
+                ingest.shutdown(wait=True)  # every document of every run in Tiled (or the backup)
                 t_ingest = time.perf_counter() - t0 - t_plan
                 if reducer is not None:
                     interrupted = guard is not None and guard.signum is not None
@@ -208,16 +199,18 @@ def _station_job(
         )
     result.timing = {
         "plan_s": t_plan,  # the RunEngine's wall time, callbacks on its thread included
-        "tiled_writer_s": writer.seconds,  # busy time of the writer's own thread
+        "tiled_writer_s": ingest.busy_s,  # busy time of the writer's own process
         "ingest_drain_s": t_ingest,  # the writer catching up after the plan
         "reducer_callback_s": reducer_cb.seconds if reducer_cb else 0.0,
         "reduction_flush_s": t_flush,  # live reduction finishing after that
     }
+    result.ingest = ingest.summary()
     return result, uri, frames
 
 
 def _extra(result, figures_dir) -> dict:
     extra = {"cell_time_s": result.cell_time_s, "timing": result.timing}
+    extra["ingest"] = getattr(result, "ingest", {})
     if figures_dir is not None:
         extra["figures"] = figures_dir
     return extra

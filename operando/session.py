@@ -1,4 +1,5 @@
-"""A RunEngine wired to Tiled: raw runs through ``TiledWriter``, a backup when Tiled is down."""
+"""A RunEngine wired to Tiled: raw runs through the ingest (``TiledWriter`` off the
+RunEngine's thread, :mod:`operando.ingest`), a backup when Tiled is down."""
 
 from __future__ import annotations
 
@@ -31,6 +32,20 @@ def make_tiled_writer(client, *, backup_directory: str | Path | None = None, bat
     )
 
 
+def make_ingest(client, *, backup_directory: str | Path | None = None, **kwargs):
+    """The project's ingest into the runs container of ``client``'s server
+    (:class:`operando.ingest.TiledIngest`): TiledWriter in a process of its own,
+    rows and frames flushed by time (about a second after their event), a
+    JSON-lines backup of any run Tiled refuses. Subscribe it to a RunEngine;
+    ``shutdown()`` drains it."""
+    from .ingest import TiledIngest
+
+    if backup_directory is not None:
+        Path(backup_directory).mkdir(parents=True, exist_ok=True)
+    runs_container(client)  # created here, before the first run
+    return TiledIngest(client, backup_directory=backup_directory, **kwargs)
+
+
 def make_run_engine(
     tiled_client=None,
     *,
@@ -40,7 +55,8 @@ def make_run_engine(
     clock=None,
     loop=None,
 ) -> RunEngine:
-    """A RunEngine writing every run into Tiled (when a client is given).
+    """A RunEngine writing every run into Tiled (when a client is given), through
+    :func:`make_ingest` (``RE.ingest``; drained at exit, or by ``RE.ingest.shutdown()``).
 
     With the station's ``clock`` device, a simulator on virtual time is
     synchronized with it (:func:`synchronize_clock`).
@@ -49,8 +65,10 @@ def make_run_engine(
     if loop is not None:
         kwargs["loop"] = loop
     RE = RunEngine(dict(md or {}), call_returns_result=True, **kwargs)
+    RE.ingest = None
     if tiled_client is not None:
-        RE.subscribe(make_tiled_writer(tiled_client, backup_directory=backup_directory))
+        RE.ingest = make_ingest(tiled_client, backup_directory=backup_directory)
+        RE.subscribe(RE.ingest)
     if clock is not None:
         synchronize_clock(RE, clock)
     return RE

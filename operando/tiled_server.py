@@ -6,6 +6,9 @@ Layout of a data root (``./data`` by default)::
       api_key            the server's single-user API key (mode 0600, made once)
       catalog.db         SQLite catalog (metadata, data sources)
       tables.duckdb      event tables (DuckDB writable storage)
+                         (both in PostgreSQL instead with a ``catalog_uri``
+                         ``postgresql+asyncpg://USER@HOST:PORT/catalog``: the
+                         tables then go to the database ``tables`` beside it)
       arrays/            arrays written through Tiled (zarr)
       frames/            detector HDF5 files, registered as external assets
       backup/            TiledWriter's JSON-lines backup of runs Tiled refused
@@ -34,6 +37,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -46,23 +50,89 @@ RUNS_CONTAINER = "raw"
 REDUCED_CONTAINER = "reduced"
 
 
+#: the SQLAlchemy drivers Tiled's catalog takes for PostgreSQL
+POSTGRES_CATALOG_SCHEMES = ("postgresql+asyncpg",)
+
+
+def check_catalog_uri(uri: str | None) -> str | None:
+    """``None`` (SQLite under the data root), a SQLite URI or path, or
+    ``postgresql+asyncpg://USER@HOST:PORT/DB``; anything else is refused here,
+    with a clear message, before a server starts."""
+    if uri is None:
+        return None
+    parts = urlsplit(uri)
+    if parts.scheme in POSTGRES_CATALOG_SCHEMES:
+        if not parts.hostname or not parts.path.strip("/"):
+            raise ValueError(f"catalog URI {uri!r} needs a host and a database name")
+        if parts.password:
+            raise ValueError(
+                "catalog URI carries a password: leave it out and give it to the server "
+                "through PGPASSFILE or PGPASSWORD"
+            )
+        return uri
+    if parts.scheme in ("postgresql", "postgres", "postgresql+psycopg2"):
+        raise ValueError(f"catalog URI {uri!r}: Tiled's catalog needs postgresql+asyncpg://")
+    if parts.scheme in ("", "sqlite", "sqlite+aiosqlite"):
+        return uri
+    raise ValueError(f"catalog URI {uri!r}: SQLite or postgresql+asyncpg:// only")
+
+
+def tables_uri_for(catalog_uri: str, database: str = "tables") -> str:
+    """The event tables' URI beside a PostgreSQL catalog: the same server, database
+    ``tables``, the plain ``postgresql://`` scheme Tiled's SQL storage (ADBC) takes.
+    Without the role: Tiled 0.2 sends a role given without a password with the
+    password "None"; :class:`TiledServer` passes the catalog's role as ``PGUSER``."""
+    parts = urlsplit(catalog_uri)
+    netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(("postgresql", netloc, f"/{database}", "", ""))
+
+
+def is_postgres(uri: str | None) -> bool:
+    return bool(uri) and urlsplit(uri).scheme.startswith("postgresql")
+
+
 @dataclass(frozen=True)
 class DataLayout:
-    """Paths of the embedded catalog under one root directory."""
+    """Paths of the embedded catalog under one root directory, and where the
+    catalog and the event tables live (SQLite and DuckDB files under the root by
+    default; PostgreSQL databases with ``catalog_uri``)."""
 
     root: Path
+    catalog_uri: str | None = None
+    tables_uri: str | None = None
 
     @classmethod
-    def at(cls, root: str | os.PathLike) -> DataLayout:
-        return cls(Path(root).expanduser().resolve())
+    def at(
+        cls,
+        root: str | os.PathLike,
+        *,
+        catalog_uri: str | None = None,
+        tables_uri: str | None = None,
+    ) -> DataLayout:
+        catalog_uri = check_catalog_uri(catalog_uri)
+        if tables_uri is None and is_postgres(catalog_uri):
+            tables_uri = tables_uri_for(catalog_uri)
+        return cls(Path(root).expanduser().resolve(), catalog_uri, tables_uri)
 
     @property
     def catalog(self) -> Path:
+        """The SQLite catalog file (when no ``catalog_uri`` says otherwise)."""
         return self.root / "catalog.db"
 
     @property
     def tables(self) -> Path:
+        """The DuckDB tables file (when no ``tables_uri`` says otherwise)."""
         return self.root / "tables.duckdb"
+
+    @property
+    def catalog_location(self) -> str:
+        """The catalog as Tiled's configuration takes it: a URI or the SQLite file."""
+        return self.catalog_uri or str(self.catalog)
+
+    @property
+    def tables_location(self) -> str:
+        """The writable SQL storage of event tables: PostgreSQL or DuckDB."""
+        return self.tables_uri or f"duckdb:///{self.tables}"
 
     @property
     def arrays(self) -> Path:
@@ -133,11 +203,18 @@ def _tiled_executable() -> list[str]:
 API_KEY_ENV = "TILED_SINGLE_USER_API_KEY"
 
 
-def server_config(layout: DataLayout, *, readable: list[Path] | None = None) -> dict:
+def server_config(
+    layout: DataLayout,
+    *,
+    readable: list[Path] | None = None,
+    extra: dict | None = None,
+) -> dict:
     """The ``tiled serve config`` configuration for ``layout``: the catalog (as
-    ``tiled serve catalog`` makes it), API-key authentication and the project's
-    exporters (``operando.exporters``). It holds no secret, nor the address (the
-    command line gives it, so servers on one data root share the file)."""
+    ``tiled serve catalog`` makes it; SQLite + DuckDB, or PostgreSQL for both),
+    API-key authentication and the project's exporters (``operando.exporters``).
+    It holds no secret, nor the address (the command line gives it, so servers
+    on one data root share the file). ``extra`` adds top-level sections (e.g.
+    ``streaming_cache``); a section already there is updated key by key."""
     from .exporters import server_config as exporter_config
 
     config = {
@@ -146,8 +223,8 @@ def server_config(layout: DataLayout, *, readable: list[Path] | None = None) -> 
                 "path": "/",
                 "tree": "catalog",
                 "args": {
-                    "uri": str(layout.catalog),
-                    "writable_storage": [str(layout.arrays), f"duckdb:///{layout.tables}"],
+                    "uri": layout.catalog_location,
+                    "writable_storage": [str(layout.arrays), layout.tables_location],
                     "readable_storage": [str(layout.frames), *(str(p) for p in readable or [])],
                     "init_if_not_exists": True,
                 },
@@ -156,6 +233,11 @@ def server_config(layout: DataLayout, *, readable: list[Path] | None = None) -> 
         "authentication": {"allow_anonymous_access": False},
     }
     config.update(exporter_config())
+    for key, value in (extra or {}).items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key] = {**config[key], **value}
+        else:
+            config[key] = value
     return config
 
 
@@ -205,8 +287,14 @@ class TiledServer:
         readable: list[Path] | None = None,
         log_path: Path | None = None,
         startup_timeout: float = 180.0,
+        extra_config: dict | None = None,
+        env: dict[str, str] | None = None,
     ):
         self.layout = layout
+        #: sections added to the server's configuration (:func:`server_config`)
+        self.extra_config = dict(extra_config or {})
+        #: added to the server's environment, e.g. ``PGPASSFILE`` of its PostgreSQL
+        self.env = dict(env or {})
         self.host = host
         self.port = port or free_port(host)
         self.readable = list(readable or [])
@@ -228,9 +316,13 @@ class TiledServer:
         self.layout.create()
         self.api_key = ensure_api_key(self.layout.api_key_file)
         config = write_server_config(
-            self.layout, server_config(self.layout, readable=self.readable)
+            self.layout,
+            server_config(self.layout, readable=self.readable, extra=self.extra_config),
         )
-        env = dict(os.environ, **{API_KEY_ENV: self.api_key})
+        env = dict(os.environ, **self.env, **{API_KEY_ENV: self.api_key})
+        role = urlsplit(self.layout.catalog_uri).username if self.layout.catalog_uri else None
+        if role and is_postgres(self.layout.tables_uri):
+            env.setdefault("PGUSER", role)  # the tables' role (see tables_uri_for)
         # Tiled prints a login URL with the key at start: the log is private, like the key
         fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.chmod(self.log_path, 0o600)
