@@ -316,3 +316,48 @@ def test_ipython_shows_a_rejected_plan_as_one_line(capsys):
         assert "Traceback" in out.out + out.err
     finally:
         InteractiveShell.clear_instance()
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        ("run saxs --c-rate 0", ["--c-rate", "0 1/h", "[0.001, 2] 1/h"]),
+        ("run saxs --c-rate nan", ["--c-rate", "nan", "not finite"]),
+        ("run xct --exposure -1", ["--exposure", "-1 s", "[0.001, 3600] s"]),
+        ("run xct --images 1000", ["--images", "1000", "[1, 100] (integer)"]),
+        ("run xct --projections 2.5", ["--projections", "'2.5' is not an integer"]),
+        ("run xct --cycles 0", ["--cycles", "0"]),
+        ("run xct --sample-every inf", ["--sample-every", "inf"]),
+        ("run saxs --grid 0x0", ["--grid", "0x0", "[1, 200]"]),
+        ("run saxs --grid 100x100", ["--grid", "10000 points"]),
+        ("run saxs --raster-every 0", ["--raster-every", "0 s"]),
+        ("run xct --time-scale nan", ["--time-scale", "nan"]),
+        ("rehearse xct --projections 5000 --exposure 3", ["does not fit in the OCV step"]),
+        ("run xct --postmortem-projections 1", ["--postmortem-projections", "1"]),
+        ("run saxs --cycles 50", ["the cycling would take", "50 cycles at C/20"]),
+        ("run saxs --beamline lab --grid 50x40", ["each raster would take", "80 s"]),
+    ],
+)
+def test_cli_rejects_bad_options_in_one_line(capsys, argv, words):
+    from operando.cli import build_parser
+
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(argv.split())
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    for word in words:
+        assert word in err, (word, err)
+
+
+def test_cli_accepts_the_documented_runs():
+    from operando.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(
+        "rehearse xct --cycles 2 --projections 61 --postmortem-projections 61".split()
+    )
+    assert (args.cycles, args.projections, args.exposure, args.images) == (2, 61, 1.5, 3)
+    args = parser.parse_args("rehearse saxs --cycles 1 --grid 5x4 --raster-every 3600".split())
+    assert args.grid == (4, 5) and args.raster_every == 3600.0
+    assert parser.parse_args(["run", "xct"]).cycles == 20
