@@ -14,19 +14,10 @@ import contextlib
 import inspect
 import math
 import numbers
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from ..constants import FARADAY, HOUR, M_LI, RHO_LI
-
-__all__ = [
-    "PlanArgumentError",
-    "Bound",
-    "checked_plan",
-    "install_argument_error_handler",
-    "one_line",
-]
 
 DAY = 24 * HOUR
 
@@ -376,8 +367,3 @@ def install_argument_error_handler(ipython=None):
 
     ipython.set_custom_exc((PlanArgumentError,), show)
     return ipython
-
-
-def report(err: PlanArgumentError, file=None) -> None:
-    """Print ``err`` as one line (scripts)."""
-    print(one_line(err), file=file or sys.stderr)
