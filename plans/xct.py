@@ -197,8 +197,8 @@ def _check_scan(
         check.SCAN_DURATION,
         f"{n} projections + {darks} darks + {flats} flats, {k} x {exposure:g} s each",
     )
-    _check_samples(sample_every, scan_s)
-    check.optional("ocv_duration", ocv_duration, lim.duration)
+    ocv = check.optional("ocv_duration", ocv_duration, lim.duration)
+    _check_samples(sample_every, max(scan_s, ocv or 0.0))
     _check_run_md(cycle=cycle, experiment_id=experiment_id, cell=cell, md=md, step=step)
     return n, exposure, k
 
