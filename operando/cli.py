@@ -90,10 +90,12 @@ TIME_SCALE_HELP = (
 def _add_experiments(parser: argparse.ArgumentParser, *, default_scale) -> None:
     """The experiments ``run`` and ``rehearse`` take: each one's own options
     (``operando.acquisition``), then the options they all share."""
-    run_sub = parser.add_subparsers(dest="experiment", required=True)
+    run_sub = parser.add_subparsers(
+        dest="experiment", required=True, parser_class=acquisition.CheckedParser
+    )
     for name in acquisition.names():
         entry = acquisition.get(name)
-        p = run_sub.add_parser(name, help=entry.help)
+        p = run_sub.add_parser(name, help=entry.help, check=entry.check)
         entry.add_options(p)
         _add_common_run_args(p, default_scale=default_scale)
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .validation import grid_shape
+
 
 @dataclass(frozen=True)
 class Segment:
@@ -33,7 +35,7 @@ class GridBounds:
 
     def grid(self, shape: tuple[int, int]) -> dict:
         """Start/stop per axis for a (ny, nx) grid inset half a step from the edges."""
-        ny, nx = shape
+        ny, nx = grid_shape("shape", shape)
         (x0, x1), (y0, y1) = self.x, self.y
         dx = (x1 - x0) / nx
         dy = (y1 - y0) / ny

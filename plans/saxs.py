@@ -15,6 +15,7 @@ Each run's start document carries ``experiment_id``, ``cell``, ``technique``
 
 from __future__ import annotations
 
+import math
 import uuid
 from dataclasses import dataclass, field
 
@@ -23,6 +24,7 @@ import bluesky.plans as bp
 import bluesky.preprocessors as bpp
 import numpy as np
 
+from ..constants import HOUR
 from ..devices.common import Technique
 from ..devices.saxs import SaxsStation
 from . import validation as check
@@ -36,12 +38,56 @@ from .stubs import (
     wait_technique,
     wait_until,
 )
+from .validation import checked_plan
 
 #: Exposure per point and detector, by beamline (paper: 7 s at Elettra, 80 s on the Xeuss).
 EXPOSURE = {"synchrotron": 7.0, "lab": 80.0}
 #: The paper's grid: 5 x 4 points, 1 mm (width, x) by 0.1 mm (height, y).
 GRID_SHAPE = (4, 5)
 GRID_STEP = (0.1, 1.0)
+
+
+@dataclass(frozen=True)
+class _Limits:
+    """What the station's PVs allow (control limits), or the documented ranges when
+    ``station`` is None (the command line, before any IOC runs)."""
+
+    exposure: check.Bound = check.ACQUIRE_TIME
+    current: check.Bound = check.PSTAT_CURRENT
+    potential: check.Bound = check.PSTAT_POTENTIAL
+    cycles: check.Bound = check.CYCLES.intersect(check.PSTAT_CYCLES)
+
+    @classmethod
+    def of(cls, station: SaxsStation | None) -> _Limits:
+        if station is None:
+            return cls()
+        pstat = station.pstat
+        return cls(
+            exposure=check.signal_bound(
+                station.saxs.cam.acquire_time, check.ACQUIRE_TIME
+            ).intersect(check.signal_bound(station.waxs.cam.acquire_time, check.ACQUIRE_TIME)),
+            current=check.signal_bound(pstat.current_sp, check.PSTAT_CURRENT),
+            potential=check.signal_bound(pstat.e_max, check.PSTAT_POTENTIAL),
+            cycles=check.CYCLES.intersect(check.signal_bound(pstat.cycles, check.PSTAT_CYCLES)),
+        )
+
+
+def _check_run_md(*, cycle=None, experiment_id, cell, md, step=None) -> None:
+    check.optional("cycle", cycle, check.RUN_CYCLE)
+    check.text("experiment_id", experiment_id)
+    check.text("cell", cell)
+    check.mapping("md", md)
+    if step is not None:
+        check.text("step", step, optional=False)
+
+
+def _exposure(station: SaxsStation | None, lim: _Limits, exposure, beamline=None) -> float:
+    """The exposure per point: given, or the beamline's (``beam.config``)."""
+    if exposure is None:
+        if beamline is None and station is not None:
+            beamline = station.beam.config.get()
+        exposure = EXPOSURE.get(beamline, 7.0)
+    return check.number("exposure", exposure, lim.exposure)
 
 
 def _md(plan_name, plan_args, station: SaxsStation, **kwargs) -> dict:
@@ -84,6 +130,22 @@ def _transmission_profile(station: SaxsStation, motor, positions, *, step, md) -
     return np.asarray(positions), np.asarray(trans)
 
 
+def _check_align(station: SaxsStation | None, *, y_range, y_num, x_range, x_num, **run_md):
+    """Every argument of ``align``; returns the y and x positions."""
+    y_range = check.pair("y_range", y_range, "mm", increasing=True)
+    x_range = check.pair("x_range", x_range, "mm", increasing=True)
+    y_num = check.number("y_num", y_num, check.ALIGN_POINTS)
+    x_num = check.number("x_num", x_num, check.ALIGN_POINTS)
+    ys = np.linspace(*y_range, y_num)
+    xs = np.linspace(*x_range, x_num)
+    if station is not None:
+        check.motor_positions(station.stage.y, ys, "alignment y")
+        check.motor_positions(station.stage.x, xs, "alignment x")
+    _check_run_md(**run_md)
+    return ys, xs
+
+
+@checked_plan
 def align(
     station: SaxsStation,
     *,
@@ -101,12 +163,17 @@ def align(
     cathode (the most transmitting layer); the horizontal scan (``stage.x``, at
     the cathode's mid-height) finds the window of the cell body.
     """
-    y_num = check.positive_int("y_num", y_num, minimum=5)
-    x_num = check.positive_int("x_num", x_num, minimum=5)
-    ys = np.linspace(*y_range, y_num)
-    xs = np.linspace(*x_range, x_num)
-    check.motor_positions(station.stage.y, ys, "alignment y")
-    check.motor_positions(station.stage.x, xs, "alignment x")
+    with check.context("align"):
+        ys, xs = _check_align(
+            station,
+            y_range=y_range,
+            y_num=y_num,
+            x_range=x_range,
+            x_num=x_num,
+            experiment_id=experiment_id,
+            cell=cell,
+            md=md,
+        )
     args = dict(y_range=y_range, y_num=y_num, x_range=x_range, x_num=x_num)
 
     def plan():
@@ -133,7 +200,7 @@ def align(
         x_lo, x_hi = window_extent(pos, trans)
         return GridBounds(x=(x_lo, x_hi), y=(cathode.lo, cathode.hi), layers=layers)
 
-    return (yield from plan())
+    return plan()
 
 
 def _configure(station: SaxsStation, exposure: float) -> MsgGenerator:
@@ -142,6 +209,23 @@ def _configure(station: SaxsStation, exposure: float) -> MsgGenerator:
     )
 
 
+def _check_background(
+    station: SaxsStation | None, *, x, y, exposure, num_frames, beamline=None, **run_md
+):
+    """Every argument of ``background``; returns (exposure, frames)."""
+    lim = _Limits.of(station)
+    x = check.number("x", x, check.Bound(unit="mm"))
+    y = check.number("y", y, check.Bound(unit="mm"))
+    if station is not None:
+        check.motor_positions(station.stage.x, (x,), "background x")
+        check.motor_positions(station.stage.y, (y,), "background y")
+    exposure = _exposure(station, lim, exposure, beamline)
+    n = check.number("num_frames", num_frames, check.FRAMES)
+    _check_run_md(**run_md)
+    return exposure, n
+
+
+@checked_plan
 def background(
     station: SaxsStation,
     *,
@@ -155,12 +239,18 @@ def background(
 ) -> MsgGenerator:
     """SAXS and WAXS frames of the empty cell (slot ``empty_cell``) for background subtraction."""
     beamline = station.beam.config.get()
-    exposure = check.positive(
-        "exposure", exposure if exposure is not None else EXPOSURE.get(beamline, 7.0)
-    )
-    n = check.positive_int("num_frames", num_frames)
-    check.motor_positions(station.stage.x, (x,), "background x")
-    check.motor_positions(station.stage.y, (y,), "background y")
+    with check.context("background"):
+        exposure, n = _check_background(
+            station,
+            x=x,
+            y=y,
+            exposure=exposure,
+            num_frames=num_frames,
+            beamline=beamline,
+            experiment_id=experiment_id,
+            cell=cell,
+            md=md,
+        )
     dets = [station.saxs, station.waxs, station.diode, *_cell_readables(station)]
     _m = _md(
         "background",
@@ -190,26 +280,53 @@ def background(
     def run():
         yield from bpp.finalize_wrapper(body(), cleanup())
 
-    return (yield from run())
+    return run()
 
 
-def _check_grid(station: SaxsStation, x_range, y_range, shape):
-    try:
-        ny, nx = (int(v) for v in shape)
-    except (TypeError, ValueError):
-        raise check.PlanArgumentError(f"shape must be (ny, nx), not {shape!r}") from None
-    check.positive_int("shape ny", ny)
-    check.positive_int("shape nx", nx)
+def _check_grid(station: SaxsStation | None, x_range, y_range, shape):
+    """A (ny, nx) grid over x_range × y_range, inside the stages' soft limits."""
+    ny, nx = check.grid_shape("shape", shape)
+    x_range = check.pair("x_range", x_range, "mm")
+    y_range = check.pair("y_range", y_range, "mm")
     for name, (lo, hi), n in (("x", x_range, nx), ("y", y_range, ny)):
         if n > 1 and lo == hi:
             raise check.PlanArgumentError(
                 f"{name} range {lo}..{hi} gives a zero step for {n} points"
             )
-    check.motor_positions(station.stage.x, x_range, "raster x")
-    check.motor_positions(station.stage.y, y_range, "raster y")
+    if station is not None:
+        check.motor_positions(station.stage.x, x_range, "raster x")
+        check.motor_positions(station.stage.y, y_range, "raster y")
     return ny, nx
 
 
+def _check_raster(
+    station: SaxsStation | None,
+    lim: _Limits | None = None,
+    *,
+    x_range,
+    y_range,
+    shape,
+    snake,
+    exposure,
+    beamline=None,
+    **run_md,
+):
+    """Every argument of ``raster``; returns (exposure, ny, nx)."""
+    lim = lim or _Limits.of(station)
+    ny, nx = _check_grid(station, x_range, y_range, shape)
+    check.flag("snake", snake)
+    exposure = _exposure(station, lim, exposure, beamline)
+    check.budget(
+        "the raster",
+        ny * nx * exposure,
+        check.RASTER_DURATION,
+        f"{ny} x {nx} points x {exposure:g} s",
+    )
+    _check_run_md(**run_md)
+    return exposure, ny, nx
+
+
+@checked_plan
 def raster(
     station: SaxsStation,
     *,
@@ -232,10 +349,21 @@ def raster(
     open only during the raster. Validated against the stages' limits first.
     """
     beamline = station.beam.config.get()
-    exposure = check.positive(
-        "exposure", exposure if exposure is not None else EXPOSURE.get(beamline, 7.0)
-    )
-    ny, nx = _check_grid(station, x_range, y_range, shape)
+    with check.context("raster"):
+        exposure, ny, nx = _check_raster(
+            station,
+            x_range=x_range,
+            y_range=y_range,
+            shape=shape,
+            snake=snake,
+            exposure=exposure,
+            beamline=beamline,
+            step=step,
+            cycle=cycle,
+            experiment_id=experiment_id,
+            cell=cell,
+            md=md,
+        )
     dets = [station.saxs, station.waxs, station.diode, *_cell_readables(station)]
     _m = _md(
         "raster",
@@ -267,7 +395,7 @@ def raster(
             )
         )
 
-    return (yield from bpp.finalize_wrapper(body(), _closed(station)))
+    return bpp.finalize_wrapper(body(), _closed(station))
 
 
 @dataclass
@@ -278,6 +406,91 @@ class SaxsResult:
     end_state: str = ""
 
 
+def check_saxs_operando(
+    station: SaxsStation | None,
+    *,
+    cycles,
+    c_rate,
+    e_min,
+    e_max,
+    shape,
+    bounds,
+    raster_every,
+    ocv_rasters,
+    exposure,
+    snake,
+    experiment_id,
+    cell,
+    md,
+    one_c: float | None = None,
+    beamline: str | None = None,
+) -> float | None:
+    """The whole experiment's arguments (alignment, background and every raster
+    included); returns the cycling current (A), None when ``station`` is None and
+    ``one_c`` (the current of 1C) is not given."""
+    lim = _Limits.of(station)
+    cycles = check.number("cycles", cycles, lim.cycles)
+    c_rate = check.number("c_rate", c_rate, check.C_RATE)
+    window = check.LIS_WINDOW.intersect(lim.potential)
+    e_min = check.number("e_min", e_min, window)
+    e_max = check.number(
+        "e_max",
+        e_max,
+        window.intersect(check.Bound(e_min, None, "V", low_open=True)),
+        note=f" (must be above e_min = {e_min:g} V)",
+    )
+    cycling_s = 2 * cycles / c_rate * HOUR  # at most: a full discharge and charge per cycle
+    check.budget(
+        "the cycling",
+        cycling_s,
+        check.EXPERIMENT_DURATION,
+        f"{cycles} cycles at C/{1 / c_rate:g}",
+    )
+    if station is not None:
+        one_c = float(station.pstat.c_rate_current.get())
+    current = None
+    if one_c is not None:
+        if not (math.isfinite(one_c) and one_c > 0):
+            raise check.PlanArgumentError(
+                f"the potentiostat gives {one_c!r} A for 1C (pstat:c_rate_current): "
+                f"no cycling current for c_rate = {c_rate:g}"
+            )
+        current = c_rate * one_c
+        check.number("cycling current", current, lim.current, note=f" (c_rate = {c_rate:g})")
+    check.optional(
+        "raster_every",
+        raster_every,
+        check.Bound(0.0, check.EXPERIMENT_DURATION.high, "s", low_open=True),
+    )
+    check.number("ocv_rasters", ocv_rasters, check.OCV_RASTERS)
+    ny, nx = check.grid_shape("shape", shape)
+    if station is not None:
+        beamline = station.beam.config.get()
+    common = dict(experiment_id=experiment_id, cell=cell, md=md)
+    if bounds is None:
+        with check.context("alignment"):
+            _check_align(station, **{**check.keyword_defaults(align), **common})
+    else:
+        if not isinstance(bounds, GridBounds):
+            raise check.PlanArgumentError(f"bounds must be a GridBounds or None, not {bounds!r}")
+        check.pair("bounds.x", bounds.x, "mm", increasing=True)
+        check.pair("bounds.y", bounds.y, "mm", increasing=True)
+        grid = bounds.grid((ny, nx))
+        with check.context("raster"):
+            _check_grid(station, grid["x_range"], grid["y_range"], (ny, nx))
+    check.flag("snake", snake)
+    exposure = _exposure(station, lim, exposure, beamline)
+    check.budget(
+        "each raster",
+        ny * nx * exposure,
+        check.RASTER_DURATION,
+        f"{ny} x {nx} points x {exposure:g} s",
+    )
+    _check_run_md(**common)
+    return current
+
+
+@checked_plan
 def saxs_waxs_operando(
     station: SaxsStation,
     *,
@@ -303,18 +516,23 @@ def saxs_waxs_operando(
     ``raster_every`` cell seconds (back to back when None) until the cycling
     ends, and once more after. Returns a ``SaxsResult``.
     """
-    cycles = check.positive_int("cycles", cycles)
-    c_rate = check.positive("c_rate", c_rate)
-    if not e_min < e_max:
-        raise check.PlanArgumentError(f"e_min ({e_min} V) must be below e_max ({e_max} V)")
-    if raster_every is not None:
-        check.positive("raster_every", raster_every)
-    check.positive_int("ocv_rasters", ocv_rasters, minimum=0)
-    current = c_rate * float(station.pstat.c_rate_current.get())
-    check.signal_range(station.pstat.current_sp, current, "cycling current", "A")
-    if bounds is not None:
-        grid = bounds.grid(shape)
-        _check_grid(station, grid["x_range"], grid["y_range"], shape)
+    with check.context("saxs_waxs_operando"):
+        current = check_saxs_operando(
+            station,
+            cycles=cycles,
+            c_rate=c_rate,
+            e_min=e_min,
+            e_max=e_max,
+            shape=shape,
+            bounds=bounds,
+            raster_every=raster_every,
+            ocv_rasters=ocv_rasters,
+            exposure=exposure,
+            snake=snake,
+            experiment_id=experiment_id,
+            cell=cell,
+            md=md,
+        )
     experiment_id = experiment_id or f"saxs-{uuid.uuid4().hex[:8]}"
     common = dict(experiment_id=experiment_id, cell=cell)
     result = SaxsResult(experiment_id=experiment_id, bounds=bounds)
@@ -369,7 +587,7 @@ def saxs_waxs_operando(
         yield from one_raster("operando", cycles, index)
         return result
 
-    return (yield from bpp.finalize_wrapper(plan(), _stop_cycling(station)))
+    return bpp.finalize_wrapper(plan(), _stop_cycling(station))
 
 
 def _stop_cycling(station: SaxsStation):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import bluesky.plan_stubs as bps
@@ -41,6 +42,7 @@ from .stubs import (
     wait_technique,
     wait_until,
 )
+from .validation import checked_plan
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +57,8 @@ SHORT_THRESHOLD_V = 1e-3
 FLAT_OFFSET_MM = 10.0
 #: Objectives of the post-mortem scans (scan name -> detector objective).
 POSTMORTEM_SCANS = {"overview": "4X-wide", "highres": "20X"}
+#: At most this many radiograms in one plating step.
+MAX_RADIOGRAMS = 10_000
 
 
 def electrode_area_cm2(diameter_mm: float = ELECTRODE_DIAMETER_MM) -> float:
@@ -72,8 +76,79 @@ def _base_md(plan_name: str, plan_args: dict, station: XCTStation, **kwargs) -> 
     )
 
 
-def _check_scan_args(
-    station: XCTStation,
+@dataclass(frozen=True)
+class _Limits:
+    """What the station's PVs allow (control limits, enum strings), or the documented
+    ranges when ``station`` is None (the command line, before any IOC runs)."""
+
+    exposure: check.Bound = check.ACQUIRE_TIME
+    images: check.Bound = check.NUM_EXPOSURES
+    kv: check.Bound = check.SOURCE_KV.intersect(check.KV)
+    current: check.Bound = check.PSTAT_CURRENT
+    potential: check.Bound = check.PSTAT_POTENTIAL
+    duration: check.Bound = check.STEP_DURATION.intersect(check.PSTAT_DURATION)
+    filters: tuple = check.FILTERS
+    objectives: tuple = check.OBJECTIVES
+
+    @classmethod
+    def of(cls, station: XCTStation | None) -> _Limits:
+        if station is None:
+            return cls()
+        cam, pstat = station.ct_det.cam, station.pstat
+        return cls(
+            exposure=check.signal_bound(cam.acquire_time, check.ACQUIRE_TIME),
+            images=check.signal_bound(cam.num_exposures, check.NUM_EXPOSURES),
+            kv=check.signal_bound(station.source.kv, check.SOURCE_KV).intersect(check.KV),
+            current=check.signal_bound(pstat.current_sp, check.PSTAT_CURRENT),
+            potential=check.signal_bound(pstat.e_max, check.PSTAT_POTENTIAL),
+            duration=check.STEP_DURATION.intersect(
+                check.signal_bound(pstat.duration, check.PSTAT_DURATION)
+            ),
+            filters=check.enum_strings(station.source.filter, check.FILTERS),
+            objectives=check.enum_strings(cam.objective, check.OBJECTIVES),
+        )
+
+
+def _check_run_md(*, cycle, experiment_id, cell, md, step=None) -> None:
+    check.optional("cycle", cycle, check.RUN_CYCLE)
+    check.text("experiment_id", experiment_id)
+    check.text("cell", cell)
+    check.mapping("md", md)
+    if step is not None:
+        check.text("step", step, optional=False)
+
+
+def _check_source(lim: _Limits, kv, filter) -> None:
+    check.number("kv", kv, lim.kv)
+    check.choice("filter", filter, lim.filters)
+
+
+def _check_flat_offset(station: XCTStation | None, flat_offset, num_flats: int) -> float:
+    offset = check.number("flat_offset", flat_offset, check.Bound(unit="mm"))
+    if num_flats and abs(offset) < check.FLAT_OFFSET_MIN_MM:
+        raise check.PlanArgumentError(
+            f"flat_offset = {offset:g} mm leaves the cell in the field of view: "
+            f"|flat_offset| must be >= {check.FLAT_OFFSET_MIN_MM:g} mm"
+        )
+    if num_flats and station is not None:
+        x0 = station.stage.x.position
+        check.motor_positions(station.stage.x, (x0 + offset,), "flat-field position")
+    return offset
+
+
+def _check_samples(sample_every, span_s: float) -> float:
+    every = check.number("sample_every", sample_every, check.SAMPLE_EVERY)
+    if span_s / every > check.MAX_CELL_SAMPLES:
+        raise check.PlanArgumentError(
+            f"sample_every = {every:g} s records the cell {span_s / every:.0f} times in "
+            f"{check.duration_text(span_s)}, more than the allowed {check.MAX_CELL_SAMPLES}"
+        )
+    return every
+
+
+def _check_scan(
+    station: XCTStation | None,
+    lim: _Limits | None = None,
     *,
     num_projections,
     exposure,
@@ -83,21 +158,48 @@ def _check_scan_args(
     start,
     stop,
     kv,
+    filter,
+    objective,
     flat_offset,
+    sample_every,
+    ocv_duration,
+    cycle,
+    step,
+    experiment_id,
+    cell,
+    md,
 ):
-    n = check.positive_int("num_projections", num_projections, minimum=2)
-    exposure = check.positive("exposure", exposure)
-    check.within("exposure", exposure, 1e-3, 3600.0, "s")
-    k = check.positive_int("images_per_projection", images_per_projection)
-    check.within("images_per_projection", k, 1, 100)
-    check.positive_int("num_darks", num_darks, minimum=0)
-    check.positive_int("num_flats", num_flats, minimum=0)
-    if not (math.isfinite(start) and math.isfinite(stop)) or stop <= start:
-        raise check.PlanArgumentError(f"angular range must have stop > start, not {start}..{stop}")
-    check.motor_positions(station.stage.th, (start, stop), "rotation angle")
-    check.within("kv", kv, 1.0, 70.0, "kV")
-    x0 = station.stage.x.position
-    check.motor_positions(station.stage.x, (x0 + flat_offset,), "flat-field position")
+    """Every argument of ``scan3d``; returns (projections, exposure, images)."""
+    lim = lim or _Limits.of(station)
+    n = check.number("num_projections", num_projections, check.PROJECTIONS)
+    exposure = check.number("exposure", exposure, lim.exposure)
+    k = check.number("images_per_projection", images_per_projection, lim.images)
+    darks = check.number("num_darks", num_darks, check.DARKS_FLATS)
+    flats = check.number("num_flats", num_flats, check.DARKS_FLATS)
+    start = check.number("start", start, check.Bound(unit="deg"))
+    stop = check.number("stop", stop, check.Bound(unit="deg"))
+    if station is not None:
+        check.motor_positions(station.stage.th, (start, stop), "rotation angle")
+    check.number(
+        "angular range stop - start",
+        stop - start,
+        check.ROTATION_SPAN,
+        note=f" ({start:g}..{stop:g})",
+    )
+    _check_source(lim, kv, filter)
+    if objective is not None:
+        check.choice("objective", objective, lim.objectives)
+    _check_flat_offset(station, flat_offset, flats)
+    scan_s = (n + darks + flats) * k * exposure
+    check.budget(
+        "the 3D scan",
+        scan_s,
+        check.SCAN_DURATION,
+        f"{n} projections + {darks} darks + {flats} flats, {k} x {exposure:g} s each",
+    )
+    ocv = check.optional("ocv_duration", ocv_duration, lim.duration)
+    _check_samples(sample_every, max(scan_s, ocv or 0.0))
+    _check_run_md(cycle=cycle, experiment_id=experiment_id, cell=cell, md=md, step=step)
     return n, exposure, k
 
 
@@ -165,6 +267,7 @@ def _projections(station: XCTStation, angles: np.ndarray, recorder: CellRecorder
     yield from bps.mv(station.source, "off")
 
 
+@checked_plan
 def scan3d(
     station: XCTStation,
     *,
@@ -195,23 +298,30 @@ def scan3d(
     on after it), as the protocol's OCV step. Force, potential and cell time go
     to the ``cell`` stream every ``sample_every`` cell seconds.
 
-    Arguments are checked before anything moves.
+    Arguments are checked when the plan is called, before anything moves.
     """
-    n, exposure, k = _check_scan_args(
-        station,
-        num_projections=num_projections,
-        exposure=exposure,
-        images_per_projection=images_per_projection,
-        num_darks=num_darks,
-        num_flats=num_flats,
-        start=start,
-        stop=stop,
-        kv=kv,
-        flat_offset=flat_offset,
-    )
-    if ocv_duration is not None:
-        check.positive("ocv_duration", ocv_duration)
-    check.positive("sample_every", sample_every)
+    with check.context("scan3d"):
+        n, exposure, k = _check_scan(
+            station,
+            num_projections=num_projections,
+            exposure=exposure,
+            images_per_projection=images_per_projection,
+            num_darks=num_darks,
+            num_flats=num_flats,
+            start=start,
+            stop=stop,
+            kv=kv,
+            filter=filter,
+            objective=objective,
+            flat_offset=flat_offset,
+            sample_every=sample_every,
+            ocv_duration=ocv_duration,
+            cycle=cycle,
+            step=step,
+            experiment_id=experiment_id,
+            cell=cell,
+            md=md,
+        )
     angles = np.linspace(start, stop, n)
     plan_args = dict(
         num_projections=n,
@@ -292,19 +402,109 @@ def scan3d(
         yield from bps.close_run(reason=reason)
         return uid
 
-    return (yield from run())
+    return run()
 
 
+def _check_radiogram(stream, extra) -> list:
+    check.text("stream", stream, optional=False)
+    if isinstance(extra, (str, bytes)) or not hasattr(extra, "__iter__"):
+        raise check.PlanArgumentError(f"extra must be a list of readable devices, not {extra!r}")
+    extra = list(extra)
+    for dev in extra:
+        if not callable(getattr(dev, "read", None)):
+            raise check.PlanArgumentError(f"extra: {dev!r} is not a readable device")
+    return extra
+
+
+@checked_plan
 def radiogram(station: XCTStation, *, stream: str = "primary", extra=()) -> MsgGenerator:
     """Source on (waits for it to be ready), one frame, source off.
 
     The detector must be staged; the frame and the cell time go to ``stream``.
     """
-    yield from bps.mv(station.source, "on")
-    yield from bps.trigger_and_read(
-        [station.ct_det, station.clock, station.force, station.pstat, *extra], name=stream
+    with check.context("radiogram"):
+        extra = _check_radiogram(stream, extra)
+
+    def run():
+        yield from bps.mv(station.source, "on")
+        yield from bps.trigger_and_read(
+            [station.ct_det, station.clock, station.force, station.pstat, *extra], name=stream
+        )
+        yield from bps.mv(station.source, "off")
+
+    return run()
+
+
+def _check_plating(
+    station: XCTStation | None,
+    lim: _Limits | None = None,
+    *,
+    current_density,
+    duration,
+    radiogram_every,
+    sample_every,
+    exposure,
+    images_per_radiogram,
+    num_darks,
+    num_flats,
+    kv,
+    filter,
+    electrode_diameter_mm,
+    short_threshold,
+    e_max,
+    flat_offset,
+    cycle,
+    experiment_id,
+    cell,
+    md,
+):
+    """Every argument of ``plating``; returns (j, duration, radiogram_every, exposure,
+    images, current)."""
+    lim = lim or _Limits.of(station)
+    d = check.number("electrode_diameter_mm", electrode_diameter_mm, check.ELECTRODE_DIAMETER)
+    note = ""
+    if isinstance(current_density, (int, float)) and math.isfinite(current_density):
+        note = f" (a plating current of {current_for_density(current_density, d):.3g} A)"
+    j = check.number("current_density", current_density, check.CURRENT_DENSITY, note=note)
+    current = current_for_density(j, d)
+    check.number("plating current", current, lim.current, note=f" ({j:g} µA/cm² over ø{d:g} mm)")
+    duration = check.number("duration", duration, lim.duration)
+    moved = check.plated_um(j, duration)
+    if moved > check.LI_TOP_LAYER_UM:
+        raise check.PlanArgumentError(
+            f"current_density = {j:g} µA/cm² for {check.duration_text(duration)} strips "
+            f"{moved:.1f} µm of Li, more than the {check.LI_TOP_LAYER_UM:g} µm top Li layer"
+        )
+    exposure = check.number("exposure", exposure, lim.exposure)
+    k = check.number("images_per_radiogram", images_per_radiogram, lim.images)
+    every = check.number(
+        "radiogram_every",
+        radiogram_every,
+        check.Bound(exposure * k, check.STEP_DURATION.high, "s"),
+        note=f" (a radiogram takes {k} x {exposure:g} s)",
     )
-    yield from bps.mv(station.source, "off")
+    if duration / every > MAX_RADIOGRAMS:
+        raise check.PlanArgumentError(
+            f"radiogram_every = {every:g} s takes {duration / every:.0f} radiograms in "
+            f"{check.duration_text(duration)}, more than the allowed {MAX_RADIOGRAMS}"
+        )
+    _check_samples(sample_every, duration)
+    darks = check.number("num_darks", num_darks, check.DARKS_FLATS)
+    flats = check.number("num_flats", num_flats, check.DARKS_FLATS)
+    check.budget("the darks and flats", (darks + flats) * k * exposure, check.SCAN_DURATION)
+    _check_source(lim, kv, filter)
+    threshold = check.number(
+        "short_threshold", short_threshold, check.SHORT_THRESHOLD.intersect(lim.potential)
+    )
+    check.number(
+        "e_max",
+        e_max,
+        lim.potential.intersect(check.Bound(threshold, None, "V", low_open=True)),
+        note=" (must be above short_threshold)",
+    )
+    _check_flat_offset(station, flat_offset, flats)
+    _check_run_md(cycle=cycle, experiment_id=experiment_id, cell=cell, md=md)
+    return j, duration, every, exposure, k, current
 
 
 @dataclass
@@ -319,6 +519,7 @@ class PlatingResult:
     radiograms: int = 0
 
 
+@checked_plan
 def plating(
     station: XCTStation,
     *,
@@ -351,19 +552,28 @@ def plating(
     then records the reason in the stop document and returns a ``PlatingResult``
     with ``shorted=True``.
     """
-    j = check.positive("current_density", current_density)
-    duration = check.positive("duration", duration)
-    radiogram_every = check.positive("radiogram_every", radiogram_every)
-    check.positive("sample_every", sample_every)
-    exposure = check.positive("exposure", exposure)
-    check.within("exposure", exposure, 1e-3, 3600.0, "s")
-    k = check.positive_int("images_per_radiogram", images_per_radiogram)
-    check.within("kv", kv, 1.0, 70.0, "kV")
-    check.positive("electrode_diameter_mm", electrode_diameter_mm)
-    current = current_for_density(j, electrode_diameter_mm)
-    check.signal_range(station.pstat.current_sp, current, "plating current", "A")
-    x0 = station.stage.x.position
-    check.motor_positions(station.stage.x, (x0 + flat_offset,), "flat-field position")
+    with check.context("plating"):
+        j, duration, radiogram_every, exposure, k, current = _check_plating(
+            station,
+            current_density=current_density,
+            duration=duration,
+            radiogram_every=radiogram_every,
+            sample_every=sample_every,
+            exposure=exposure,
+            images_per_radiogram=images_per_radiogram,
+            num_darks=num_darks,
+            num_flats=num_flats,
+            kv=kv,
+            filter=filter,
+            electrode_diameter_mm=electrode_diameter_mm,
+            short_threshold=short_threshold,
+            e_max=e_max,
+            flat_offset=flat_offset,
+            cycle=cycle,
+            experiment_id=experiment_id,
+            cell=cell,
+            md=md,
+        )
 
     plan_args = dict(
         current_density=j,
@@ -457,26 +667,69 @@ def plating(
         yield from bps.close_run(exit_status="success", reason=result.reason)
         return result
 
-    return (yield from run())
+    return run()
 
 
+def _check_postmortem(
+    station: XCTStation | None, lim: _Limits | None = None, *, scans, failure, **scan_kwargs
+) -> float:
+    """Every argument of ``postmortem``; returns the scans' total time (cell s)."""
+    lim = lim or _Limits.of(station)
+    if not isinstance(scans, Mapping) or not scans:
+        raise check.PlanArgumentError(
+            f"scans must be a dict {{name: objective}} naming at least one scan, not {scans!r}"
+        )
+    options = check.keyword_defaults(scan3d)
+    fixed = sorted({"objective", "step"} & set(scan_kwargs))
+    if fixed:
+        raise check.PlanArgumentError(
+            f"{', '.join(fixed)} cannot be given: scans sets each scan's objective"
+        )
+    unknown = sorted(set(scan_kwargs) - set(options))
+    if unknown:
+        raise check.PlanArgumentError(
+            f"unknown argument(s) {', '.join(unknown)}; postmortem takes scans, failure and "
+            f"scan3d's {', '.join(k for k in options if k not in ('objective', 'step'))}"
+        )
+    check.mapping("failure", failure)
+    total = 0.0
+    for name, objective in scans.items():
+        check.text("scans name", name, optional=False)
+        kw = {**options, **scan_kwargs, "objective": objective, "step": "postmortem"}
+        with check.context(f"scan {name!r}"):
+            n, exposure, k = _check_scan(station, lim, **kw)
+        total += (n + kw["num_darks"] + kw["num_flats"]) * k * exposure
+    return total
+
+
+@checked_plan
 def postmortem(
     station: XCTStation, *, scans=POSTMORTEM_SCANS, failure: dict | None = None, **scan_kwargs
 ) -> MsgGenerator:
     """The post-mortem scans (overview with the wide field of view, then high resolution)."""
-    uids = []
+    with check.context("postmortem"):
+        _check_postmortem(station, scans=scans, failure=failure, **scan_kwargs)
+    scan_kwargs = dict(scan_kwargs)
     user_md = scan_kwargs.pop("md", None) or {}
-    for name, objective in scans.items():
-        md = dict(user_md)
-        md.update({"postmortem_scan": name, "failure": failure or {}})
-        uid = yield from scan3d(
-            station, objective=objective, step="postmortem", md=md, **scan_kwargs
+
+    def run():
+        uids = []
+        for name, objective in scans.items():
+            md = dict(user_md)
+            md.update({"postmortem_scan": name, "failure": failure or {}})
+            uid = yield from scan3d(
+                station, objective=objective, step="postmortem", md=md, **scan_kwargs
+            )
+            uids.append(uid)
+        yield from _configure_detector(
+            station,
+            scan_kwargs.get("exposure", 1.5),
+            scan_kwargs.get("images_per_projection", 3),
+            "4X",
         )
-        uids.append(uid)
-    yield from _configure_detector(
-        station, scan_kwargs.get("exposure", 1.5), scan_kwargs.get("images_per_projection", 3), "4X"
-    )
-    return uids
+        return uids
+
+    return run()
 
 
 @dataclass
@@ -487,6 +740,117 @@ class OperandoResult:
     failure: dict | None = None
 
 
+def check_xct_operando(
+    station: XCTStation | None,
+    *,
+    cycles,
+    current_densities,
+    ocv_duration,
+    plating_duration,
+    radiogram_every,
+    sample_every,
+    num_projections,
+    exposure,
+    images_per_projection,
+    postmortem_projections,
+    do_postmortem,
+    experiment_id,
+    cell,
+    md,
+) -> tuple[int, list]:
+    """The whole protocol's arguments: every cycle's scan and plating, the post-mortem
+    scans, and the total time; returns (cycles, current densities).
+
+    ``station`` None checks against the documented ranges (no motor limits).
+    """
+    lim = _Limits.of(station)
+    cycles = check.number("cycles", cycles, check.CYCLES)
+    if isinstance(current_densities, (str, bytes, Mapping)) or not isinstance(
+        current_densities, Iterable
+    ):
+        raise check.PlanArgumentError(
+            f"current_densities must be a list of current densities in µA/cm², "
+            f"not {current_densities!r}"
+        )
+    densities = list(current_densities)
+    if not densities:
+        raise check.PlanArgumentError("current_densities must name at least one value")
+    ocv = check.number("ocv_duration", ocv_duration, lim.duration)
+    plating_s = check.number("plating_duration", plating_duration, lim.duration)
+    check.optional("postmortem_projections", postmortem_projections, check.PROJECTIONS)
+    do_postmortem = check.flag("do_postmortem", do_postmortem)
+    common = dict(experiment_id=experiment_id, cell=cell, md=md)
+    with check.context("3D scans"):
+        n, exposure, k = _check_scan(
+            station,
+            lim,
+            **{
+                **check.keyword_defaults(scan3d),
+                "num_projections": num_projections,
+                "exposure": exposure,
+                "images_per_projection": images_per_projection,
+                "sample_every": sample_every,
+                "ocv_duration": ocv,
+                **common,
+            },
+        )
+    scan_time = n * k * exposure
+    if scan_time > ocv:
+        raise check.PlanArgumentError(
+            f"the 3D scan ({check.duration_text(scan_time)}) does not fit in the OCV step "
+            f"(ocv_duration = {check.duration_text(ocv)}): fewer projections, shorter "
+            f"exposure or a longer OCV"
+        )
+    for i, j in enumerate(densities):
+        used = f"cycle {i + 1} plating" if i < cycles else f"unused in {cycles} cycles"
+        with check.context(f"{used} (current_densities[{i}])"):
+            densities[i] = _check_plating(
+                station,
+                lim,
+                **{
+                    **check.keyword_defaults(plating),
+                    "current_density": j,
+                    "duration": plating_s,
+                    "radiogram_every": radiogram_every,
+                    "sample_every": sample_every,
+                    "exposure": exposure,
+                    "images_per_radiogram": k,
+                    **common,
+                },
+            )[0]
+    per_cycle = [densities[min(c, len(densities) - 1)] for c in range(cycles)]
+    stripped = sum(check.plated_um(j, plating_s) for j in per_cycle)
+    if stripped > check.LI_TOP_LAYER_UM:
+        raise check.PlanArgumentError(
+            f"{cycles} platings of {check.duration_text(plating_s)} at current_densities "
+            f"{densities} µA/cm² strip {stripped:.1f} µm of Li, more than the "
+            f"{check.LI_TOP_LAYER_UM:g} µm top Li layer"
+        )
+    postmortem_s = 0.0
+    if do_postmortem:
+        with check.context("post-mortem"):
+            postmortem_s = _check_postmortem(
+                station,
+                lim,
+                scans=POSTMORTEM_SCANS,
+                failure=None,
+                num_projections=n if postmortem_projections is None else postmortem_projections,
+                exposure=exposure,
+                images_per_projection=k,
+                sample_every=sample_every,
+                cycle=None,
+                **common,
+            )
+    check.budget(
+        "the protocol",
+        cycles * (ocv + plating_s) + postmortem_s,
+        check.EXPERIMENT_DURATION,
+        f"{cycles} cycles of {check.duration_text(ocv + plating_s)} and the post-mortem scans",
+    )
+    return cycles, densities
+
+
+@checked_plan
 def xct_operando(
     station: XCTStation,
     *,
@@ -513,15 +877,23 @@ def xct_operando(
     A short circuit stops the cycling; the post-mortem scans follow. Returns an
     ``OperandoResult`` with every run uid.
     """
-    cycles = check.positive_int("cycles", cycles)
-    densities = [check.positive("current density", j) for j in current_densities]
-    if not densities:
-        raise check.PlanArgumentError("current_densities must name at least one value")
-    check.positive("ocv_duration", ocv_duration)
-    check.positive("plating_duration", plating_duration)
-    for j in densities:
-        check.signal_range(
-            station.pstat.current_sp, current_for_density(j), f"current for {j} µA/cm²", "A"
+    with check.context("xct_operando"):
+        cycles, densities = check_xct_operando(
+            station,
+            cycles=cycles,
+            current_densities=current_densities,
+            ocv_duration=ocv_duration,
+            plating_duration=plating_duration,
+            radiogram_every=radiogram_every,
+            sample_every=sample_every,
+            num_projections=num_projections,
+            exposure=exposure,
+            images_per_projection=images_per_projection,
+            postmortem_projections=postmortem_projections,
+            do_postmortem=do_postmortem,
+            experiment_id=experiment_id,
+            cell=cell,
+            md=md,
         )
     scan_kw = dict(
         num_projections=num_projections,
@@ -529,25 +901,6 @@ def xct_operando(
         images_per_projection=images_per_projection,
         sample_every=sample_every,
     )
-    # Check the scan arguments now, before the first cycle moves anything.
-    _check_scan_args(
-        station,
-        num_projections=num_projections,
-        exposure=exposure,
-        images_per_projection=images_per_projection,
-        num_darks=10,
-        num_flats=10,
-        start=0.0,
-        stop=360.0,
-        kv=70.0,
-        flat_offset=FLAT_OFFSET_MM,
-    )
-    scan_time = num_projections * images_per_projection * exposure
-    if scan_time > ocv_duration:
-        raise check.PlanArgumentError(
-            f"the 3D scan ({scan_time / HOUR:.2f} h) does not fit in the OCV step "
-            f"({ocv_duration / HOUR:.2f} h): fewer projections, shorter exposure or a longer OCV"
-        )
     experiment_id = experiment_id or f"xct-{uuid.uuid4().hex[:8]}"
     common = dict(experiment_id=experiment_id, cell=cell, md=md)
     result = OperandoResult(experiment_id=experiment_id)
@@ -590,4 +943,4 @@ def xct_operando(
             result.runs += [("postmortem", None, u) for u in uids]
         return result
 
-    return (yield from protocol())
+    return protocol()
