@@ -127,6 +127,7 @@ def _frames(
     det = station.ct_det
     yield from bps.stage(det)
     for _ in range(count):
+        yield from bps.checkpoint()
         yield from bps.trigger_and_read([det, *extra], name=stream)
         if recorder is not None:
             yield from recorder.maybe_sample()
@@ -300,6 +301,7 @@ def radiogram(station: XCTStation, *, stream: str = "primary", extra=()) -> MsgG
 
     The detector must be staged; the frame and the cell time go to ``stream``.
     """
+    yield from bps.checkpoint()
     yield from bps.mv(station.source, "on")
     yield from bps.trigger_and_read(
         [station.ct_det, station.clock, station.force, station.pstat, *extra], name=stream
