@@ -56,8 +56,12 @@ class _Guard:
 
     live: weakref.WeakSet = weakref.WeakSet()
 
-    def __init__(self, status, signal, *, expected: float, clock=None, what: str = ""):
-        self.status = status
+    def __init__(self, inner, signal, *, expected: float, clock=None, what: str = ""):
+        # The plan waits on a status of our own that follows the hardware's: a
+        # wait a suspension or a pause abandoned can then never fail later (an
+        # EpicsMotor's MoveStatus fails when the IOC comes back, for instance).
+        self.inner = inner
+        self.status = Status(obj=getattr(inner, "obj", None) or signal)
         self.signal = signal
         self.expected = float(expected)
         self.what = what or f"put to {signal.pvname}"
@@ -92,11 +96,26 @@ class _Guard:
                 self.fail("the IOC disconnected")
 
         self._subs.append((signal, signal.subscribe(on_meta, event_type="meta", run=False)))
-        status.add_callback(lambda st: self.cancel())
+        inner.add_callback(self._inner_done)
+
+    def _inner_done(self, inner) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+        self._release()
+        if inner.success:
+            self.status.set_finished()
+        else:
+            try:
+                exc = inner.exception(timeout=0)
+            except Exception as e:
+                exc = e
+            self.status.set_exception(exc or RuntimeError(f"{self.what} failed"))
 
     def fail(self, why: str) -> None:
         with self._lock:
-            if self._done or self.status.done:
+            if self._done:
                 return
             self._done = True
         exc = CompletionLost(
@@ -104,16 +123,19 @@ class _Guard:
             f"to take {self.expected:.1f} s of cell time"
         )
         logger.error("%s", exc)
-        try:
-            self.status.set_exception(exc)
-        except Exception:  # finished meanwhile
-            pass
-        self.cancel()
+        self._release()
+        self.status.set_exception(exc)
 
     def cancel(self) -> None:
-        """No failure from now on (the status ended, or a suspension abandoned it)."""
+        """A suspension or a pause abandoned the wait: it ends quietly, now."""
         with self._lock:
+            if self._done:
+                return
             self._done = True
+        self._release()
+        self.status.set_finished()
+
+    def _release(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
         for sig, cid in self._subs:
@@ -159,9 +181,7 @@ def _cell_now(clock) -> float | None:
 def guarded_set(signal, value, *, expected: float, clock=None, what: str = "") -> Status:
     """``signal.set(value)`` (a put with completion) that ends, whatever happens:
     see :class:`_Guard`."""
-    status = signal.set(value)
-    _Guard(status, signal, expected=expected, clock=clock, what=what)
-    return status
+    return _Guard(signal.set(value), signal, expected=expected, clock=clock, what=what).status
 
 
 class CompletionSignal(EpicsSignal):
@@ -184,8 +204,7 @@ class CompletionSignal(EpicsSignal):
     def set(self, value, **kwargs) -> Status:
         status = super().set(value, **kwargs)
         clock = getattr(self.root, "station_clock", None)
-        _Guard(status, self, expected=self.expected_duration(), clock=clock)
-        return status
+        return _Guard(status, self, expected=self.expected_duration(), clock=clock).status
 
 
 class CheckedSignal(EpicsSignal):
@@ -324,8 +343,10 @@ class Motor(EpicsMotor):
         except Exception:
             expected = 0.0
         clock = getattr(self.root, "station_clock", None)
-        _Guard(status, self.user_setpoint, expected=expected, clock=clock, what=f"move {self.name}")
-        return status
+        guard = _Guard(
+            status, self.user_setpoint, expected=expected, clock=clock, what=f"move {self.name}"
+        )
+        return guard.status
 
     def stop(self, *, success: bool = False) -> None:
         if not self.motor_stop.connected:
