@@ -289,6 +289,37 @@ def _let_clock_run_while_suspended(RE, clock) -> None:
     RE.register_command("wait_for", wait_for_on_hardware)
 
 
+def _outages_suspend(RE, sus, *, grace: float = 30.0) -> None:
+    """A message that fails because the IOC went away (a read, a put, a trigger)
+    waits for the suspension the connection suspender is about to request,
+    instead of failing the plan: the RunEngine then rewinds and replays it once
+    the IOC is back. Without a suspension within ``grace`` s, the error stands."""
+    import asyncio
+
+    def wrap(command):
+        async def outage_aware(msg):
+            try:
+                return await command(msg)
+            except Exception:
+                deadline = time.monotonic() + grace
+                while time.monotonic() < deadline:
+                    if sus.disconnected is not None and sus.disconnected.get():
+                        # the suspension cancels this task: the message is replayed
+                        await asyncio.sleep(0.1)
+                        continue
+                    await asyncio.sleep(0.1)
+                    if sus.disconnected is None or not sus.disconnected.get():
+                        break
+                raise
+
+        return outage_aware
+
+    for name in ("read", "locate", "set", "trigger"):
+        command = RE._command_registry.get(name)
+        if command is not None:
+            RE.register_command(name, wrap(command))
+
+
 def _resynchronize(station):
     """After the IOC came back: on virtual time, tell it again that it is synchronized."""
     clock = station.clock
@@ -369,6 +400,7 @@ def install_suspenders(
         RE.preprocessors.append(checkpoint_after_save)
     if _virtual(station):
         _let_clock_run_while_suspended(RE, station.clock)
+    _outages_suspend(RE, sus)
     return sus
 
 
