@@ -173,9 +173,10 @@ class Suspensions:
         try:
             if clock.time.connected:
                 return float(clock.time.get())
+            last = getattr(clock.time, "_readback", None)  # the last value it published
+            return None if last is None else float(last)
         except Exception:
-            pass
-        return None
+            return None
 
     def begin(self, why: str):
         """A suspender's pre-plan: record the start; the waits in progress are dropped."""
