@@ -129,14 +129,10 @@ def tiled_counts(client, runs):
             continue
         run = raw[uid]
         for stream in run:
-            node = run[stream]
             try:
-                seq = node["internal"].read()["seq_num"]
+                seq = [int(v) for v in run[stream]["seq_num"].read()]
             except Exception:
-                try:
-                    seq = node.read()["seq_num"]
-                except Exception:
-                    continue
+                continue
             counts[(uid, stream)] = len(seq)
             duplicates += len(seq) - len(set(seq))
     return counts, duplicates

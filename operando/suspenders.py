@@ -14,10 +14,12 @@ station publishes:
 On a suspension the RunEngine stops what moves (the potentiostat keeps
 cycling the cell: it is in the IOC), rewinds to the last checkpoint and, on
 resume, takes the interrupted frame or raster point again. For that to leave
-neither a gap nor a duplicate in Tiled, :func:`checkpoint_after_save` (a
-RunEngine preprocessor installed here) adds a checkpoint after every saved
-event, so a rewind never replays an event already emitted, and the detectors
+neither a gap nor a duplicate in Tiled, the RunEngine's ``save`` checkpoints
+as soon as an event is out (installed here), so a rewind never replays an event
+already emitted, and the detectors
 drop the asset documents of a frame in flight (``HDF5AreaDetector.pause``).
+(:func:`checkpoint_after_save` does the same as a plan preprocessor, for a
+RunEngine without the suspenders.)
 
 Every suspension is recorded: in :attr:`Suspensions.records` (when, why, how
 long, in wall and cell time) and, when a run is open, as one event of its
@@ -243,6 +245,30 @@ class _BoolHigh(_Retrying, SuspendBoolHigh):
     pass
 
 
+def _checkpoint_with_every_save(RE) -> None:
+    """The ``save`` command checkpoints as soon as the event is out, in the same
+    step of the RunEngine (a suspension requested meanwhile cannot slip in
+    between, as it could before a separate ``checkpoint`` message): a rewind
+    never replays an event already emitted."""
+    from bluesky.utils import IllegalMessageSequence
+
+    save = RE._command_registry["save"]
+    checkpoint = RE._command_registry["checkpoint"]
+    if getattr(save, "checkpoints", False):
+        return
+
+    async def save_and_checkpoint(msg):
+        ret = await save(msg)
+        try:
+            await checkpoint(Msg("checkpoint"))
+        except IllegalMessageSequence:  # another run is bundling: no checkpoint now
+            pass
+        return ret
+
+    save_and_checkpoint.checkpoints = True
+    RE.register_command("save", save_and_checkpoint)
+
+
 def checkpoint_after_save(plan):
     """A checkpoint after every saved event: a rewind (pause, suspension) then
     never replays an event already emitted, so nothing is duplicated."""
@@ -397,8 +423,7 @@ def install_suspenders(
     sus.suspenders = installed
     prefix = station.clock.prefix[: -len("clock:")]
     common.SUSPENDER_GUARDED_PREFIXES.add(prefix)
-    if checkpoint_after_save not in RE.preprocessors:
-        RE.preprocessors.append(checkpoint_after_save)
+    _checkpoint_with_every_save(RE)
     if _virtual(station):
         _let_clock_run_while_suspended(RE, station.clock)
     _outages_suspend(RE, sus)
