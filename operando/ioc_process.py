@@ -140,7 +140,8 @@ class IOCProcess:
     def restart(self, *, kill: bool = True) -> IOCProcess:
         """Stop the IOC (SIGKILL, or SIGTERM with ``kill=False``) and start it again
         with the same prefix, port and arguments (with its autosave it continues
-        where it was)."""
+        where it was). The new child dies with the thread that starts it
+        (``PR_SET_PDEATHSIG``): call it from a thread that outlives the IOC."""
         if kill:
             self.kill()
         self.stop()

@@ -39,6 +39,7 @@ def test_xct_ioc_killed_and_restarted_mid_scan(RE, tiled_server):
     ioc = start_xct_ioc(base, time_scale="virtual")
     station = make_xct_station(ioc.prefix, write_path=ioc.frames_dir, timeout=15)
     restarts = []
+    finished = threading.Event()
     try:
         synchronize_clock(RE, station.clock)
         RE.subscribe(make_tiled_writer(tiled_server.client()))
@@ -51,8 +52,13 @@ def test_xct_ioc_killed_and_restarted_mid_scan(RE, tiled_server):
                 triggers.append(msg)
                 if len(triggers) == 5:  # 1 dark, 1 flat, then projections 1, 2, 3
                     before["t"] = float(station.clock.time.get())
-                    th = threading.Thread(target=lambda: restarts.append(ioc.restart()))
-                    th.start()
+
+                    def restart_and_stay():
+                        # the child dies with the thread that started it (PDEATHSIG)
+                        restarts.append(ioc.restart())
+                        finished.wait()
+
+                    threading.Thread(target=restart_and_stay, daemon=True).start()
 
         RE.msg_hook = kill_at_third_projection
         n = 6
@@ -73,6 +79,7 @@ def test_xct_ioc_killed_and_restarted_mid_scan(RE, tiled_server):
         for dev in station.devices().values():
             dev.destroy()
         ioc.stop()
+        finished.set()
     assert restarts, "the IOC was not restarted"
     # Suspended (not hung, not failed) and resumed once the IOC was back.
     assert [r.why for r in sus.records] == ["IOC disconnected"]
