@@ -6,19 +6,242 @@ the potentiostat and the clock are the same on both stations.
 
 from __future__ import annotations
 
-import itertools
+import logging
+import math
+import threading
+import weakref
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from event_model import ComposeStreamResource
 from ophyd import Component as Cpt
-from ophyd import Device, EpicsSignal, EpicsSignalRO, Kind
+from ophyd import Device, EpicsMotor, EpicsSignal, EpicsSignalRO, Kind
 from ophyd.status import DeviceStatus, Status
 
 from ..constants import FRAME_DATASET
 
 TECHNIQUE_END_STATES = ("done", "limit", "aborted")
+
+logger = logging.getLogger(__name__)
+
+#: Extra wall seconds a put completion may take beyond its expected duration
+#: (Channel Access, frame rendering and writing, a busy machine).
+DEADLINE_MARGIN_S = 30.0
+#: Extra cell seconds beyond the expected duration on virtual time.
+CELL_MARGIN_S = 60.0
+#: Virtual time: wall seconds after which a put completion counts as lost anyway
+#: (cell time may stand still: nothing else pending).
+VIRTUAL_WALL_LIMIT_S = 600.0
+
+#: PV prefixes whose loss of connection a RunEngine suspender handles
+#: (``operando.suspenders.install_suspenders``): a put completion lost there
+#: becomes a suspension, not an error.
+SUSPENDER_GUARDED_PREFIXES: set[str] = set()
+
+
+class CompletionLost(TimeoutError):
+    """A put completion that did not come: the IOC went away or it overran its deadline."""
+
+
+class _Guard:
+    """Ends a put-completion status that would otherwise never end.
+
+    It fails the status with :class:`CompletionLost` (naming the PV and the
+    expected duration) when the PV disconnects (unless a connection suspender
+    guards its prefix) or when the deadline passes: ``expected`` cell seconds
+    plus a margin, on the wall clock (``scale`` cell s per wall s) or, on
+    virtual time, on the cell clock (``clock`` device).
+    """
+
+    live: weakref.WeakSet = weakref.WeakSet()
+
+    def __init__(self, inner, signal, *, expected: float, clock=None, what: str = ""):
+        # The plan waits on a status of our own that follows the hardware's: a
+        # wait a suspension or a pause abandoned can then never fail later (an
+        # EpicsMotor's MoveStatus fails when the IOC comes back, for instance).
+        self.inner = inner
+        self.status = Status(obj=getattr(inner, "obj", None) or signal)
+        self.signal = signal
+        self.expected = float(expected)
+        self.what = what or f"put to {signal.pvname}"
+        self._subs: list = []
+        self._timer: threading.Timer | None = None
+        self._lock = threading.Lock()
+        self._done = False
+        _Guard.live.add(self)
+        scale = _clock_scale(clock)
+        if scale == 0.0:  # virtual time: the deadline in cell time
+            t0 = _cell_now(clock)
+            if t0 is not None:
+                limit = t0 + self.expected + CELL_MARGIN_S
+
+                def on_time(value=None, **kwargs):
+                    if value is not None and value > limit:
+                        self.fail(f"cell time passed {limit:.1f} s")
+
+                self._subs.append((clock.time, clock.time.subscribe(on_time, run=False)))
+            wall = VIRTUAL_WALL_LIMIT_S  # backstop: the clock may stand still
+        else:
+            wall = self.expected / (scale or 1.0) + DEADLINE_MARGIN_S
+        if wall is not None:
+            self._timer = threading.Timer(
+                wall, self.fail, args=(f"no completion after {wall:.1f} s of wall time",)
+            )
+            self._timer.daemon = True
+            self._timer.start()
+
+        def on_meta(connected=None, **kwargs):
+            if connected is False and not _guarded(signal):
+                self.fail("the IOC disconnected")
+
+        self._subs.append((signal, signal.subscribe(on_meta, event_type="meta", run=False)))
+        inner.add_callback(self._inner_done)
+
+    def _inner_done(self, inner) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+        self._release()
+        if inner.success:
+            self.status.set_finished()
+        else:
+            try:
+                exc = inner.exception(timeout=0)
+            except Exception as e:
+                exc = e
+            self.status.set_exception(exc or RuntimeError(f"{self.what} failed"))
+
+    def fail(self, why: str) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+        exc = CompletionLost(
+            f"{self.what} ({self.signal.pvname}) did not complete: {why}; it was expected "
+            f"to take {self.expected:.1f} s of cell time"
+        )
+        logger.error("%s", exc)
+        self._release()
+        self.status.set_exception(exc)
+
+    def cancel(self) -> None:
+        """A suspension or a pause abandoned the wait: it ends quietly, now."""
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+        self._release()
+        self.status.set_finished()
+
+    def _release(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for sig, cid in self._subs:
+            try:
+                sig.unsubscribe(cid)
+            except Exception:
+                pass
+        self._subs.clear()
+        _Guard.live.discard(self)
+
+
+def abandon_pending_completions() -> int:
+    """Suspension: the waits in progress are dropped (the RunEngine rewinds and
+    asks again on resume); their statuses must not fail later. Returns how many."""
+    guards = list(_Guard.live)
+    for g in guards:
+        g.cancel()
+    return len(guards)
+
+
+def _guarded(signal) -> bool:
+    return any(signal.pvname.startswith(p) for p in SUSPENDER_GUARDED_PREFIXES)
+
+
+def _clock_scale(clock) -> float | None:
+    if clock is None:
+        return None
+    try:
+        if int(clock.virtual.get()):
+            return 0.0
+        return float(clock.scale.get()) or 1.0
+    except Exception:
+        return None
+
+
+def _cell_now(clock) -> float | None:
+    try:
+        return float(clock.time.get())
+    except Exception:
+        return None
+
+
+def guarded_set(signal, value, *, expected: float, clock=None, what: str = "") -> Status:
+    """``signal.set(value)`` (a put with completion) that ends, whatever happens:
+    see :class:`_Guard`."""
+    return _Guard(signal.set(value), signal, expected=expected, clock=clock, what=what).status
+
+
+class CompletionSignal(EpicsSignal):
+    """A command PV put with completion (``put_complete=True``) whose ``set()``
+    always ends: guarded by :class:`_Guard` with the duration it should take
+    (``expected``: cell seconds, or a callable of the parent device)."""
+
+    def __init__(self, *args, expected=0.0, **kwargs):
+        kwargs.setdefault("put_complete", True)
+        super().__init__(*args, **kwargs)
+        self._expected = expected
+
+    def expected_duration(self) -> float:
+        e = self._expected
+        try:
+            return float(e(self.parent) if callable(e) else e)
+        except Exception:
+            return 0.0
+
+    def set(self, value, **kwargs) -> Status:
+        status = super().set(value, **kwargs)
+        clock = getattr(self.root, "station_clock", None)
+        return _Guard(status, self, expected=self.expected_duration(), clock=clock).status
+
+
+class CheckedSignal(EpicsSignal):
+    """A setting: ``set()`` puts with completion, then reads back; a value the IOC
+    clipped or refused is a clear error at once (never a wait on a readback that
+    cannot come), and no set() stays in progress after a failure."""
+
+    #: wall seconds for the put and the read back
+    write_timeout_s = 10.0
+
+    def _set_and_wait(self, value, timeout, **kwargs):
+        timeout = self.write_timeout_s if timeout is None else timeout
+        done = threading.Event()
+        self.put(value, use_complete=True, callback=lambda **kw: done.set())
+        if not done.wait(timeout):
+            raise CompletionLost(f"{self.pvname}: no put completion within {timeout:.0f} s")
+        readback = self.get(use_monitor=False, timeout=timeout)
+        if isinstance(value, str) or isinstance(readback, str):
+            ok = str(readback) == str(value)
+        else:
+            try:
+                ok = math.isclose(float(readback), float(value), rel_tol=1e-9, abs_tol=1e-12)
+            except (TypeError, ValueError):
+                ok = readback == value
+        if not ok:
+            raise ValueError(
+                f"{self.pvname}: the IOC holds {readback!r} after a put of {value!r} "
+                f"(clipped to its limits or refused)"
+            )
+
+    def stop(self, *, success: bool = False) -> None:
+        # A set() left in progress (its put completion lost) must not block the
+        # next one: forget it, as its thread will end by its own timeout.
+        self._set_thread = None
+        stop = getattr(super(), "stop", None)
+        if stop is not None:
+            stop(success=success)
 
 
 class _CharArrayDescription:
@@ -65,6 +288,12 @@ class Station:
         for dev in self.devices().values():
             dev.wait_for_connection(timeout=timeout)
 
+    def attach_clock(self) -> None:
+        """Give every device the station clock (``station_clock``): the deadlines
+        of their put completions are in its cell time."""
+        for dev in self.devices().values():
+            dev.station_clock = self.clock
+
 
 class TwoStateDevice(Device):
     """A device with two named states driven by one put-with-completion PV.
@@ -78,15 +307,50 @@ class TwoStateDevice(Device):
     states: dict = {}
     safe_state = None
 
+    #: the state last asked for (a suspension's end puts it back: the RunEngine
+    #: stopped the device when it suspended)
+    requested = None
+
     def set(self, value) -> Status:
         if value not in self.states:
             names = sorted(k for k in self.states if isinstance(k, str))
             raise ValueError(f"{self.name}: state must be one of {names}, not {value!r}")
+        self.requested = value
         return getattr(self, self.command_name).set(self.states[value])
 
     def stop(self, *, success: bool = False) -> None:
-        if self.safe_state is not None:
-            getattr(self, self.command_name).put(self.states[self.safe_state])
+        """Put the safe state (source off, shutter closed). A RunEngine pausing or
+        suspending calls ``stop(success=True)``: the state is kept, so the
+        rewound plan goes on under the same conditions (a plan's cleanup puts
+        the safe state itself)."""
+        command = getattr(self, self.command_name)
+        if not success and self.safe_state is not None and command.connected:
+            command.put(self.states[self.safe_state])
+        super().stop(success=success)
+
+
+class Motor(EpicsMotor):
+    """``EpicsMotor`` whose moves always end (a lost completion is an error after
+    the travel time plus a margin, or at once when the IOC goes away) and whose
+    ``stop()`` does not wait on an IOC that is away."""
+
+    def set(self, position, **kwargs):
+        status = super().set(position, **kwargs)
+        try:
+            velocity = abs(float(self.velocity.get())) or 1.0
+            accel = abs(float(self.acceleration.get()))
+            expected = abs(float(position) - float(self.position)) / velocity + 2 * accel
+        except Exception:
+            expected = 0.0
+        clock = getattr(self.root, "station_clock", None)
+        guard = _Guard(
+            status, self.user_setpoint, expected=expected, clock=clock, what=f"move {self.name}"
+        )
+        return guard.status
+
+    def stop(self, *, success: bool = False) -> None:
+        if not self.motor_stop.connected:
+            return
         super().stop(success=success)
 
 
@@ -108,11 +372,28 @@ class SimClock(Device):
     waiting = Cpt(EpicsSignal, "waiting", kind=Kind.omitted)
 
     def set(self, value: float) -> Status:
-        return self.wait.set(float(value))
+        value = float(value)
+        if not math.isfinite(value):
+            raise ValueError(f"{self.name}: cannot wait until cell time {value!r}")
+        now = _cell_now(self)
+        expected = max(value - now, 0.0) if now is not None else 0.0
+        return guarded_set(
+            self.wait,
+            value,
+            expected=expected,
+            clock=self,
+            what=f"wait until cell time {value:g} s",
+        )
 
     def now(self) -> float:
         """Cell time from the last monitor update (no CA round trip)."""
         return float(self.time.get())
+
+    def pause(self) -> None:
+        """A pause or suspension: the waits in progress are dropped (the RunEngine
+        rewinds and asks again on resume), so their deadlines must not fail later."""
+        abandon_pending_completions()
+        super().pause()
 
 
 @dataclass(frozen=True)
@@ -167,13 +448,15 @@ class Potentiostat(Device):
     advances to the technique's end only while someone waits for it.
     """
 
-    mode = Cpt(EpicsSignal, "mode", string=True, kind=Kind.config)
-    current_sp = Cpt(EpicsSignal, "current_sp", kind=Kind.config)
-    duration = Cpt(EpicsSignal, "duration", kind=Kind.config)
-    e_min = Cpt(EpicsSignal, "e_min", kind=Kind.config)
-    e_max = Cpt(EpicsSignal, "e_max", kind=Kind.config)
-    start_cmd = Cpt(EpicsSignal, "start", put_complete=True, kind=Kind.omitted)
-    wait_cmd = Cpt(EpicsSignal, "wait", put_complete=True, kind=Kind.omitted)
+    mode = Cpt(CheckedSignal, "mode", string=True, kind=Kind.config)
+    current_sp = Cpt(CheckedSignal, "current_sp", kind=Kind.config)
+    duration = Cpt(CheckedSignal, "duration", kind=Kind.config)
+    e_min = Cpt(CheckedSignal, "e_min", kind=Kind.config)
+    e_max = Cpt(CheckedSignal, "e_max", kind=Kind.config)
+    start_cmd = Cpt(CompletionSignal, "start", kind=Kind.omitted)
+    wait_cmd = Cpt(
+        CompletionSignal, "wait", expected=lambda pstat: pstat.remaining(), kind=Kind.omitted
+    )
     abort_cmd = Cpt(EpicsSignal, "stop", kind=Kind.omitted)
     state = Cpt(EpicsSignalRO, "state", string=True, kind=Kind.normal)
     ewe = Cpt(EpicsSignalRO, "ewe", kind=Kind.hinted)
@@ -214,6 +497,15 @@ class Potentiostat(Device):
         """Finishes when the running technique has ended (at once if none runs)."""
         return self.wait_cmd.set(1)
 
+    def remaining(self) -> float:
+        """Cell seconds the running technique may still take (its duration left)."""
+        try:
+            duration = float(self.duration.get())
+            elapsed = float(self.elapsed.get())
+        except Exception:
+            return 0.0
+        return max(duration - elapsed, 0.0)
+
     def set(self, technique: Technique) -> Status:
         self.prepare(technique)
         self.kickoff().wait(timeout=10.0)
@@ -224,8 +516,16 @@ class Potentiostat(Device):
         return self.state.get(use_monitor=False) == "running"
 
     def stop(self, *, success: bool = False) -> None:
-        self.abort_cmd.put(1, wait=True)
+        """Abort the technique (the cell to open circuit). A RunEngine pausing,
+        suspending or closing a run calls ``stop(success=True)``: the technique
+        goes on (the cell keeps cycling); a plan's ``bps.stop(pstat)`` aborts it."""
+        if not success and self.abort_cmd.connected:
+            self.abort_cmd.put(1, wait=True)
         super().stop(success=success)
+
+    def pause(self) -> None:
+        abandon_pending_completions()
+        super().pause()
 
 
 @dataclass
@@ -237,15 +537,30 @@ class _AssetQueue:
     def push(self, name: str, doc: dict) -> None:
         self.docs.append((name, doc))
 
+    def clear(self) -> None:
+        self.docs.clear()
+
+    def drop(self, name: str) -> int:
+        """Forget queued documents called ``name``; return how many."""
+        kept = deque(item for item in self.docs if item[0] != name)
+        dropped = len(self.docs) - len(kept)
+        self.docs = kept
+        return dropped
+
     def drain(self):
         while self.docs:
             yield self.docs.popleft()
 
 
 class HDF5Cam(Device):
-    acquire_time = Cpt(EpicsSignal, "AcquireTime", kind=Kind.config)
-    num_exposures = Cpt(EpicsSignal, "NumExposures", kind=Kind.config)
-    acquire = Cpt(EpicsSignal, "Acquire", put_complete=True, kind=Kind.omitted)
+    acquire_time = Cpt(CheckedSignal, "AcquireTime", kind=Kind.config)
+    num_exposures = Cpt(CheckedSignal, "NumExposures", kind=Kind.config)
+    acquire = Cpt(
+        CompletionSignal,
+        "Acquire",
+        expected=lambda cam: float(cam.acquire_time.get()) * int(cam.num_exposures.get()),
+        kind=Kind.omitted,
+    )
     array_counter = Cpt(EpicsSignalRO, "ArrayCounter_RBV", kind=Kind.omitted)
     size_x = Cpt(EpicsSignalRO, "SizeX_RBV", kind=Kind.config)
     size_y = Cpt(EpicsSignalRO, "SizeY_RBV", kind=Kind.config)
@@ -259,6 +574,7 @@ class HDF5Plugin(Device):
     capture = Cpt(EpicsSignal, "Capture", kind=Kind.omitted)
     capture_rbv = Cpt(EpicsSignalRO, "Capture_RBV", kind=Kind.omitted)
     num_captured = Cpt(EpicsSignalRO, "NumCaptured_RBV", kind=Kind.omitted)
+    truncate = Cpt(EpicsSignal, "Truncate", kind=Kind.omitted)
 
 
 class HDF5AreaDetector(Device):
@@ -286,6 +602,9 @@ class HDF5AreaDetector(Device):
         self._assets = _AssetQueue()
         self._bundle = None
         self._first_frame = 0
+        self._next_index = 0
+        self._generation = 0
+        self._index_lock = threading.Lock()
 
     @property
     def image_key(self) -> str:
@@ -297,12 +616,22 @@ class HDF5AreaDetector(Device):
     def stage(self):
         if not self.write_path:
             raise ValueError(f"{self.name}: no write_path set for the HDF5 files")
+        # Whatever an aborted run left queued or exposing belongs to no run now.
+        self._assets.clear()
+        self._generation += 1
+        self._abort_frame()
         self.hdf1.file_path.put(self.write_path, wait=True)
         self.hdf1.file_name.put(self.file_stem, wait=True)
         self.hdf1.capture.put(1, wait=True)
+        self._new_resource()
+        return super().stage()
+
+    def _new_resource(self) -> None:
+        """A stream_resource for the file the IOC has open now."""
         path = self.hdf1.full_file_name.get(use_monitor=False)
         self._first_frame = int(self.hdf1.num_captured.get(use_monitor=False))
         rows, cols = self.frame_shape()
+        self._path = path
         self._bundle = ComposeStreamResource()(
             mimetype="application/x-hdf5",
             uri=f"file://localhost{Path(path).resolve()}",
@@ -310,30 +639,95 @@ class HDF5AreaDetector(Device):
             parameters={"dataset": FRAME_DATASET, "chunk_shape": [1, rows, cols]},
         )
         self._assets.push("stream_resource", self._bundle.stream_resource_doc)
-        self._counter = itertools.count(self._first_frame)
-        return super().stage()
+        with self._index_lock:
+            self._next_index = self._first_frame
+
+    def _abort_frame(self) -> None:
+        """Acquire 0: a frame being exposed is dropped by the IOC (not written)."""
+        if self.cam.acquire.connected:
+            try:
+                self.cam.acquire.put(0, use_complete=False)
+            except Exception:
+                logger.exception("%s: could not abort the frame in flight", self.name)
 
     def unstage(self):
+        self._generation += 1
+        self._abort_frame()
         try:
             self.hdf1.capture.put(0, wait=True)
         finally:
             self._bundle = None
+            # An aborted or failed run leaves nothing behind for the next one.
+            self._assets.clear()
+            self._generation += 1
         return super().unstage()
+
+    def pause(self) -> None:
+        """A pause or suspension: a frame in flight belongs to no event any more
+        (the RunEngine rewinds and triggers again on resume)."""
+        self._generation += 1
+        self._assets.drop("stream_datum")
+        if self._bundle is not None:
+            self._abort_frame()
+        super().pause()
+
+    def resume(self) -> None:
+        """After a pause or suspension: the IOC may have restarted (autosave brought
+        its file back, or a new one is open): follow its frame count."""
+        if self._bundle is not None:
+            try:
+                capturing = int(self.hdf1.capture_rbv.get(use_monitor=False))
+                path = self.hdf1.full_file_name.get(use_monitor=False)
+                if not capturing:
+                    self.hdf1.file_path.put(self.write_path, wait=True)
+                    self.hdf1.file_name.put(self.file_stem, wait=True)
+                    self.hdf1.capture.put(1, wait=True)
+                    self._new_resource()
+                elif path != self._path:
+                    self._new_resource()
+                else:
+                    self._reconcile()
+            except Exception:
+                logger.exception("%s: could not check the IOC's file on resume", self.name)
+        super().resume()
+
+    def _reconcile(self) -> None:
+        """The file holds exactly one frame per event: frames written after the
+        last event (a frame whose completion a suspension or a crash lost) go."""
+        n = int(self.hdf1.num_captured.get(use_monitor=False))
+        with self._index_lock:
+            expected = self._next_index
+        if n > expected:
+            logger.warning("%s: dropping %d frame(s) no event refers to", self.name, n - expected)
+            self.hdf1.truncate.put(expected, wait=True)
+        elif n < expected:
+            logger.error("%s: the file has %d frames, %d expected", self.name, n, expected)
 
     def trigger(self) -> Status:
         if self._bundle is None:
             raise RuntimeError(f"{self.name} must be staged before it is triggered")
+        # A datum still queued is stale: its event was never read (a rewind).
+        self._assets.drop("stream_datum")
         status = DeviceStatus(self)
+        generation = self._generation
+        bundle = self._bundle
         acquire = self.cam.acquire.set(1)
 
         def frame_written(st):
+            if generation != self._generation or bundle is not self._bundle:
+                # A frame of before a pause, suspension or unstage: the IOC dropped
+                # it; its event is taken again (or never). Nothing to report.
+                status.set_finished()
+                return
             if not st.success:
                 status.set_exception(st.exception() or RuntimeError("acquisition failed"))
                 return
-            index = next(self._counter)
+            with self._index_lock:  # the frame is in the file: it takes the next index
+                index = self._next_index
+                self._next_index += 1
             self._assets.push(
                 "stream_datum",
-                self._bundle.compose_stream_datum(indices={"start": index, "stop": index + 1}),
+                bundle.compose_stream_datum(indices={"start": index, "stop": index + 1}),
             )
             status.set_finished()
 

@@ -11,12 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ophyd import Component as Cpt
-from ophyd import Device, EpicsMotor, EpicsSignal, EpicsSignalRO, Kind
+from ophyd import Device, EpicsSignal, EpicsSignalRO, Kind
 
 from .common import (
     CharArraySignalRO,
+    CheckedSignal,
+    CompletionSignal,
     HDF5AreaDetector,
     HDF5Cam,
+    Motor,
     Potentiostat,
     SimClock,
     Station,
@@ -27,7 +30,7 @@ from .common import (
 class CyclingPotentiostat(Potentiostat):
     """Potentiostat with galvanostatic cycling (``Technique.cycling``) and capacity readbacks."""
 
-    cycles = Cpt(EpicsSignal, "cycles", kind=Kind.config)
+    cycles = Cpt(CheckedSignal, "cycles", kind=Kind.config)
     c_rate_current = Cpt(EpicsSignalRO, "c_rate_current", kind=Kind.config)
     capacity = Cpt(EpicsSignalRO, "capacity", kind=Kind.hinted)
     half_cycle = Cpt(EpicsSignalRO, "half_cycle", kind=Kind.normal)
@@ -38,7 +41,7 @@ class Shutter(TwoStateDevice):
     """Fast shutter: ``set("open")`` / ``set("close")`` finish when it has moved;
     ``stop()`` closes it."""
 
-    open_cmd = Cpt(EpicsSignal, "open", put_complete=True, kind=Kind.omitted)
+    open_cmd = Cpt(CompletionSignal, "open", expected=0.02, kind=Kind.omitted)
     open_rbv = Cpt(EpicsSignalRO, "open_rbv", kind=Kind.normal)
 
     command_name = "open_cmd"
@@ -49,7 +52,7 @@ class Shutter(TwoStateDevice):
 class SampleHolder(TwoStateDevice):
     """Two-slot holder: the operando ``cell`` or the ``empty_cell`` (background)."""
 
-    slot = Cpt(EpicsSignal, "select", string=True, put_complete=True, kind=Kind.normal)
+    slot = Cpt(CompletionSignal, "select", string=True, expected=2.0, kind=Kind.normal)
 
     command_name = "slot"
     states = {"cell": "cell", "empty_cell": "empty_cell"}
@@ -59,6 +62,24 @@ class Diode(Device):
     """Beam-stop diode: the transmitted fraction at the present position."""
 
     trans = Cpt(EpicsSignalRO, "trans", kind=Kind.hinted)
+
+
+class StorageRing(Device):
+    """The storage ring: ``current`` (mA) drops to 0 at a beam dump and comes back
+    at the refill; a suspender (``SuspendFloor``) waits on it. ``dump()`` dumps
+    the beam (fault injection on the simulator)."""
+
+    current = Cpt(EpicsSignalRO, "current", kind=Kind.normal)
+    refill_s = Cpt(EpicsSignal, "refill_s", kind=Kind.config)
+    next_dump = Cpt(EpicsSignalRO, "next_dump", kind=Kind.omitted)
+    dumps = Cpt(EpicsSignalRO, "dumps", kind=Kind.omitted)
+    dump_cmd = Cpt(EpicsSignal, "dump", kind=Kind.omitted)
+
+    #: stored current with beam (mA)
+    nominal_ma = 310.0
+
+    def dump(self) -> None:
+        self.dump_cmd.put(1, wait=True)
 
 
 class Beam(Device):
@@ -97,8 +118,8 @@ class SaxsDetector(ScatteringDetector):
 
 
 class ScanStage(Device):
-    x = Cpt(EpicsMotor, "x", labels={"motors"})
-    y = Cpt(EpicsMotor, "y", labels={"motors"})
+    x = Cpt(Motor, "x", labels={"motors"})
+    y = Cpt(Motor, "y", labels={"motors"})
 
 
 @dataclass
@@ -112,6 +133,7 @@ class SaxsStation(Station):
     beam: Beam
     saxs: SaxsDetector
     waxs: ScatteringDetector
+    ring: StorageRing
 
 
 def make_saxs_station(
@@ -136,7 +158,9 @@ def make_saxs_station(
         waxs=ScatteringDetector(
             f"{prefix}waxs:", name="waxs", write_path=write_path, labels={"detectors"}
         ),
+        ring=StorageRing(f"{prefix}ring:", name="ring"),
     )
+    station.attach_clock()
     if connect:
         station.wait_for_connection(timeout=timeout)
     return station

@@ -11,9 +11,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ophyd import Component as Cpt
-from ophyd import Device, EpicsMotor, EpicsSignal, EpicsSignalRO, Kind
+from ophyd import Device, EpicsSignal, EpicsSignalRO, Kind
 
-from .common import HDF5AreaDetector, HDF5Cam, Potentiostat, SimClock, Station, TwoStateDevice
+from .common import (
+    CheckedSignal,
+    CompletionSignal,
+    HDF5AreaDetector,
+    HDF5Cam,
+    Motor,
+    Potentiostat,
+    SimClock,
+    Station,
+    TwoStateDevice,
+)
+
+#: cell seconds the source takes to be ready (its warm-up)
+SOURCE_WARMUP_S = 10.0
 
 
 class ForceSensor(Device):
@@ -34,14 +47,22 @@ class XraySource(TwoStateDevice):
 
     ``set("on")``/``set(1)`` returns a status that finishes when the source is
     ready; ``set("off")`` when it is off (dark frames from then on). ``stop()``
-    switches it off.
+    switches it off. ``fault`` is the interlock (1: tripped, source off; a
+    suspender waits on it), ``reset()`` clears it.
     """
 
-    on = Cpt(EpicsSignal, "on", put_complete=True, kind=Kind.omitted)
+    on = Cpt(CompletionSignal, "on", expected=SOURCE_WARMUP_S, kind=Kind.omitted)
     on_rbv = Cpt(EpicsSignalRO, "on_rbv", kind=Kind.normal)
-    kv = Cpt(EpicsSignal, "kv", kind=Kind.config)
-    ua = Cpt(EpicsSignal, "ua", kind=Kind.config)
-    filter = Cpt(EpicsSignal, "filter", string=True, kind=Kind.config)
+    kv = Cpt(CheckedSignal, "kv", kind=Kind.config)
+    ua = Cpt(CheckedSignal, "ua", kind=Kind.config)
+    filter = Cpt(CheckedSignal, "filter", string=True, kind=Kind.config)
+    fault = Cpt(EpicsSignalRO, "fault", kind=Kind.omitted)
+    fault_msg = Cpt(EpicsSignalRO, "fault_msg", string=True, kind=Kind.omitted)
+    reset_cmd = Cpt(EpicsSignal, "reset", kind=Kind.omitted)
+
+    def reset(self) -> None:
+        """Clear the interlock fault (the source stays off until switched on)."""
+        self.reset_cmd.put(1, wait=True)
 
     command_name = "on"
     states = {"on": 1, "off": 0, 1: 1, 0: 0}
@@ -49,8 +70,8 @@ class XraySource(TwoStateDevice):
 
 
 class CTCam(HDF5Cam):
-    objective = Cpt(EpicsSignal, "Objective", string=True, kind=Kind.config)
-    binning = Cpt(EpicsSignal, "BinX", kind=Kind.config)
+    objective = Cpt(CheckedSignal, "Objective", string=True, kind=Kind.config)
+    binning = Cpt(CheckedSignal, "BinX", kind=Kind.config)
     pixel_size = Cpt(EpicsSignalRO, "PixelSize_RBV", kind=Kind.config)
 
 
@@ -63,10 +84,10 @@ class CTDetector(HDF5AreaDetector):
 class SampleStage(Device):
     """Rotation (deg) and x/y/z translations (mm), each a motor record."""
 
-    th = Cpt(EpicsMotor, "th", labels={"motors"})
-    x = Cpt(EpicsMotor, "x", labels={"motors"})
-    y = Cpt(EpicsMotor, "y", labels={"motors"})
-    z = Cpt(EpicsMotor, "z", labels={"motors"})
+    th = Cpt(Motor, "th", labels={"motors"})
+    x = Cpt(Motor, "x", labels={"motors"})
+    y = Cpt(Motor, "y", labels={"motors"})
+    z = Cpt(Motor, "z", labels={"motors"})
 
 
 @dataclass
@@ -103,6 +124,7 @@ def make_xct_station(
         ),
         stage=SampleStage(f"{prefix}stage:", name="stage"),
     )
+    station.attach_clock()
     if connect:
         station.wait_for_connection(timeout=timeout)
     return station

@@ -68,6 +68,8 @@ class DetectorCam(PVGroup):
         if value:
             await instance.write(1, verify_value=False)
             await self.parent.acquire_frame()
+        else:
+            self.parent.abort_frame()
         return 0
 
     @array_counter.putter
@@ -84,7 +86,8 @@ class HDF1(PVGroup):
     FilePath (char[256]; created if missing), FileName (char[256]), FileNumber
     (incremented after each file is opened), FullFileName_RBV (char[256]),
     Capture (put 1: open FilePath/FileName_NNNNNN.h5, closing a file still
-    open; put 0: close), Capture_RBV, NumCaptured_RBV.
+    open; put 0: close), Capture_RBV, NumCaptured_RBV; Truncate (extra: put N
+    to keep the first N frames of the open file).
     """
 
     file_path = char_pv("FilePath", doc="Directory of the HDF5 files")
@@ -104,6 +107,20 @@ class HDF1(PVGroup):
     num_captured = pvproperty(
         name="NumCaptured_RBV", value=0, read_only=True, doc="Frames written to the open file"
     )
+    truncate = pvproperty(
+        name="Truncate",
+        value=0,
+        doc="Put N: keep only the first N frames of the open file (frames no event refers to)",
+    )
+
+    @truncate.putter
+    async def truncate(self, instance, value):
+        det = self.parent
+        async with det._lock:
+            loop = asyncio.get_running_loop()
+            n = await loop.run_in_executor(None, det.truncate, int(value))
+            await self.num_captured.write(n)
+        return int(value)
 
     @capture.putter
     async def capture(self, instance, value):
@@ -145,11 +162,37 @@ class FrameDetector(PVGroup):
         super().__init__(*args, **kwargs)
         self.writer = HDF5FrameWriter(dtype=self.frame_dtype)
         self._lock = asyncio.Lock()
+        #: bumped by an abort and by every file opened or closed: a frame whose
+        #: acquisition began before is not written
+        self._generation = 0
+        self._abort = asyncio.Event()
         self._rng = np.random.default_rng([self.station.seed, self.rng_stream])
 
     @property
     def station(self):
         return self.parent
+
+    # -- autosave ------------------------------------------------------------------
+    def save_state(self) -> dict:
+        """The file being captured and the noise generator (autosave)."""
+        return {
+            "capturing": self.writer.is_open,
+            "path": str(self.writer.path) if self.writer.path else None,
+            "rng": self._rng.bit_generator.state,
+        }
+
+    def restore_state(self, state: dict) -> None:
+        """Reopen the file that was being captured: its frames are kept and the
+        next frame is appended after them (see :meth:`HDF5FrameWriter.resume`)."""
+        self._rng.bit_generator.state = state["rng"]
+        path = state.get("path")
+        if state.get("capturing") and path and Path(path).is_file():
+            n = self.writer.resume(path)
+            self.hdf1.num_captured._data["value"] = n
+            self.hdf1.capture_rbv._data["value"] = 1
+        else:
+            self.hdf1.capture_rbv._data["value"] = 0
+            self.hdf1.capture._data["value"] = 0
 
     # -- subclass hooks ------------------------------------------------------------
     def frame_shape(self) -> tuple[int, int]:
@@ -175,9 +218,11 @@ class FrameDetector(PVGroup):
         return dict(snap, frame_mean=float(np.mean(frame)))
 
     async def startup(self) -> None:
-        """Publish the default file path/name and the frame size (at IOC start)."""
-        await self.hdf1.file_path.write(str(self.station.data_dir))
-        await self.hdf1.file_name.write(self.file_name)
+        """Publish the default file path/name and the frame size (at IOC start;
+        a restored IOC keeps its saved ones)."""
+        if self.station.restored is None:
+            await self.hdf1.file_path.write(str(self.station.data_dir))
+            await self.hdf1.file_name.write(self.file_name)
         await self.publish_size()
 
     async def publish_size(self) -> None:
@@ -186,8 +231,22 @@ class FrameDetector(PVGroup):
         await self.cam.size_y.write(int(rows))
 
     # -- files ----------------------------------------------------------------------
+    def abort_frame(self) -> None:
+        """Acquire 0: the frame being exposed (or rendered) is dropped."""
+        self._generation += 1
+        self._abort.set()
+
+    def truncate(self, n: int) -> int:
+        """Keep the first ``n`` frames of the open file (HDF1:Truncate); the count kept."""
+        if self.writer.is_open and n < self.writer.num_frames:
+            path = self.writer.path
+            self.writer.close()
+            return self.writer.resume(path, keep=n)
+        return self.writer.num_frames
+
     async def open_file(self) -> Path:
         hdf = self.hdf1
+        self._generation += 1
         async with self._lock:
             number = int(hdf.file_number.value)
             directory = Path(hdf.file_path.value or self.station.data_dir).expanduser()
@@ -199,6 +258,7 @@ class FrameDetector(PVGroup):
             await hdf.full_file_name.write(str(path))
             await hdf.num_captured.write(0)
             await hdf.capture_rbv.write(1)
+            self._autosave()
             self.station.truth.write(
                 {
                     "event": "file_open",
@@ -211,6 +271,7 @@ class FrameDetector(PVGroup):
             return path
 
     async def close_file(self) -> None:
+        self._generation += 1
         async with self._lock:
             if self.writer.is_open:
                 path, n = self.writer.path, self.writer.num_frames
@@ -226,11 +287,19 @@ class FrameDetector(PVGroup):
                     }
                 )
             await self.hdf1.capture_rbv.write(0)
+            self._autosave()
+
+    def _autosave(self) -> None:
+        from .station import request_autosave
+
+        request_autosave(self)
 
     # -- frames ---------------------------------------------------------------------
-    def _render_and_store(self, snap: dict):
+    def _render_and_store(self, snap: dict, generation: int):
         """Worker thread: render the frame, append it to the file, log the truth."""
         frame = self.render(snap)
+        if generation != self._generation:  # aborted meanwhile, or another file
+            return frame, None
         index = self.writer.append(frame) if self.writer.is_open else None
         if self.station.truth:
             record = self.frame_truth(snap, frame)
@@ -253,12 +322,19 @@ class FrameDetector(PVGroup):
                 t0 = clock.now()
                 n_exp = int(cam.num_exposures.value)
                 exposure = float(cam.acquire_time.value)
-                await clock.sleep_until(t0 + n_exp * exposure)
+                generation = self._generation
+                self._abort = abort = asyncio.Event()
+                if await clock.sleep_until_or(t0 + n_exp * exposure, abort):
+                    return  # aborted (Acquire 0): no frame
                 t1 = await station.pstat.update()  # the cell at the end of the exposure
                 snap = self.snapshot(t_start=t0, t=t1, n_exposures=n_exp, acquire_time=exposure)
                 snap["array_counter"] = int(cam.array_counter.value) + 1
                 loop = asyncio.get_running_loop()
-                _, index = await loop.run_in_executor(None, self._render_and_store, snap)
+                _, index = await loop.run_in_executor(
+                    None, self._render_and_store, snap, generation
+                )
+                if index is None and generation != self._generation:
+                    return
                 count = int(cam.array_counter.value) + 1
                 await cam.array_counter.write(count, verify_value=False)
                 await cam.array_counter_rbv.write(count)

@@ -92,6 +92,35 @@ class HDF5FrameWriter:
         self.path, self._file, self._dset = path, f, dset
         return path
 
+    def resume(self, path, *, keep: int | None = None) -> int:
+        """Continue a file left open by a process that died; return its frame count.
+
+        A file its writer left in SWMR mode cannot be opened for writing again
+        (its consistency flags are set), but it reads: its frames and attributes
+        are copied into a new file that replaces it at the same path (tmp file +
+        ``os.replace``), which stays open for appending. With ``keep``, only the
+        first ``keep`` frames are kept.
+        """
+        path = Path(path).absolute()
+        with h5py.File(path, "r", swmr=True) as old:
+            dset = old[DATASET]
+            frames = dset[()] if keep is None else dset[: max(int(keep), 0)]
+            attrs = dict(old["entry"].attrs)
+        for key in ("NX_class",):
+            attrs.pop(key, None)
+        tmp = path.with_name(path.name + ".resume")
+        self.open(tmp, frames.shape[1:], attrs)
+        for frame in frames:
+            self.append(frame)
+        self.close()
+        os.replace(tmp, path)
+        f = h5py.File(path, "a", libver="latest")
+        dset = f[DATASET]
+        f.swmr_mode = True
+        self.frame_shape = tuple(int(n) for n in dset.shape[1:])
+        self.path, self._file, self._dset = path, f, dset
+        return int(dset.shape[0])
+
     def append(self, frame) -> int:
         """Append one frame, flush; return its index in the dataset."""
         if self._dset is None:

@@ -295,6 +295,9 @@ class SimMotor(PVGroup):
             await fields.done_moving_to_value.write(1)
             if not self._wake.is_set():  # no retarget raced in
                 self._idle.set()
+                from .station import request_autosave
+
+                request_autosave(self)
 
     async def _move(self, instance):
         """Move to ``self._target`` in cell time; retarget on a new put, stop on STOP.

@@ -140,6 +140,30 @@ class Potentiostat(PVGroup):
     def cell(self):
         return self.parent.cell
 
+    # -- autosave ------------------------------------------------------------------
+    def save_state(self) -> dict:
+        """The running technique and its progress (autosave)."""
+        return {
+            "technique": dict(self.technique) if self.technique is not None else None,
+            "applied_current": self.applied_current,
+            "short_logged": getattr(self, "_short_logged", False),
+        }
+
+    def restore_state(self, state: dict) -> None:
+        self.technique = state.get("technique")
+        self.applied_current = float(state.get("applied_current", 0.0))
+        if hasattr(self, "_short_logged"):
+            self._short_logged = bool(state.get("short_logged"))
+        if self.technique is not None:
+            self._ended.clear()
+        else:
+            self._ended.set()
+
+    def _autosave(self) -> None:
+        from .station import request_autosave
+
+        request_autosave(self)
+
     # -- cell-model hooks --------------------------------------------------------
     def cell_time(self) -> float:
         """The cell model's time (s)."""
@@ -229,6 +253,7 @@ class Potentiostat(PVGroup):
         await self.i.write(0.0)
         await self.technique_ended(tech, reason, t_end)
         await self.state.write(reason)
+        self._autosave()
         self.station.truth.write(
             {
                 "event": "technique_end",
@@ -334,6 +359,7 @@ class Potentiostat(PVGroup):
         await self.i.write(tech["current"])
         await self.publish_technique(now)
         await self.state.write("running")
+        self._autosave()
         self.station.truth.write(
             {
                 "event": "technique_start",

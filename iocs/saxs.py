@@ -53,7 +53,7 @@ from .detector import DetectorCam, FrameDetector
 from .motor import SimMotor
 from .physics import scattering_frames as sf
 from .physics.saxs_cell import SaxsCell, SaxsCellParams
-from .pvs import ClippedInteger, char_pv, keyed_normal
+from .pvs import ClippedDouble, ClippedInteger, char_pv, keyed_normal
 from .station import Station, serve, station_arg_parser, station_kwargs
 
 __all__ = ["SaxsStation", "main"]
@@ -351,7 +351,7 @@ class Diode(PVGroup):
 
     async def measure(self) -> float:
         station = self.parent
-        if not station.shutter.is_open:
+        if not station.beam_available:
             return 0.0
         t_cell = await station.pstat.update()  # the cell now (through any technique event)
         t = station.footprint().transmission
@@ -370,6 +370,144 @@ class Diode(PVGroup):
     @trans.getter
     async def trans(self, instance):
         return await self.measure()
+
+
+class StorageRing(PVGroup):
+    """The storage ring feeding the beamline (synchrotron set-up; the lab source
+    never dumps unless a dump is injected).
+
+    PVs
+    ---
+    current (mA, RO): stored beam current; ``nominal_ma`` with beam, 0 after a
+        dump until the refill.
+    dump (put 1): dump the beam now (fault injection).
+    refill_s (s, RW): cell seconds from a dump to the refill (default 600).
+    next_dump (s, RO): cell time of the next scheduled dump (``--beam-dumps``;
+        -1 when none is left).
+    dumps (RO): beam dumps so far.
+
+    While the beam is down the diode reads 0 and the detectors see no scattering
+    (as with the shutter closed); the potentiostat goes on cycling the cell.
+    The refill is an operation of the station: on virtual time the clock moves
+    to it while a client waits (a suspended RunEngine does).
+    """
+
+    nominal_ma = 310.0
+
+    current = pvproperty(
+        value=0.0, read_only=True, units="mA", precision=2, doc="Stored beam current (mA)"
+    )
+    dump = pvproperty(value=0, doc="Put 1: dump the beam now (refills after refill_s)")
+    refill_s = pvproperty(
+        value=600.0,
+        dtype=ClippedDouble,
+        lower_ctrl_limit=0.0,
+        upper_ctrl_limit=1e6,
+        units="s",
+        precision=1,
+        doc="Cell seconds from a dump to the refill",
+    )
+    next_dump = pvproperty(
+        value=-1.0,
+        read_only=True,
+        units="s",
+        precision=1,
+        doc="Cell time of the next scheduled dump (-1: none)",
+    )
+    dumps = pvproperty(value=0, read_only=True, doc="Beam dumps so far")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.beam_on = True
+        self.refill_at: float | None = None
+        self._refilled = asyncio.Event()
+
+    @property
+    def station(self):
+        return self.parent
+
+    def schedule(self) -> list[float]:
+        return self.station.beam_dumps
+
+    def _next_scheduled(self) -> float:
+        sched = self.schedule()
+        return sched[0] if sched else math.inf
+
+    def save_state(self) -> dict:
+        return {"beam_on": self.beam_on, "refill_at": self.refill_at}
+
+    def restore_state(self, state: dict) -> None:
+        self.beam_on = bool(state.get("beam_on", True))
+        self.refill_at = state.get("refill_at")
+
+    async def _publish(self) -> None:
+        await self.current.write(self.nominal_ma if self.beam_on else 0.0)
+        nxt = self._next_scheduled()
+        await self.next_dump.write(nxt if math.isfinite(nxt) else -1.0)
+
+    async def _dump(self, t: float, why: str) -> None:
+        station = self.station
+        if self.beam_on:
+            self.beam_on = False
+            self.refill_at = t + float(self.refill_s.value)
+            self._refilled.clear()
+            await self.dumps.write(int(self.dumps.value) + 1)
+            station.truth.write(
+                {"event": "beam_dump", "t": t, "why": why, "refill_at": self.refill_at}
+            )
+            asyncio.get_running_loop().create_task(self._refill())
+        await self._publish()
+        from .station import request_autosave
+
+        request_autosave(self)
+
+    async def _refill(self) -> None:
+        clock = self.station.simclock
+        while self.refill_at is not None and clock.now() < self.refill_at:
+            await clock.sleep_until(self.refill_at)  # an operation: the clock goes there
+        if not self.beam_on:
+            self.beam_on = True
+            self.refill_at = None
+            self.station.truth.write({"event": "beam_refill", "t": clock.now()})
+            await self._publish()
+            from .station import request_autosave
+
+            request_autosave(self)
+
+    async def _check_schedule(self, t: float) -> None:
+        sched = self.schedule()
+        fired = False
+        while sched and sched[0] <= t:
+            sched.pop(0)
+            fired = True
+        if fired:
+            await self._dump(t, "scheduled")
+        elif self.next_dump.value != (sched[0] if sched else -1.0):
+            await self._publish()
+
+    @current.startup
+    async def current(self, instance, async_lib):
+        clock = self.station.simclock
+        await self._publish()
+        if not self.beam_on:  # restored while down: the refill is still due
+            asyncio.get_running_loop().create_task(self._refill())
+        if clock.virtual:
+            clock.add_event_source(self._next_scheduled)
+            clock.add_step_hook(self._check_schedule)
+            return
+        while True:
+            nxt = self._next_scheduled()
+            if math.isfinite(nxt):
+                await clock.sleep_until(nxt)
+            else:
+                await asyncio.sleep(0.2)
+            await self._check_schedule(clock.now())
+
+    @dump.putter
+    async def dump(self, instance, value):
+        if value:
+            await self._dump(self.station.simclock.now(), "injected")
+        return 0
 
 
 class Beam(PVGroup):
@@ -506,8 +644,9 @@ class ScatteringDetector(FrameDetector):
         await cam.geometry.write(s["geometry_json"])
         await cam.poni_file.write(s["poni_file"])
         await cam.model.write(s["model"])
-        await cam.acquire_time.write(float(self.station.beamline.exposure_s))
-        await cam.num_exposures.write(1)
+        if self.station.restored is None:
+            await cam.acquire_time.write(float(self.station.beamline.exposure_s))
+            await cam.num_exposures.write(1)
         await super().startup()
 
     def snapshot(self, *, t_start, t, n_exposures, acquire_time) -> dict:
@@ -527,7 +666,7 @@ class ScatteringDetector(FrameDetector):
             cell_x_mm=cx,
             cell_y_mm=cy,
             slot=slot,
-            shutter_open=station.shutter.is_open,
+            shutter_open=station.beam_available,
             beamline=station.beamline.name,
             n_exposures=n_exposures,
             acquire_time=acquire_time,
@@ -595,6 +734,7 @@ class SaxsStation(Station):
     P sample:select (cell/empty_cell) (extra: sample:select_rbv)
     P shutter:open, shutter:open_rbv
     P diode:trans
+    P ring:current, dump, refill_s, next_dump, dumps
     P beam:config, energy_kev, wavelength_A, size_h_um, size_v_um
     P saxs:cam:AcquireTime, NumExposures, Acquire, ArrayCounter_RBV, SizeX_RBV,
       SizeY_RBV, Geometry_RBV, PoniFile_RBV, BeamstopRadius_RBV
@@ -611,6 +751,7 @@ class SaxsStation(Station):
     shutter = SubGroup(Shutter, prefix="shutter:")
     diode = SubGroup(Diode, prefix="diode:")
     beam = SubGroup(Beam, prefix="beam:")
+    ring = SubGroup(StorageRing, prefix="ring:")
     saxs = SubGroup(SaxsDetector, prefix="saxs:")
     waxs = SubGroup(WaxsDetector, prefix="waxs:")
 
@@ -624,10 +765,12 @@ class SaxsStation(Station):
         truth_file=None,
         cell_params: SaxsCellParams | None = None,
         mount_offset: tuple[float, float] = (0.0, 0.0),
+        beam_dumps=(),
         hold: bool = False,
         **kwargs,
     ):
         # Set before PVGroup.__init__: the subgroups find them through .parent.
+        self.beam_dumps = sorted(float(t) for t in beam_dumps)
         self.beamline = sf.get_beamline(beamline)
         self.cell_params = cell_params or SaxsCellParams()
         self.cell = SaxsCell(self.cell_params, seed=int(seed))
@@ -676,6 +819,25 @@ class SaxsStation(Station):
                 self._prepared = out
             return self._prepared
 
+    @property
+    def beam_available(self) -> bool:
+        """X-rays on the sample: the shutter open and beam in the ring."""
+        return self.shutter.is_open and self.ring.beam_on
+
+    def save_models(self) -> dict:
+        return {
+            "cell": self.cell,
+            "slot": self.sample.slot,
+            "ring": self.ring.save_state(),
+            "beam_dumps": list(self.beam_dumps),
+        }
+
+    def restore_models(self, models: dict) -> None:
+        super().restore_models(models)
+        self.sample.slot = models.get("slot", self.sample.slot)
+        self.ring.restore_state(models.get("ring", {}))
+        self.beam_dumps[:] = models.get("beam_dumps", self.beam_dumps)
+
     def cell_xy(self, x_mm: float, y_mm: float) -> tuple[float, float]:
         """Cell coordinates at the beam for stage position (x, y)."""
         return x_mm - self.mount_offset[0], y_mm - self.mount_offset[1]
@@ -720,13 +882,29 @@ def main(argv=None) -> None:
         metavar=("DX", "DY"),
         help="stage position (mm) of the cell origin (default 0 0)",
     )
+    parser.add_argument(
+        "--beam-dumps",
+        default="",
+        metavar="T1,T2,...",
+        help="cell times (s) of scheduled beam dumps (each refills after ring:refill_s)",
+    )
     args = parser.parse_args(argv)
     kwargs = station_kwargs(parser, args)
+    try:
+        dumps = [float(v) for v in args.beam_dumps.split(",") if v.strip()]
+    except ValueError:
+        parser.error(f"--beam-dumps must be cell times in s, not {args.beam_dumps!r}")
+    if not all(math.isfinite(v) and v >= 0 for v in dumps):
+        parser.error("--beam-dumps must be finite cell times >= 0")
     if not all(math.isfinite(v) for v in args.mount_offset):
         parser.error("--mount-offset must be finite")
     ioc_options, run_options = split_args(args)
     ioc = SaxsStation(
-        beamline=args.beamline, mount_offset=tuple(args.mount_offset), **kwargs, **ioc_options
+        beamline=args.beamline,
+        mount_offset=tuple(args.mount_offset),
+        beam_dumps=dumps,
+        **kwargs,
+        **ioc_options,
     )
     ioc.prepare()  # pyFAI geometries and PONI files before serving
     serve(ioc, run_options)

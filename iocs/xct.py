@@ -19,6 +19,7 @@ IOC appends one JSON object per line for every event of interest (``ioc_start``,
 
 from __future__ import annotations
 
+import asyncio
 import math
 
 import numpy as np
@@ -41,6 +42,16 @@ TECHNIQUE_STATES = potentiostat.TECHNIQUE_STATES
 FILTERS = ("None", "LE1", "LE2", "LE3", "HE1")
 OBJECTIVES = ("4X", "4X-wide", "20X")
 BINNINGS = (1, 2, 4)
+
+
+async def _first_event(*events: asyncio.Event) -> None:
+    """Return when any of ``events`` is set."""
+    waiters = [asyncio.ensure_future(ev.wait()) for ev in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
 
 
 def _particles_of(geom):
@@ -169,9 +180,14 @@ class XraySource(PVGroup):
     PVs
     ---
     on (0/1): put with completion; completes when the source is ready (after a
-        warm-up of ``warmup_s`` cell s) or off (at once).
+        warm-up of ``warmup_s`` cell s) or off (at once). While the interlock is
+        tripped a put of 1 waits for the reset, then warms up.
     on_rbv (RO): 1 when ready. Frames are dark unless on_rbv = 1.
     kv (kV, clipped 0..70), ua (uA, clipped 0..150), filter (None/LE1/LE2/LE3/HE1).
+    fault (0/1): the interlock (door, vacuum, high voltage); put 1 to trip it
+        (fault injection): the source switches off at once and stays off.
+    fault_msg (RO): why it tripped.
+    reset (put 1): clear the fault (the source stays off until switched on).
     """
 
     warmup_s = 10.0  # cell s
@@ -205,11 +221,72 @@ class XraySource(PVGroup):
     filter = pvproperty(
         value="LE1", enum_strings=FILTERS, dtype=ChannelType.ENUM, doc="Low-energy filter"
     )
+    fault = pvproperty(
+        value=0,
+        dtype=ClippedInteger,
+        lower_ctrl_limit=0,
+        upper_ctrl_limit=1,
+        doc="Interlock fault: 1 = tripped, source off (put 1 to inject; reset to clear)",
+    )
+    fault_msg = pvproperty(
+        value="", dtype=ChannelType.STRING, read_only=True, doc="Why the interlock tripped"
+    )
+    reset = pvproperty(value=0, doc="Put 1: clear the interlock fault")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._wanted = False
         self._ready_at: float | None = None
+        self._clear = asyncio.Event()  # set while the interlock is clear
+        self._clear.set()
+        self._tripped = asyncio.Event()  # set while it is tripped
+        self._off = asyncio.Event()
+
+    @fault.putter
+    async def fault(self, instance, value):
+        if not value:
+            return instance.value  # only reset clears it
+        if not instance.value:
+            self._clear.clear()
+            self._tripped.set()
+            self._ready_at = None
+            await self.fault_msg.write("interlock tripped (injected)")
+            if self.on_rbv.value:
+                await self.on_rbv.write(0)
+                self._log("off")
+            self.parent.truth.write(
+                {"event": "source_fault", "t": self.parent.simclock.now(), "fault": 1}
+            )
+            self._autosave()
+        return 1
+
+    @reset.putter
+    async def reset(self, instance, value):
+        if value and self.fault.value:
+            await self.fault.write(0, verify_value=False)
+            await self.fault_msg.write("")
+            self._tripped.clear()
+            self._clear.set()
+            self.parent.truth.write(
+                {"event": "source_fault", "t": self.parent.simclock.now(), "fault": 0}
+            )
+            self._autosave()
+        return 0
+
+    def _autosave(self) -> None:
+        from .station import request_autosave
+
+        request_autosave(self)
+
+    def save_state(self) -> dict:
+        return {"wanted": self._wanted, "ready_at": self._ready_at}
+
+    def restore_state(self, state: dict) -> None:
+        self._wanted = bool(state.get("wanted"))
+        self._ready_at = state.get("ready_at")
+        if self.fault.value:
+            self._clear.clear()
+            self._tripped.set()
 
     @property
     def emitting(self) -> bool:
@@ -233,22 +310,32 @@ class XraySource(PVGroup):
         if not value:
             self._wanted = False
             self._ready_at = None
+            self._off.set()
             if self.on_rbv.value:
                 await self.on_rbv.write(0)
                 self._log("off")
+                self._autosave()
             return 0
         await instance.write(1, verify_value=False)
         if self.on_rbv.value:
             return 1
-        if not self._wanted:
-            self._wanted = True
-            self._ready_at = clock.now() + self.warmup_s
-        while self._wanted and self._ready_at is not None and clock.now() < self._ready_at:
-            await clock.sleep_until(self._ready_at)
-        if self._wanted and not self.on_rbv.value:
+        self._wanted = True
+        off = self._off = asyncio.Event()
+        while self._wanted and not off.is_set():
+            if self.fault.value:  # interlock tripped: wait for the reset (or an off)
+                await _first_event(self._clear, off)
+                self._ready_at = None
+                continue
+            if self._ready_at is None:
+                self._ready_at = clock.now() + self.warmup_s
+            if clock.now() >= self._ready_at:
+                break
+            await clock.sleep_until_or(self._ready_at, self._tripped)
+        if self._wanted and not off.is_set() and not self.fault.value and not self.on_rbv.value:
             await self.on_rbv.write(1)
             self._log("on")
-        return 1 if self._wanted else 0
+            self._autosave()
+        return 1 if self.on_rbv.value else 0
 
 
 class CTCam(DetectorCam):
@@ -533,6 +620,27 @@ class XCTStation(Station):
             hold=hold,
             **kwargs,
         )
+
+    def save_models(self) -> dict:
+        return {
+            "cell": self.cell,
+            "source": self.src.save_state(),
+            "optics": (self.det.objective, self.det.binning),
+        }
+
+    def restore_models(self, models: dict) -> None:
+        super().restore_models(models)
+        if "source" in models:
+            self._restored_source = models["source"]
+        if "optics" in models:
+            objective, binning = models["optics"]
+            det = self.det
+            det.objective, det.binning = objective, int(binning)
+            det.geometry = DetectorGeometry.for_objective(objective, binning=int(binning))
+
+    def restore(self, state: dict) -> None:
+        super().restore(state)
+        self.src.restore_state(getattr(self, "_restored_source", {}) or {})
 
     def start_info(self) -> dict:
         return {

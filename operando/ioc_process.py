@@ -130,6 +130,23 @@ class IOCProcess:
                 self._beacon_sink.close()
                 self._beacon_sink = None
 
+    def kill(self) -> None:
+        """SIGKILL the IOC (a crash: no clean shutdown); its port stays this IOC's."""
+        proc = self.process
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+    def restart(self, *, kill: bool = True) -> IOCProcess:
+        """Stop the IOC (SIGKILL, or SIGTERM with ``kill=False``) and start it again
+        with the same prefix, port and arguments (with its autosave it continues
+        where it was). The new child dies with the thread that starts it
+        (``PR_SET_PDEATHSIG``): call it from a thread that outlives the IOC."""
+        if kill:
+            self.kill()
+        self.stop()
+        return self.start()
+
     @property
     def returncode(self):
         return None if self.process is None else self.process.returncode

@@ -90,6 +90,7 @@ def _station_job(
     from bluesky.utils import RunEngineInterrupted
 
     from .session import TimedCallback, make_ingest, make_run_engine
+    from .suspenders import install_suspenders
 
     # SIGINT/SIGTERM: the command's guard (operando.shutdown), if it has one
     guard = shutdown.active()
@@ -127,6 +128,7 @@ def _station_job(
                 ophyd.signal.EpicsSignalBase.set_defaults(timeout=10.0, connection_timeout=10.0)
             station = make_station(ioc.prefix if ioc else prefix, write_path=frames)
             RE = make_run_engine(clock=station.clock)
+            install_suspenders(RE, station)  # beam dump, source fault, IOC away: suspend
             if guard is not None:
                 guard.attach(RE)  # a signal aborts the plan (bluesky's SigintHandler would pause)
             RE.subscribe(ledger)

@@ -88,12 +88,16 @@ def synchronize_clock(RE: RunEngine, clock) -> bool:
         return False
     wait = RE._command_registry["wait"]
 
+    def flag(value):
+        if clock.waiting.connected:  # an IOC away (restarting) has no clock to tell
+            clock.waiting.put(value, wait=False)
+
     async def wait_on_hardware(msg):
-        clock.waiting.put(1, wait=False)
+        flag(1)
         try:
             return await wait(msg)
         finally:
-            clock.waiting.put(0, wait=False)
+            flag(0)
 
     RE.register_command("wait", wait_on_hardware)
     clock.waiting.put(0, wait=True)

@@ -229,6 +229,7 @@ def _frames(
     det = station.ct_det
     yield from bps.stage(det)
     for _ in range(count):
+        yield from bps.checkpoint()
         yield from bps.trigger_and_read([det, *extra], name=stream)
         if recorder is not None:
             yield from recorder.maybe_sample()
@@ -426,6 +427,7 @@ def radiogram(station: XCTStation, *, stream: str = "primary", extra=()) -> MsgG
         extra = _check_radiogram(stream, extra)
 
     def run():
+        yield from bps.checkpoint()  # a suspension rewinds here: the frame is taken again
         yield from bps.mv(station.source, "on")
         yield from bps.trigger_and_read(
             [station.ct_det, station.clock, station.force, station.pstat, *extra], name=stream

@@ -1,0 +1,299 @@
+"""Fault soak: the whole default XCT experiment on virtual time, faults injected at random.
+
+The experiment of ``bench_rehearsal.py`` (default seed: cycles until the short
+circuit, then the post-mortem scans; 61 projections, binning 4), its simulator
+and a ``tiled serve`` subprocess started here, reduced live, with the
+suspenders of ``operando.suspenders`` installed. A seeded injector thread
+picks a fault every ``--every`` wall seconds (on average):
+
+- ``ioc``: the XCT IOC SIGKILLed and restarted on its prefix and port (autosave);
+- ``tiled``: the Tiled server stopped, then started again on its port
+  (TiledWriter keeps what it refuses in its backup, replayed at the end);
+- ``source``: the X-ray source's interlock tripped, reset once the run is suspended;
+- ``pause``: the RunEngine paused (deferred, at a checkpoint), resumed a moment later.
+
+Prints the faults injected and survived (the experiment ends with every run
+closed), the events emitted against the events in Tiled (after the backups are
+replayed) and duplicates, the results reduced, and the process's memory (RSS)
+at start, after the warm-up (cycle 2) and at the end, with its growth per cycle
+after the warm-up (goal: <= 1 MB per cycle).
+
+    .venv/bin/python benchmarks/bench_faults.py [--seed N] [--every S] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import random
+import shutil
+import tempfile
+import threading
+import time
+import tracemalloc
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from operando import epics_env  # noqa: E402
+
+epics_env.use_loopback_if_unset()
+
+GOAL_MB_PER_CYCLE = 1.0
+FAULTS = ("ioc", "tiled", "source", "pause")
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Counter:
+    """Events the RunEngine emitted, per run and stream; RSS at each cycle's start."""
+
+    def __init__(self):
+        self.streams = {}
+        self.events = collections.Counter()
+        self.runs = []
+        self.rss_at_cycle = {}
+
+    def __call__(self, name, doc):
+        if name == "start":
+            self.runs.append(doc["uid"])
+            if doc.get("step") == "scan3d" and doc.get("cycle"):
+                self.rss_at_cycle[int(doc["cycle"])] = rss_mb()
+        elif name == "descriptor":
+            self.streams[doc["uid"]] = (doc["run_start"], doc["name"])
+        elif name == "event":
+            self.events[self.streams[doc["descriptor"]]] += 1
+
+
+class Injector(threading.Thread):
+    def __init__(self, *, seed, every, ioc, tiled, station, RE, suspensions):
+        super().__init__(daemon=True, name="fault-injector")
+        self.rng = random.Random(seed)
+        self.every = every
+        self.ioc, self.tiled, self.station, self.RE = ioc, tiled, station, RE
+        self.sus = suspensions
+        self.stop_event = threading.Event()
+        self.injected = collections.Counter()
+        self.log = []
+        self.pause_requested = threading.Event()
+
+    def run(self):
+        from caproto.sync.client import write
+
+        while not self.stop_event.wait(self.rng.uniform(0.5, 1.5) * self.every):
+            fault = self.rng.choice(FAULTS)
+            t = time.monotonic()
+            try:
+                if fault == "ioc":
+                    self.ioc.restart()
+                elif fault == "tiled":
+                    self.tiled.stop()
+                    time.sleep(self.rng.uniform(1.0, 4.0))
+                    self.tiled.start()
+                elif fault == "source":
+                    n = len(self.sus.records)
+                    write(self.ioc.prefix + "src:fault", 1, notify=True, timeout=10, repeater=False)
+                    deadline = time.monotonic() + 20
+                    while len(self.sus.records) == n and time.monotonic() < deadline:
+                        time.sleep(0.1)
+                    write(self.ioc.prefix + "src:reset", 1, notify=True, timeout=10, repeater=False)
+                elif fault == "pause":
+                    if self.RE.state == "running":
+                        self.RE.request_pause(defer=True)
+                        self.pause_requested.set()
+                    else:
+                        continue
+            except Exception as exc:  # an injection that failed is reported, not fatal
+                self.log.append((fault, f"injection failed: {exc!r}"))
+                continue
+            self.injected[fault] += 1
+            self.log.append((fault, f"{time.monotonic() - t:.1f} s"))
+
+
+def tiled_counts(client, runs):
+    """Events per (run, stream) in Tiled, and duplicated seq_nums."""
+    from operando.tiled_server import runs_container
+
+    raw = runs_container(client)
+    counts = collections.Counter()
+    duplicates = 0
+    for uid in runs:
+        if uid not in raw:
+            continue
+        run = raw[uid]
+        for stream in run:
+            try:
+                seq = [int(v) for v in run[stream]["seq_num"].read()]
+            except Exception:
+                continue
+            counts[(uid, stream)] = len(seq)
+            duplicates += len(seq) - len(set(seq))
+    return counts, duplicates
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seed", type=int, default=1, help="seed of the fault injector")
+    parser.add_argument("--every", type=float, default=20.0, help="mean wall s between faults")
+    parser.add_argument("--cycles", type=int, default=20)
+    parser.add_argument("--projections", type=int, default=61)
+    parser.add_argument("--keep", help="keep the data under this folder")
+    parser.add_argument("--tracemalloc", action="store_true", help="top allocations at the end")
+    args = parser.parse_args(argv)
+
+    import ophyd
+    from bluesky.callbacks.buffer import BufferingWrapper
+    from bluesky.utils import RunEngineInterrupted
+
+    from operando.constants import HOUR
+    from operando.devices.xct import make_xct_station
+    from operando.ioc_process import IOCProcess, random_prefix
+    from operando.plans.xct import xct_operando
+    from operando.session import backup_files, make_run_engine, make_tiled_writer, replay_backup
+    from operando.suspenders import install_suspenders
+    from operando.techniques import get
+    from operando.tiled_server import DataLayout, TiledServer
+
+    if args.tracemalloc:
+        tracemalloc.start(10)
+    rss0 = rss_mb()
+    root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-faults-"))
+    layout = DataLayout.at(root)
+    layout.create()
+    frames = layout.frames / "xct"
+    frames.mkdir(parents=True, exist_ok=True)
+    t_wall = time.monotonic()
+    tiled = TiledServer(layout, startup_timeout=600.0).start()
+    ioc = IOCProcess(
+        "operando.iocs.xct",
+        random_prefix("XCT"),
+        args=["--time-scale", "virtual", "--binning", 4, "--data-dir", frames, "--hold"],
+        log_path=root / "xct-ioc.log",
+    ).start()
+    injector = None
+    try:
+        ophyd.set_cl("caproto")
+        ophyd.signal.EpicsSignalBase.set_defaults(timeout=10.0, connection_timeout=10.0)
+        station = make_xct_station(ioc.prefix, write_path=frames)
+        RE = make_run_engine(clock=station.clock)
+        sus = install_suspenders(RE, station)
+        client = tiled.client()
+        writer = make_tiled_writer(client, backup_directory=layout.backup, batch_size=100)
+        ingest = BufferingWrapper(writer)
+        RE.subscribe(ingest)
+        counter = Counter()
+        RE.subscribe(counter)
+        reducer = get("xct").live_reducer(client, figures_dir=None)
+        RE.subscribe(reducer)
+        ioc.release_hold()
+        injector = Injector(
+            seed=args.seed,
+            every=args.every,
+            ioc=ioc,
+            tiled=tiled,
+            station=station,
+            RE=RE,
+            suspensions=sus,
+        )
+        plan = xct_operando(
+            station,
+            cycles=args.cycles,
+            num_projections=args.projections,
+            postmortem_projections=args.projections,
+            ocv_duration=3 * HOUR,
+            plating_duration=6 * HOUR,
+            experiment_id="bench-faults",
+        )
+        injector.start()
+        pauses = 0
+        try:
+            RE(plan)
+        except RunEngineInterrupted:  # a pause the injector asked for
+            pass
+        while RE.state == "paused":
+            pauses += 1
+            time.sleep(1.0)
+            try:
+                RE.resume()
+            except RunEngineInterrupted:
+                pass
+        injector.stop_event.set()
+        injector.join(timeout=120)
+        result = RE._plan_result if hasattr(RE, "_plan_result") else None
+        ingest.shutdown(wait=True)
+        reducer.flush(timeout=1800)
+        wall = time.monotonic() - t_wall
+        # Runs Tiled refused while it was away: from the backup, as `operando replay`.
+        if not tiled.process:
+            tiled.start()
+        client = tiled.client()
+        replayed = 0
+        for path in backup_files(layout.backup):
+            replay_backup(path, client)
+            replayed += 1
+        in_tiled, duplicates = tiled_counts(client, counter.runs)
+        emitted = counter.events
+        missing = sum(max(n - in_tiled.get(k, 0), 0) for k, n in emitted.items())
+        from operando.tiled_server import reduced_container
+
+        reduced = [u for u in counter.runs if u in reduced_container(client)]
+        rss_end = rss_mb()
+        cycles = sorted(counter.rss_at_cycle)
+        warm = counter.rss_at_cycle.get(2, counter.rss_at_cycle.get(cycles[0]) if cycles else rss0)
+        n_after = max(len([c for c in cycles if c >= 2]), 1)
+        growth = (rss_end - warm) / n_after
+        print("\n== fault soak: default XCT experiment on virtual time")
+        print(f"  wall: {wall:.0f} s; runs: {len(counter.runs)}; cycles started: {len(cycles)}")
+        print(f"  faults injected: {sum(injector.injected.values())} {dict(injector.injected)}")
+        print(
+            f"  suspensions: {len(sus.records)} "
+            f"{dict(collections.Counter(r.why for r in sus.records))}; pauses resumed: {pauses}"
+        )
+        survived = all(r.ended is not None for r in sus.records) and RE.state == "idle"
+        print(
+            f"  faults survived: {'all' if survived else 'NOT all'} "
+            f"(experiment finished: {RE.state == 'idle'})"
+        )
+        print(
+            f"  events emitted: {sum(emitted.values())}; in Tiled: {sum(in_tiled.values())} "
+            f"(missing {missing}, duplicated {duplicates}; backups replayed {replayed})"
+        )
+        print(f"  results reduced: {len(reduced)} of {len(counter.runs)} raw runs")
+        print(
+            f"  RSS: start {rss0:.0f} MB, after warm-up (cycle 2) {warm:.0f} MB, "
+            f"end {rss_end:.0f} MB; growth {growth:.2f} MB per cycle after warm-up "
+            f"(goal <= {GOAL_MB_PER_CYCLE:.0f} MB: "
+            f"{'met' if growth <= GOAL_MB_PER_CYCLE else 'NOT met'})"
+        )
+        print(
+            "  RSS at each cycle's start: "
+            + ", ".join(f"{c}: {counter.rss_at_cycle[c]:.0f}" for c in cycles)
+        )
+        for fault, what in injector.log:
+            print(f"    {fault}: {what}")
+        if args.tracemalloc:
+            snap = tracemalloc.take_snapshot()
+            for stat in snap.statistics("lineno")[:15]:
+                print("   ", stat)
+        del result
+        for dev in station.devices().values():
+            dev.destroy()
+    finally:
+        if injector is not None:
+            injector.stop_event.set()
+        ioc.stop()
+        tiled.stop()
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

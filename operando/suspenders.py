@@ -1,0 +1,435 @@
+"""Suspenders of the stations: the run waits out a fault and goes on by itself.
+
+``install_suspenders(RE, station)`` installs bluesky suspenders on what the
+station publishes:
+
+* SAXS/WAXS: the storage ring current (``SuspendFloor``: a beam dump suspends,
+  the refill resumes);
+* XCT: the X-ray source's interlock (``SuspendBoolHigh`` on ``source.fault``:
+  resumes once it is reset);
+* both: the IOC itself (``SuspendBoolHigh`` on :class:`StationDisconnected`,
+  True while any PV of the station is disconnected: an IOC killed and restarted
+  suspends the run, which resumes when every channel is back).
+
+On a suspension the RunEngine stops what moves (the potentiostat keeps
+cycling the cell: it is in the IOC), rewinds to the last checkpoint and, on
+resume, takes the interrupted frame or raster point again. For that to leave
+neither a gap nor a duplicate in Tiled, the RunEngine's ``save`` checkpoints
+as soon as an event is out (installed here), so a rewind never replays an event
+already emitted, and the detectors
+drop the asset documents of a frame in flight (``HDF5AreaDetector.pause``).
+(:func:`checkpoint_after_save` does the same as a plan preprocessor, for a
+RunEngine without the suspenders.)
+
+Every suspension is recorded: in :attr:`Suspensions.records` (when, why, how
+long, in wall and cell time) and, when a run is open, as one event of its
+``suspensions`` stream, emitted at the resume.
+
+On virtual time the simulator's clock advances only while the RunEngine waits;
+while suspended the RunEngine waits too (``wait_for``), so the clock goes on to
+what is pending: a beam refill arrives in cell time and the cell keeps cycling
+meanwhile. A source fault has no end in cell time (an operator resets it):
+cell time stands still until then. An IOC that is away has no clock; restarted
+with autosave it continues from the cell time it saved.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+import bluesky.plan_stubs as bps
+from bluesky.preprocessors import plan_mutator
+from bluesky.suspenders import SuspendBoolHigh, SuspenderBase, SuspendFloor
+from bluesky.utils import Msg
+from ophyd import Component as Cpt
+from ophyd import Device, Signal
+from ophyd.signal import EpicsSignalBase
+
+from .devices import common
+
+__all__ = [
+    "StationDisconnected",
+    "Suspensions",
+    "SuspensionRecord",
+    "checkpoint_after_save",
+    "install_suspenders",
+]
+
+logger = logging.getLogger(__name__)
+
+SUSPENSIONS_STREAM = "suspensions"
+
+
+class StationDisconnected(Signal):
+    """True while any Channel Access PV of the station's devices is disconnected.
+
+    ``disconnected`` names them (at most a few are listed in ``describe``).
+    """
+
+    def __init__(self, station, *, name: str = "station_disconnected", **kwargs):
+        super().__init__(value=False, name=name, **kwargs)
+        self._lock = threading.Lock()
+        self.disconnected: set[str] = set()
+        self._signals = []
+        for dev in station.devices().values():
+            for sig in _epics_signals(dev):
+                self._signals.append(sig)
+                sig.subscribe(self._on_meta, event_type="meta", run=False)
+                if not sig.connected:
+                    self.disconnected.add(sig.pvname)
+        self.put(bool(self.disconnected))
+
+    def _on_meta(self, *, obj=None, connected=None, **kwargs):
+        if obj is None or connected is None:
+            return
+        with self._lock:
+            if connected:
+                self.disconnected.discard(obj.pvname)
+            else:
+                self.disconnected.add(obj.pvname)
+            value = bool(self.disconnected)
+        if value != self.get():
+            self.put(value)
+
+    def destroy(self):
+        for sig in self._signals:
+            try:
+                sig.clear_sub(self._on_meta, event_type="meta")
+            except Exception:
+                pass
+        super().destroy()
+
+
+def _epics_signals(dev):
+    if isinstance(dev, EpicsSignalBase):
+        yield dev
+        return
+    if isinstance(dev, Device):
+        for walk in dev.walk_signals(include_lazy=False):
+            if isinstance(walk.item, EpicsSignalBase):
+                yield walk.item
+
+
+@dataclass
+class SuspensionRecord:
+    """One suspension: why, and when it began and ended (wall and cell time)."""
+
+    why: str
+    started: float  # wall time (epoch s)
+    cell_started: float | None
+    ended: float | None = None
+    cell_ended: float | None = None
+    run: str | None = None
+
+    @property
+    def duration_s(self) -> float | None:
+        return None if self.ended is None else self.ended - self.started
+
+    @property
+    def cell_duration_s(self) -> float | None:
+        if self.cell_ended is None or self.cell_started is None:
+            return None
+        return self.cell_ended - self.cell_started
+
+    def as_dict(self) -> dict:
+        return {
+            "why": self.why,
+            "started": self.started,
+            "ended": self.ended,
+            "duration_s": self.duration_s,
+            "cell_started": self.cell_started,
+            "cell_ended": self.cell_ended,
+            "cell_duration_s": self.cell_duration_s,
+            "run": self.run,
+        }
+
+
+class _Record(Device):
+    """The soft signals one ``suspensions`` event is read from."""
+
+    why = Cpt(Signal, value="")
+    started = Cpt(Signal, value=0.0)
+    duration_s = Cpt(Signal, value=0.0)
+    cell_started = Cpt(Signal, value=0.0)
+    cell_ended = Cpt(Signal, value=0.0)
+
+
+@dataclass
+class Suspensions:
+    """What :func:`install_suspenders` installed, and every suspension so far."""
+
+    RE: object
+    station: object
+    suspenders: list = field(default_factory=list)
+    records: list = field(default_factory=list)
+    disconnected: StationDisconnected | None = None
+
+    def __post_init__(self):
+        self._device = _Record(name="suspension")
+
+    def _cell_time(self) -> float | None:
+        clock = self.station.clock
+        try:
+            if clock.time.connected:
+                return float(clock.time.get())
+            last = getattr(clock.time, "_readback", None)  # the last value it published
+            return None if last is None else float(last)
+        except Exception:
+            return None
+
+    def begin(self, why: str):
+        """A suspender's pre-plan: record the start; the waits in progress are dropped."""
+        run = None
+        bundlers = getattr(self.RE, "_run_bundlers", {})
+        if bundlers:  # keyed by run key (None by default): the run's start uid
+            run = getattr(next(iter(bundlers.values())), "_run_start_uid", None) or ""
+        rec = SuspensionRecord(
+            why=why, started=time.time(), cell_started=self._cell_time(), run=run
+        )
+        self.records.append(rec)
+        common.abandon_pending_completions()
+        logger.warning("suspended: %s (cell time %s s)", why, rec.cell_started)
+        yield from bps.null()
+
+    def end(self):
+        """A suspender's post-plan: record the end, and an event in the open run."""
+        rec = next((r for r in reversed(self.records) if r.ended is None), None)
+        if rec is None:
+            return
+        rec.ended = time.time()
+        rec.cell_ended = self._cell_time()
+        logger.warning(
+            "resumed after %.1f s (%s); cell time %s -> %s s",
+            rec.duration_s,
+            rec.why,
+            rec.cell_started,
+            rec.cell_ended,
+        )
+        if rec.run is None or not getattr(self.RE, "_run_bundlers", None):
+            return
+        d = self._device
+        d.why.put(rec.why)
+        d.started.put(rec.started)
+        d.duration_s.put(rec.duration_s)
+        d.cell_started.put(rec.cell_started if rec.cell_started is not None else float("nan"))
+        d.cell_ended.put(rec.cell_ended if rec.cell_ended is not None else float("nan"))
+        yield from bps.create(name=SUSPENSIONS_STREAM)
+        yield from bps.read(d)
+        yield from bps.save()
+        yield Msg("checkpoint")  # a later rewind must not replay this event
+
+
+class _Retrying:
+    """A suspender that tries again when the RunEngine's loop was too busy to take
+    its trip (bluesky gives it 0.1 s), instead of losing the suspension."""
+
+    def __call__(self, value, **kwargs):
+        try:
+            super().__call__(value, **kwargs)
+        except RuntimeError:
+            threading.Timer(0.2, self._retry).start()
+
+    def _retry(self):
+        if self.RE is not None:
+            self(self._sig.get())
+
+
+class _Floor(_Retrying, SuspendFloor):
+    pass
+
+
+class _BoolHigh(_Retrying, SuspendBoolHigh):
+    pass
+
+
+def _checkpoint_with_every_save(RE) -> None:
+    """The ``save`` command checkpoints as soon as the event is out, in the same
+    step of the RunEngine (a suspension requested meanwhile cannot slip in
+    between, as it could before a separate ``checkpoint`` message): a rewind
+    never replays an event already emitted."""
+    from bluesky.utils import IllegalMessageSequence
+
+    save = RE._command_registry["save"]
+    checkpoint = RE._command_registry["checkpoint"]
+    if getattr(save, "checkpoints", False):
+        return
+
+    async def save_and_checkpoint(msg):
+        ret = await save(msg)
+        try:
+            await checkpoint(Msg("checkpoint"))
+        except IllegalMessageSequence:  # another run is bundling: no checkpoint now
+            pass
+        return ret
+
+    save_and_checkpoint.checkpoints = True
+    RE.register_command("save", save_and_checkpoint)
+
+
+def checkpoint_after_save(plan):
+    """A checkpoint after every saved event: a rewind (pause, suspension) then
+    never replays an event already emitted, so nothing is duplicated."""
+
+    def after_save(msg):
+        if msg.command != "save":
+            return None, None
+
+        def saved():
+            ret = yield msg
+            yield Msg("checkpoint")
+            return ret
+
+        return saved(), None
+
+    return (yield from plan_mutator(plan, after_save))
+
+
+def _virtual(station) -> bool:
+    try:
+        return bool(int(station.clock.virtual.get()))
+    except Exception:
+        return False
+
+
+def _let_clock_run_while_suspended(RE, clock) -> None:
+    """Virtual time: the RunEngine waiting out a suspension (``wait_for``) is a
+    wait on the hardware: the clock may advance meanwhile (a refill arrives)."""
+    wait_for = RE._command_registry["wait_for"]
+
+    def flag(value):
+        if clock.waiting.connected:
+            try:
+                clock.waiting.put(value, wait=False)
+            except Exception:
+                pass
+
+    async def wait_for_on_hardware(msg):
+        flag(1)
+        try:
+            return await wait_for(msg)
+        finally:
+            flag(0)
+
+    RE.register_command("wait_for", wait_for_on_hardware)
+
+
+def _outages_suspend(RE, sus, *, grace: float = 30.0) -> None:
+    """A message that fails because the IOC went away (a read, a put, a trigger)
+    waits for the suspension the connection suspender is about to request,
+    instead of failing the plan: the RunEngine then rewinds and replays it once
+    the IOC is back. Without a suspension within ``grace`` s, the error stands."""
+    import asyncio
+
+    def wrap(command):
+        async def outage_aware(msg):
+            try:
+                return await command(msg)
+            except Exception:
+                deadline = time.monotonic() + grace
+                while time.monotonic() < deadline:
+                    if sus.disconnected is not None and sus.disconnected.get():
+                        # the suspension cancels this task: the message is replayed
+                        await asyncio.sleep(0.1)
+                        continue
+                    await asyncio.sleep(0.1)
+                    if sus.disconnected is None or not sus.disconnected.get():
+                        break
+                raise
+
+        return outage_aware
+
+    for name in ("read", "locate", "set", "trigger"):
+        command = RE._command_registry.get(name)
+        if command is not None:
+            RE.register_command(name, wrap(command))
+
+
+def _resynchronize(station):
+    """After the IOC came back: on virtual time, tell it again that it is synchronized."""
+    clock = station.clock
+    if _virtual(station):
+        yield from bps.mv(clock.sync, 1)
+    else:
+        yield from bps.null()
+
+
+def _restore_states(station):
+    """Before the rewound plan goes on: the source and the shutter back in the state
+    the plan last asked for (the RunEngine stopped them when it suspended)."""
+    args = []
+    for dev in station.devices().values():
+        if isinstance(dev, common.TwoStateDevice) and dev.requested is not None:
+            args += [dev, dev.requested]
+    if args:
+        yield from bps.mv(*args)
+    else:
+        yield from bps.null()
+
+
+def install_suspenders(
+    RE, station, *, connection_sleep: float = 1.0, beam_sleep: float = 0.0
+) -> Suspensions:
+    """Install the station's suspenders on ``RE`` (see the module docstring).
+
+    ``station`` is an ``XCTStation`` or a ``SaxsStation``. Returns the
+    :class:`Suspensions` (its ``records`` list every suspension). Also adds the
+    :func:`checkpoint_after_save` preprocessor.
+    """
+    sus = Suspensions(RE=RE, station=station)
+
+    def around(why):
+        return dict(
+            pre_plan=lambda: sus.begin(why),
+            post_plan=lambda: _chain(_restore_states(station), sus.end()),
+        )
+
+    installed: list[SuspenderBase] = []
+    ring = getattr(station, "ring", None)
+    if ring is not None:
+        nominal = float(getattr(ring, "nominal_ma", 310.0))
+        installed.append(
+            _Floor(
+                ring.current,
+                0.5 * nominal,
+                resume_thresh=0.9 * nominal,
+                sleep=beam_sleep,
+                tripped_message="beam dump: ring current below half its nominal value",
+                **around("beam dump"),
+            )
+        )
+    source = getattr(station, "source", None)
+    if source is not None and hasattr(source, "fault"):
+        installed.append(
+            _BoolHigh(
+                source.fault,
+                tripped_message="X-ray source interlock tripped (reset it to resume)",
+                **around("source fault"),
+            )
+        )
+    sus.disconnected = StationDisconnected(station)
+    conn = _BoolHigh(
+        sus.disconnected,
+        sleep=connection_sleep,
+        tripped_message="station IOC disconnected",
+        pre_plan=lambda: sus.begin("IOC disconnected"),
+        post_plan=lambda: _chain(_resynchronize(station), _restore_states(station), sus.end()),
+    )
+    installed.append(conn)
+    for s in installed:
+        RE.install_suspender(s)
+    sus.suspenders = installed
+    prefix = station.clock.prefix[: -len("clock:")]
+    common.SUSPENDER_GUARDED_PREFIXES.add(prefix)
+    _checkpoint_with_every_save(RE)
+    if _virtual(station):
+        _let_clock_run_while_suspended(RE, station.clock)
+    _outages_suspend(RE, sus)
+    return sus
+
+
+def _chain(*plans):
+    for p in plans:
+        yield from p
