@@ -52,6 +52,17 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def _add_resume(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--resume",
+        metavar="ID",
+        default=None,
+        help="go on with the interrupted experiment ID (same Tiled, same station): "
+        "completed steps are kept, dangling runs closed as aborted, the rest taken "
+        "(docs/resume.md)",
+    )
+
+
 def _grid(text: str) -> tuple[int, int]:
     """'5x4' (points in x by points in y) -> (ny, nx)."""
     try:
@@ -96,6 +107,7 @@ def _xct_options(xct: argparse.ArgumentParser) -> None:
         help="record force and potential every this many cell seconds",
     )
     xct.add_argument("--no-postmortem", action="store_true", help="skip the post-mortem scans")
+    _add_resume(xct)
 
 
 def _run_xct(args, target, figures_dir: Path | None):
@@ -113,7 +125,8 @@ def _run_xct(args, target, figures_dir: Path | None):
         images_per_projection=args.images,
         postmortem=not args.no_postmortem,
         postmortem_projections=args.postmortem_projections,
-        experiment_id=args.experiment_id,
+        experiment_id=args.resume or args.experiment_id,
+        resume=args.resume,
         progress=not args.no_progress,
         sample_every=args.sample_every,
         figures_dir=figures_dir,
@@ -151,6 +164,7 @@ def _saxs_options(saxs: argparse.ArgumentParser) -> None:
         default=None,
         help="exposure per point, s (default 7 s synchrotron, 80 s lab)",
     )
+    _add_resume(saxs)
 
 
 def _run_saxs(args, target, figures_dir: Path | None):
@@ -167,7 +181,8 @@ def _run_saxs(args, target, figures_dir: Path | None):
         seed=args.seed,
         c_rate=args.c_rate,
         exposure=args.exposure,
-        experiment_id=args.experiment_id,
+        experiment_id=args.resume or args.experiment_id,
+        resume=args.resume,
         progress=not args.no_progress,
         figures_dir=figures_dir,
         reduce=not args.no_reduction,

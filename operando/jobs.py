@@ -78,10 +78,12 @@ def _station_job(
     cycles: int,
     progress: bool,
     figures_dir: Path | None,
+    after_reduction=None,
 ) -> tuple:
     """Simulators (unless ``prefix``), Tiled, the station, a RunEngine with
     TiledWriter (+ backup), the live reducer and the progress bar; runs the plan
-    made by ``plan_factory(station)`` and returns ``(plan result, uri, frames dir)``.
+    made by ``plan_factory(station, client)`` and returns ``(plan result, uri, frames dir)``;
+    ``after_reduction(client)`` runs once the live reduction is flushed.
     The plan result gains ``cell_time_s``, the station's cell time at the end.
     """
     import ophyd
@@ -137,7 +139,7 @@ def _station_job(
             ioc.release_hold()  # cell time 0: the assembled cell, as the protocol starts
         t0 = time.perf_counter()
         try:
-            result = RE(plan_factory(station)).plan_result
+            result = RE(plan_factory(station, client)).plan_result
             result.cell_time_s = float(station.clock.time.get())
         finally:
             t_plan = time.perf_counter() - t0
@@ -152,6 +154,8 @@ def _station_job(
                     logger.error("live reduction reported %d error(s): %s", len(errors), errors[:3])
             t_flush = time.perf_counter() - t0 - t_plan - t_ingest
             _disconnect(station)
+        if after_reduction is not None:
+            after_reduction(client)
     result.timing = {
         "plan_s": t_plan,  # the RunEngine's wall time, callbacks on its thread included
         "tiled_writer_s": writer.seconds,  # busy time of the writer's own thread
@@ -167,6 +171,18 @@ def _extra(result, figures_dir) -> dict:
     if figures_dir is not None:
         extra["figures"] = figures_dir
     return extra
+
+
+def _whole_experiment(technique: str, experiment_id: str, figures_dir):
+    """After a resumed job: the experiment reduced again as one, from Tiled (the
+    live reduction saw only the runs of this job)."""
+
+    def reduce(client):
+        from .techniques import get
+
+        get(technique).reduce_offline(client, experiment_id, figures_dir=figures_dir)
+
+    return reduce
 
 
 def _disconnect(station) -> None:
@@ -195,6 +211,7 @@ def run_xct(
     sample_every: float = 60.0,
     figures_dir: Path | None = None,
     reduce: bool = True,
+    resume: str | None = None,
 ) -> JobReport:
     """The operando XCT protocol on the simulated (or a real) station, into Tiled,
     reduced live (reconstructions, layers, particles, figures) unless ``reduce`` is off."""
@@ -202,7 +219,7 @@ def run_xct(
     from .devices.xct import make_xct_station
     from .plans.xct import xct_operando
 
-    def plan(station):
+    def plan(station, client):
         return xct_operando(
             station,
             cycles=cycles,
@@ -215,6 +232,8 @@ def run_xct(
             do_postmortem=postmortem,
             postmortem_projections=postmortem_projections,
             experiment_id=experiment_id,
+            resume=resume,
+            catalog=client,
         )
 
     def reducer(client, figures):
@@ -235,6 +254,9 @@ def run_xct(
         cycles=cycles,
         progress=progress,
         figures_dir=figures_dir,
+        after_reduction=_whole_experiment("xct", experiment_id, figures_dir)
+        if resume and reduce
+        else None,
     )
     return JobReport(
         experiment_id=result.experiment_id,
@@ -264,13 +286,14 @@ def run_saxs(
     progress: bool = True,
     figures_dir: Path | None = None,
     reduce: bool = True,
+    resume: str | None = None,
 ) -> JobReport:
     """The scanning operando SAXS/WAXS experiment on the simulated (or a real) station,
     reduced live (pyFAI, maps, sizes, figures) unless ``reduce`` is off."""
     from .devices.saxs import make_saxs_station
     from .plans.saxs import saxs_waxs_operando
 
-    def plan(station):
+    def plan(station, client):
         return saxs_waxs_operando(
             station,
             cycles=cycles,
@@ -279,6 +302,8 @@ def run_saxs(
             raster_every=raster_every,
             exposure=exposure,
             experiment_id=experiment_id,
+            resume=resume,
+            catalog=client,
         )
 
     def reducer(client, figures):
@@ -299,6 +324,9 @@ def run_saxs(
         cycles=cycles,
         progress=progress,
         figures_dir=figures_dir,
+        after_reduction=_whole_experiment("saxs", experiment_id, figures_dir)
+        if resume and reduce
+        else None,
     )
     return JobReport(
         experiment_id=result.experiment_id,

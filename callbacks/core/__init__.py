@@ -20,6 +20,8 @@ from .store import (
     find_experiment_runs,
     json_safe,
     replace_container,
+    run_problems,
+    stored_frames,
     stream_columns,
     write_array,
     write_table,
@@ -38,6 +40,8 @@ __all__ = [
     "replace_container",
     "stream_columns",
     "find_experiment_runs",
+    "stored_frames",
+    "run_problems",
     "write_array",
     "write_table",
 ]
