@@ -234,12 +234,16 @@ def record_pauses(plan, clock) -> MsgGenerator:
         if summary:
             reason = kwargs.get("reason") or ""
             kwargs["reason"] = f"{reason}; {summary}" if reason else summary
-        return (yield Msg("close_run", msg.obj, *msg.args, run=msg.run, **kwargs))
+        closing = Msg("close_run", msg.obj, *msg.args, run=msg.run, **kwargs)
+        made.append(closing)
+        return (yield closing)
+
+    made: list[Msg] = []  # close_run messages of our own: passed through as they are
 
     def proc(msg):
         if msg.command == "open_run":
             return None, after_open()
-        if msg.command == "close_run":
+        if msg.command == "close_run" and not any(msg is m for m in made):
             return before_close(msg), None
         return None, None
 

@@ -68,19 +68,25 @@ def _engine(station, client):
     return RE, docs
 
 
-def _pause_when(RE, predicate):
-    """Call ``RE.request_pause()`` (from a thread, as a user would) at the first
-    document for which ``predicate(name, doc)`` is true; returns a dict that
-    gets ``requested`` once done."""
-    state = {"requested": False}
+def _pause_at(RE, stream, seq_num):
+    """Call ``RE.request_pause()`` (from a thread, as a user would) once event
+    ``seq_num`` of ``stream`` is emitted; returns the events that triggered it."""
+    names, seen = {}, []
 
     def callback(name, doc):
-        if not state["requested"] and predicate(name, doc):
-            state["requested"] = True
+        if name == "descriptor":
+            names[doc["uid"]] = doc["name"]
+        elif (
+            name == "event"
+            and not seen
+            and names.get(doc["descriptor"]) == stream
+            and doc["seq_num"] == seq_num
+        ):
+            seen.append(doc)
             threading.Thread(target=RE.request_pause, daemon=True).start()
 
     RE.subscribe(callback)
-    return state
+    return seen
 
 
 def _run_paused(RE, plan, on_pause):
@@ -119,15 +125,7 @@ def test_paused_plating_passes_the_charge_of_an_uninterrupted_one(xct_virtual, t
 
     RE, docs = _engine(station, tiled_client)
     # pause once the second radiogram of the plating is recorded
-    radiograms = []
-
-    def second_radiogram(name, doc):
-        if name == "event" and "ct_det_image" in doc["data"] and doc.get("seq_num", 0) >= 2:
-            radiograms.append(doc)
-            return True
-        return False
-
-    _pause_when(RE, second_radiogram)
+    radiograms = _pause_at(RE, "primary", 2)
 
     def while_paused():
         return {
@@ -171,15 +169,7 @@ def test_paused_scan_takes_every_projection_once_with_the_source_on(xct_virtual,
     ioc, station = xct_virtual
     RE, docs = _engine(station, tiled_client)
     n = 9
-    _pause_when(
-        RE,
-        lambda name, doc: (
-            name == "event"
-            and doc.get("seq_num") == 4
-            and "ct_det_image" in doc["data"]
-            and "stage_th" in doc["data"]
-        ),
-    )
+    _pause_at(RE, "primary", 4)
     result, _ = _run_paused(
         RE,
         scan3d(
