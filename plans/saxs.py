@@ -73,7 +73,7 @@ def _transmission_profile(station: SaxsStation, motor, positions, *, step, md) -
             yield from bps.mv(motor, p)
             reading = yield from checkpointed_read(
                 [station.diode, motor, station.clock],
-                restore=[(motor, p), (station.shutter, "open")],
+                restore=[(station.shutter, "open")],
             )
             trans.append(reading[station.diode.trans.name]["value"])
 
@@ -188,7 +188,7 @@ def background(
         yield from _configure(station, exposure)
         yield from bps.mv(station.sample, "empty_cell", station.stage.x, x, station.stage.y, y)
         yield from bps.mv(station.shutter, "open")
-        restore = [(station.stage.x, x), (station.stage.y, y), (station.shutter, "open")]
+        restore = [(station.shutter, "open")]
         for _ in range(n):
             yield from checkpointed_read(dets, restore=restore)
 

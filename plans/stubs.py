@@ -128,10 +128,12 @@ def checkpointed_read(readables, *, name: str = "primary", restore=()) -> MsgGen
     """``trigger_and_read`` between two checkpoints, after the moves ``restore``.
 
     After a pause the RunEngine replays what followed the last checkpoint:
-    ``restore`` (pairs of device and state, e.g. ``(source, "on")``) puts back
-    what the pause changed (the RunEngine stops every device it moved: the
-    source goes off), the reading is taken again, and a reading already
-    emitted is never replayed (a checkpoint follows it at once).
+    ``restore`` (pairs of a two-state device and its state, e.g. ``(source,
+    "on")``) puts back what the pause changed (the RunEngine stops every device
+    it moved: the source goes off, the shutter closes), the reading is taken
+    again, and a reading already emitted is never replayed (a checkpoint
+    follows it at once). Motors need no restoring: a move cut short by the
+    pause is itself replayed from the checkpoint before it.
     """
     yield from bps.checkpoint()
     for device, value in restore:

@@ -163,9 +163,7 @@ def _darks_and_flats(
         yield from bps.checkpoint()
         yield from bps.mv(x, flat_x)
         yield from bps.mv(source, "on")
-        yield from _frames(
-            station, "flat", num_flats, extra, recorder, restore=[(x, flat_x), (source, "on")]
-        )
+        yield from _frames(station, "flat", num_flats, extra, recorder, restore=[(source, "on")])
         yield from bps.mv(x, x0)
         yield from bps.checkpoint()
 
@@ -177,10 +175,9 @@ def _projections(station: XCTStation, angles: np.ndarray, recorder: CellRecorder
     for angle in angles:
         yield from bps.checkpoint()
         yield from bps.mv(th, float(angle))
-        # After a pause: the angle again, the source on again (it went off).
-        yield from checkpointed_read(
-            [det, th, station.clock], restore=[(th, float(angle)), (station.source, "on")]
-        )
+        # After a pause the source goes on again (the RunEngine switched it
+        # off); a move cut short is replayed from the checkpoint above.
+        yield from checkpointed_read([det, th, station.clock], restore=[(station.source, "on")])
         yield from recorder.maybe_sample()
     yield from bps.unstage(det)
     yield from bps.mv(station.source, "off")

@@ -2,7 +2,7 @@
 
 The test owns the XCT simulator (virtual time) and the Tiled server; ``operando
 run xct`` runs as a subprocess against them, is SIGKILLed once Tiled shows the
-3D scan of cycle 2, then ``operando run xct --resume ID`` takes the experiment
+3D scan of cycle 2 (no post-mortem scans: they add nothing to the resume), then ``operando run xct --resume ID`` takes the experiment
 to its end. One experiment comes out: every step once, the dangling run closed
 as ``abort``, the reduction flagging it. A run whose detector file holds fewer
 frames than its events recorded reduces with ``incomplete: true``
@@ -67,13 +67,10 @@ def _cli(server, ioc, *extra):
         "--cycles",
         "2",
         "--projections",
-        "7",
-        "--postmortem-projections",
-        "5",
+        "11",
+        "--no-postmortem",
         "--images",
         "1",
-        "--exposure",
-        "0.5",
         "--sample-every",
         "1800",
         "--prefix",
@@ -90,6 +87,8 @@ def _cli(server, ioc, *extra):
 
 
 def _runs_of(client, eid):
+    if "raw" not in client:  # nothing written yet
+        return []
     found = client["raw"].search(Key("start.experiment_id") == eid)
     return sorted(found.items(), key=lambda kv: kv[1].metadata["start"]["time"])
 
@@ -135,6 +134,7 @@ def test_killed_experiment_resumes_to_one_consistent_experiment(server, client, 
         timeout=900,
         env=env,
     )
+    (tmp_path / "resumed.log").write_text(resumed.stdout + resumed.stderr)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-5000:]
 
     runs = _runs_of(client, EID)
@@ -153,8 +153,6 @@ def test_killed_experiment_resumes_to_one_consistent_experiment(server, client, 
         ("scan3d", 2, None, "abort"),
         ("scan3d", 2, None, "success"),
         ("plating", 2, None, "success"),
-        ("postmortem", None, "overview", "success"),
-        ("postmortem", None, "highres", "success"),
     ]
     closed = client["raw"][cut_uid].metadata["stop"]
     assert closed["exit_status"] == "abort"
@@ -165,23 +163,19 @@ def test_killed_experiment_resumes_to_one_consistent_experiment(server, client, 
     # A second look finds nothing left to close.
     point = find_resume_point(client, EID, technique="xct")
     assert point.closed == []
-    assert point.completed("postmortem", None, postmortem_scan="highres") is not None
+    assert point.completed("plating", 2) is not None
 
     # One reduced experiment: every cycle once, the cut run flagged.
     exp = client["reduced"][EID]
     md = exp.metadata
     reduced_steps = [(r["step"], r["cycle"]) for r in md["runs"]]
-    assert sorted(reduced_steps, key=str) == sorted(
-        [
-            ("scan3d", 1),
-            ("plating", 1),
-            ("scan3d", 2),
-            ("plating", 2),
-            ("postmortem", None),
-            ("postmortem", None),
-        ],
-        key=str,
-    )
+    problems = [line for line in resumed.stderr.splitlines() if "failed" in line or "Error" in line]
+    assert sorted(reduced_steps) == [
+        ("plating", 1),
+        ("plating", 2),
+        ("scan3d", 1),
+        ("scan3d", 2),
+    ], problems[:20]
     assert cut_uid not in [r["uid"] for r in md["runs"]]
     (flag,) = md["incomplete_runs"]
     assert flag["uid"] == cut_uid and flag["superseded_by"] == runs[3][0]
