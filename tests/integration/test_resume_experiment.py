@@ -72,7 +72,7 @@ def _cli(server, ioc, *extra):
         "--images",
         "1",
         "--sample-every",
-        "1800",
+        "600",
         "--prefix",
         ioc.prefix,
         "--tiled-uri",
@@ -169,13 +169,13 @@ def test_killed_experiment_resumes_to_one_consistent_experiment(server, client, 
     exp = client["reduced"][EID]
     md = exp.metadata
     reduced_steps = [(r["step"], r["cycle"]) for r in md["runs"]]
-    problems = [line for line in resumed.stderr.splitlines() if "failed" in line or "Error" in line]
+    problems = resumed.stderr[resumed.stderr.find("Traceback") :][:3000]
     assert sorted(reduced_steps) == [
         ("plating", 1),
         ("plating", 2),
         ("scan3d", 1),
         ("scan3d", 2),
-    ], problems[:20]
+    ], problems
     assert cut_uid not in [r["uid"] for r in md["runs"]]
     (flag,) = md["incomplete_runs"]
     assert flag["uid"] == cut_uid and flag["superseded_by"] == runs[3][0]
