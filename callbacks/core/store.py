@@ -9,6 +9,7 @@ experiment's raw runs).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Callable
@@ -142,7 +143,7 @@ def _file_frames(array) -> list[tuple[str, str, int]]:
     except Exception:  # noqa: BLE001 - a server that does not say
         return out
     for source in sources:
-        src = source if isinstance(source, dict) else source.model_dump()
+        src = source if isinstance(source, dict) else dataclasses.asdict(source)
         params = src.get("parameters") or {}
         dataset = params.get("dataset") or FRAME_DATASET
         if isinstance(dataset, (list, tuple)):

@@ -12,6 +12,7 @@ frames than its events recorded reduces with ``incomplete: true``
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import subprocess
@@ -67,7 +68,7 @@ def _cli(server, ioc, *extra):
         "--cycles",
         "2",
         "--projections",
-        "11",
+        "61",  # the reconstruction's stripe removal needs a few tens
         "--no-postmortem",
         "--images",
         "1",
@@ -210,7 +211,7 @@ def test_reduce_of_a_run_with_frames_missing_flags_it(server, client, ioc):
             dev.destroy()
     run = client["raw"][uid]
     (source,) = run["primary"]["ct_det_image"].data_sources()
-    src = source if isinstance(source, dict) else source.model_dump()
+    src = source if isinstance(source, dict) else dataclasses.asdict(source)
     path = src["assets"][0]["data_uri"].replace("file://localhost", "")
     with h5py.File(path, "a") as f:  # the file lost its last frames
         f["entry/data/data"].resize(5, axis=0)
