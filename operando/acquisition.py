@@ -99,6 +99,17 @@ def bounded(bound, *, integer: bool = False) -> Callable[[str], float]:
     return parse
 
 
+def _add_resume(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--resume",
+        metavar="ID",
+        default=None,
+        help="go on with the interrupted experiment ID (same Tiled, same station): "
+        "completed steps are kept, dangling runs closed as aborted, the rest taken "
+        "(docs/resume.md)",
+    )
+
+
 def _grid(text: str) -> tuple[int, int]:
     """'5x4' (points in x by points in y) -> (ny, nx)."""
     from .plans.validation import PlanArgumentError, grid_shape
@@ -161,6 +172,7 @@ def _xct_options(xct: argparse.ArgumentParser) -> None:
         help="record force and potential every this many cell seconds",
     )
     xct.add_argument("--no-postmortem", action="store_true", help="skip the post-mortem scans")
+    _add_resume(xct)
 
 
 def _check_xct(args) -> None:
@@ -205,7 +217,8 @@ def _run_xct(args, target, figures_dir: Path | None):
         images_per_projection=args.images,
         postmortem=not args.no_postmortem,
         postmortem_projections=args.postmortem_projections,
-        experiment_id=args.experiment_id,
+        experiment_id=args.resume or args.experiment_id,
+        resume=args.resume,
         progress=not args.no_progress,
         sample_every=args.sample_every,
         figures_dir=figures_dir,
@@ -257,6 +270,7 @@ def _saxs_options(saxs: argparse.ArgumentParser) -> None:
         default=None,
         help=f"exposure per point ({v.ACQUIRE_TIME}; default 7 s synchrotron, 80 s lab)",
     )
+    _add_resume(saxs)
 
 
 def _check_saxs(args) -> None:
@@ -298,7 +312,8 @@ def _run_saxs(args, target, figures_dir: Path | None):
         seed=args.seed,
         c_rate=args.c_rate,
         exposure=args.exposure,
-        experiment_id=args.experiment_id,
+        experiment_id=args.resume or args.experiment_id,
+        resume=args.resume,
         progress=not args.no_progress,
         figures_dir=figures_dir,
         reduce=not args.no_reduction,

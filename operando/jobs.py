@@ -80,10 +80,12 @@ def _station_job(
     cycles: int,
     progress: bool,
     figures_dir: Path | None,
+    after_reduction=None,
 ) -> tuple:
     """Simulators (unless ``prefix``), Tiled, the station, a RunEngine with
     TiledWriter (+ backup), the live reducer and the progress bar; runs the plan
-    made by ``plan_factory(station)`` and returns ``(plan result, uri, frames dir)``.
+    made by ``plan_factory(station, client)`` and returns ``(plan result, uri, frames dir)``;
+    ``after_reduction(client)`` runs once the live reduction is flushed.
     The plan result gains ``cell_time_s``, the station's cell time at the end.
     """
     import ophyd
@@ -158,7 +160,7 @@ def _station_job(
                 ioc.release_hold()  # cell time 0: the assembled cell, as the protocol starts
             t0 = time.perf_counter()
             try:
-                result = RE(plan_factory(station)).plan_result
+                result = RE(plan_factory(station, client)).plan_result
                 result.cell_time_s = float(station.clock.time.get())
             except RunEngineInterrupted:
                 # aborted by the guard: cleanup done, stop documents emitted
@@ -188,6 +190,8 @@ def _station_job(
                         )
                 t_flush = time.perf_counter() - t0 - t_plan - t_ingest
                 _disconnect(station)
+            if after_reduction is not None and stopped_by is None:
+                after_reduction(client)
     except shutdown.Interrupted as stop:
         # a signal before the plan ran (starting the simulators or Tiled)
         raise shutdown.Interrupted(
@@ -218,6 +222,18 @@ def _extra(result, figures_dir) -> dict:
     return extra
 
 
+def _whole_experiment(technique: str, experiment_id: str, figures_dir):
+    """After a resumed job: the experiment reduced again as one, from Tiled (the
+    live reduction saw only the runs of this job)."""
+
+    def reduce(client):
+        from .techniques import get
+
+        get(technique).reduce_offline(client, experiment_id, figures_dir=figures_dir)
+
+    return reduce
+
+
 def _disconnect(station) -> None:
     """Drop the devices' subscriptions before the simulators stop."""
     for dev in station.devices().values():
@@ -244,6 +260,7 @@ def run_xct(
     sample_every: float = 60.0,
     figures_dir: Path | None = None,
     reduce: bool = True,
+    resume: str | None = None,
 ) -> JobReport:
     """The operando XCT protocol on the simulated (or a real) station, into Tiled,
     reduced live (reconstructions, layers, particles, figures) unless ``reduce`` is off."""
@@ -251,7 +268,7 @@ def run_xct(
     from .devices.xct import make_xct_station
     from .plans.xct import xct_operando
 
-    def plan(station):
+    def plan(station, client):
         return xct_operando(
             station,
             cycles=cycles,
@@ -264,6 +281,8 @@ def run_xct(
             do_postmortem=postmortem,
             postmortem_projections=postmortem_projections,
             experiment_id=experiment_id,
+            resume=resume,
+            catalog=client,
         )
 
     def reducer(client, figures):
@@ -284,6 +303,9 @@ def run_xct(
         cycles=cycles,
         progress=progress,
         figures_dir=figures_dir,
+        after_reduction=_whole_experiment("xct", experiment_id, figures_dir)
+        if resume and reduce
+        else None,
     )
     return JobReport(
         experiment_id=result.experiment_id,
@@ -313,13 +335,14 @@ def run_saxs(
     progress: bool = True,
     figures_dir: Path | None = None,
     reduce: bool = True,
+    resume: str | None = None,
 ) -> JobReport:
     """The scanning operando SAXS/WAXS experiment on the simulated (or a real) station,
     reduced live (pyFAI, maps, sizes, figures) unless ``reduce`` is off."""
     from .devices.saxs import make_saxs_station
     from .plans.saxs import saxs_waxs_operando
 
-    def plan(station):
+    def plan(station, client):
         return saxs_waxs_operando(
             station,
             cycles=cycles,
@@ -328,6 +351,8 @@ def run_saxs(
             raster_every=raster_every,
             exposure=exposure,
             experiment_id=experiment_id,
+            resume=resume,
+            catalog=client,
         )
 
     def reducer(client, figures):
@@ -348,6 +373,9 @@ def run_saxs(
         cycles=cycles,
         progress=progress,
         figures_dir=figures_dir,
+        after_reduction=_whole_experiment("saxs", experiment_id, figures_dir)
+        if resume and reduce
+        else None,
     )
     return JobReport(
         experiment_id=result.experiment_id,

@@ -15,6 +15,7 @@ Each run's start document carries ``experiment_id``, ``cell``, ``technique``
 
 from __future__ import annotations
 
+import logging
 import math
 import uuid
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ import bluesky.plans as bp
 import bluesky.preprocessors as bpp
 import numpy as np
 
+from ..callbacks.core import stream_columns
 from ..constants import HOUR
 from ..devices.common import Technique
 from ..devices.saxs import SaxsStation
@@ -31,14 +33,18 @@ from . import validation as check
 from .alignment import GridBounds, cathode_layer, segment_profile, window_extent
 from .stubs import (
     MsgGenerator,
+    checkpointed_read,
     experiment_md,
     now,
+    record_pauses,
     start_technique,
     technique_running,
     wait_technique,
     wait_until,
 )
 from .validation import checked_plan
+
+logger = logging.getLogger(__name__)
 
 #: Exposure per point and detector, by beamline (paper: 7 s at Elettra, 80 s on the Xeuss).
 EXPOSURE = {"synchrotron": 7.0, "lab": 80.0}
@@ -109,8 +115,12 @@ def _transmission_profile(station: SaxsStation, motor, positions, *, step, md) -
     def body():
         yield from bps.mv(station.shutter, "open")
         for p in positions:
+            yield from bps.checkpoint()
             yield from bps.mv(motor, p)
-            reading = yield from bps.trigger_and_read([station.diode, motor, station.clock])
+            reading = yield from checkpointed_read(
+                [station.diode, motor, station.clock],
+                restore=[(station.shutter, "open")],
+            )
             trans.append(reading[station.diode.trans.name]["value"])
 
     @bpp.run_decorator(
@@ -126,7 +136,7 @@ def _transmission_profile(station: SaxsStation, motor, positions, *, step, md) -
     def run():
         yield from bpp.finalize_wrapper(body(), _closed(station))
 
-    yield from run()
+    yield from record_pauses(run(), station.clock)
     return np.asarray(positions), np.asarray(trans)
 
 
@@ -268,8 +278,9 @@ def background(
         yield from _configure(station, exposure)
         yield from bps.mv(station.sample, "empty_cell", station.stage.x, x, station.stage.y, y)
         yield from bps.mv(station.shutter, "open")
+        restore = [(station.shutter, "open")]
         for _ in range(n):
-            yield from bps.trigger_and_read(dets)
+            yield from checkpointed_read(dets, restore=restore)
 
     def cleanup():
         yield from _closed(station)
@@ -280,7 +291,7 @@ def background(
     def run():
         yield from bpp.finalize_wrapper(body(), cleanup())
 
-    return run()
+    return record_pauses(run(), station.clock)
 
 
 def _check_grid(station: SaxsStation | None, x_range, y_range, shape):
@@ -377,6 +388,13 @@ def raster(
     )
     _m["beamline"] = beamline
 
+    def per_step(detectors, step, pos_cache):
+        # bluesky's one_nd_step, and after a pause the shutter open again (the
+        # RunEngine closed it) before the point is taken again.
+        yield from bps.checkpoint()
+        yield from bps.move_per_step(step, pos_cache)
+        yield from checkpointed_read([*detectors, *step], restore=[(station.shutter, "open")])
+
     def body():
         yield from _configure(station, exposure)
         yield from bps.mv(station.sample, "cell")
@@ -391,11 +409,12 @@ def raster(
                 *x_range,
                 nx,
                 snake_axes=snake,
+                per_step=per_step,
                 md=_m,
             )
         )
 
-    return bpp.finalize_wrapper(body(), _closed(station))
+    return record_pauses(bpp.finalize_wrapper(body(), _closed(station)), station.clock)
 
 
 @dataclass
@@ -507,6 +526,8 @@ def saxs_waxs_operando(
     experiment_id: str | None = None,
     cell: str = "Li-In|Li6PS5Cl|S-C (50:30:20)",
     md: dict | None = None,
+    resume=None,
+    catalog=None,
 ) -> MsgGenerator:
     """The operando experiment: align, background, OCV rasters, then rasters while cycling.
 
@@ -515,6 +536,12 @@ def saxs_waxs_operando(
     and ``e_max`` for ``cycles`` full cycles; a raster starts every
     ``raster_every`` cell seconds (back to back when None) until the cycling
     ends, and once more after. Returns a ``SaxsResult``.
+
+    ``resume``: the id of an interrupted experiment (read from ``catalog``, a
+    Tiled client) or a :class:`~.resume.ResumePoint`: the alignment is rebuilt
+    from its stored profiles, completed steps are not taken again, dangling
+    runs get a stop document (``abort``), and the rasters go on where they
+    stopped, on the cycling that ran on in the meantime (``docs/resume.md``).
     """
     with check.context("saxs_waxs_operando"):
         current = check_saxs_operando(
@@ -533,14 +560,31 @@ def saxs_waxs_operando(
             cell=cell,
             md=md,
         )
+    from .resume import resolve
+
+    point = resolve(resume, catalog, technique="saxs_waxs")
+    if point is not None:
+        if experiment_id and experiment_id != point.experiment_id:
+            raise check.PlanArgumentError(
+                f"experiment_id {experiment_id!r} differs from the resumed {point.experiment_id!r}"
+            )
+        experiment_id = point.experiment_id
+        if bounds is None:
+            bounds = _stored_bounds(station, point, catalog)
     experiment_id = experiment_id or f"saxs-{uuid.uuid4().hex[:8]}"
     common = dict(experiment_id=experiment_id, cell=cell)
     result = SaxsResult(experiment_id=experiment_id, bounds=bounds)
+    if point is not None:
+        result.runs += [
+            (r.step if r.step != "alignment" else "alignment", r.cycle, r.uid)
+            for r in point.runs
+            if r.completed and r.step in ("alignment", "background")
+        ]
 
     def record(kind, cycle, uid):
         result.runs.append((kind, cycle, uid))
 
-    def one_raster(step, cycle, index):
+    def one_raster(step, cycle, index, **extra):
         grid = result.bounds.grid(shape)
         uid = yield from raster(
             station,
@@ -549,11 +593,14 @@ def saxs_waxs_operando(
             exposure=exposure,
             step=step,
             cycle=cycle,
-            md=dict(md or {}, raster_index=index),
+            md=dict(md or {}, raster_index=index, **extra),
             **grid,
             **common,
         )
         record(step, cycle, uid)
+
+    def done(step, **match):
+        return point.completed(step, None, **match) if point is not None else None
 
     def plan():
         if result.bounds is None:
@@ -561,33 +608,85 @@ def saxs_waxs_operando(
             grid = result.bounds.grid(shape)
             _check_grid(station, grid["x_range"], grid["y_range"], shape)
         centre = result.bounds.grid(shape)
-        uid = yield from background(
-            station,
-            x=float(np.mean(centre["x_range"])),
-            y=float(np.mean(centre["y_range"])),
-            exposure=exposure,
-            md=md,
-            **common,
+        if done("background") is None:
+            uid = yield from background(
+                station,
+                x=float(np.mean(centre["x_range"])),
+                y=float(np.mean(centre["y_range"])),
+                exposure=exposure,
+                md=md,
+                **common,
+            )
+            record("background", None, uid)
+        operando_runs = [r for r in (point.runs if point else []) if r.step == "operando"]
+        cycling = operando_runs or (
+            point is not None and (yield from bps.rd(station.pstat.state)) == "running"
         )
-        record("background", None, uid)
-        for k in range(ocv_rasters):
-            yield from one_raster("ocv", 0, k)
-        technique = Technique.cycling(current, e_min=e_min, e_max=e_max, cycles=cycles)
-        yield from start_technique(station.pstat, technique)
-        t0 = yield from now(station.clock)
-        index = 0
+        if not cycling:
+            for k in range(ocv_rasters):
+                if done("ocv", raster_index=k) is None:
+                    yield from one_raster("ocv", 0, k)
+        elif point is not None:
+            result.runs += [
+                ("ocv", 0, r.uid) for r in point.runs if r.completed and r.step == "ocv"
+            ]
+        kept = [r for r in operando_runs if r.completed]
+        result.runs += [("operando", r.cycle, r.uid) for r in kept]
+        if any(r.start.get("final_raster") for r in kept):
+            result.end_state = "done"
+            return result
+        state = yield from bps.rd(station.pstat.state)
+        if kept and "cycling_t0" in kept[0].start and state in ("running", "done", "limit"):
+            # The cycling went on without the plan: the rasters go on with it.
+            t0 = float(kept[0].start["cycling_t0"])
+            index = max(int(r.start.get("raster_index", 0)) for r in kept) + 1
+        else:
+            if point is not None and operando_runs:
+                logger.warning(
+                    "the potentiostat no longer runs the cycling of %s (state %s): started again",
+                    experiment_id,
+                    state,
+                )
+            technique = Technique.cycling(current, e_min=e_min, e_max=e_max, cycles=cycles)
+            yield from start_technique(station.pstat, technique)
+            t0 = yield from now(station.clock)
+            index = 0
         while (yield from technique_running(station.pstat)):
             half = yield from bps.rd(station.pstat.half_cycle)
-            yield from one_raster("operando", int(half) // 2 + 1, index)
+            yield from one_raster("operando", int(half) // 2 + 1, index, cycling_t0=t0)
             index += 1
             if raster_every is not None and (yield from technique_running(station.pstat)):
                 yield from wait_until(station.clock, t0 + index * raster_every)
         yield from wait_technique(station.pstat)
         result.end_state = str((yield from bps.rd(station.pstat.state)))
-        yield from one_raster("operando", cycles, index)
+        yield from one_raster("operando", cycles, index, cycling_t0=t0, final_raster=True)
         return result
 
     return bpp.finalize_wrapper(plan(), _stop_cycling(station))
+
+
+def _stored_bounds(station: SaxsStation, point, catalog) -> GridBounds | None:
+    """The grid of a resumed experiment, from its stored alignment profiles
+    (None when they are not both there: the alignment is taken again)."""
+    from .resume import _runs
+
+    profiles = {}
+    runs = _runs(catalog)
+    for r in point.runs:
+        if r.step == "alignment" and r.completed:
+            motor = r.start.get("motors", [""])[0]
+            cols = stream_columns(runs[r.uid]["primary"])
+            if motor in cols and station.diode.trans.name in cols:
+                profiles[r.start.get("direction")] = (
+                    np.asarray(cols[motor], float),
+                    np.asarray(cols[station.diode.trans.name], float),
+                )
+    if not {"vertical", "horizontal"} <= set(profiles):
+        return None
+    layers = segment_profile(*profiles["vertical"])
+    cathode = cathode_layer(layers)
+    x_lo, x_hi = window_extent(*profiles["horizontal"])
+    return GridBounds(x=(x_lo, x_hi), y=(cathode.lo, cathode.hi), layers=layers)
 
 
 def _stop_cycling(station: SaxsStation):

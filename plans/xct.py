@@ -32,11 +32,14 @@ from ..constants import HOUR, LI_ELECTRODE_DIAMETER_MM
 from ..devices.common import Technique
 from ..devices.xct import XCTStation
 from . import validation as check
+from .resume import remaining_duration
 from .stubs import (
     CellRecorder,
     MsgGenerator,
+    checkpointed_read,
     experiment_md,
     now,
+    record_pauses,
     start_technique,
     technique_running,
     wait_technique,
@@ -221,16 +224,23 @@ def _safe_state(station: XCTStation, *, stop_technique: bool) -> MsgGenerator:
 
 
 def _frames(
-    station: XCTStation, stream: str, count: int, extra: list, recorder: CellRecorder | None
+    station: XCTStation,
+    stream: str,
+    count: int,
+    extra: list,
+    recorder: CellRecorder | None,
+    restore=(),
 ) -> MsgGenerator:
-    """``count`` frames into ``stream``, the detector staged (one HDF5 file) for them."""
+    """``count`` frames into ``stream``, the detector staged (one HDF5 file) for them.
+
+    ``restore`` (device, state) pairs are put back before every frame taken
+    after a pause (the source, the flat-field position)."""
     if count == 0:
         return
     det = station.ct_det
     yield from bps.stage(det)
     for _ in range(count):
-        yield from bps.checkpoint()
-        yield from bps.trigger_and_read([det, *extra], name=stream)
+        yield from checkpointed_read([det, *extra], name=stream, restore=restore)
         if recorder is not None:
             yield from recorder.maybe_sample()
     yield from bps.unstage(det)
@@ -244,15 +254,20 @@ def _darks_and_flats(
     recorder: CellRecorder | None,
 ) -> MsgGenerator:
     extra = [station.clock]
-    yield from bps.mv(station.source, "off")
-    yield from _frames(station, "dark", num_darks, extra, recorder)
+    source = station.source
+    yield from bps.checkpoint()
+    yield from bps.mv(source, "off")
+    yield from _frames(station, "dark", num_darks, extra, recorder, restore=[(source, "off")])
     if num_flats:
         x = station.stage.x
         x0 = x.position
-        yield from bps.mv(x, x0 + flat_offset)
-        yield from bps.mv(station.source, "on")
-        yield from _frames(station, "flat", num_flats, extra, recorder)
+        flat_x = x0 + flat_offset
+        yield from bps.checkpoint()
+        yield from bps.mv(x, flat_x)
+        yield from bps.mv(source, "on")
+        yield from _frames(station, "flat", num_flats, extra, recorder, restore=[(source, "on")])
         yield from bps.mv(x, x0)
+        yield from bps.checkpoint()
 
 
 def _projections(station: XCTStation, angles: np.ndarray, recorder: CellRecorder) -> MsgGenerator:
@@ -262,7 +277,9 @@ def _projections(station: XCTStation, angles: np.ndarray, recorder: CellRecorder
     for angle in angles:
         yield from bps.checkpoint()
         yield from bps.mv(th, float(angle))
-        yield from bps.trigger_and_read([det, th, station.clock])
+        # After a pause the source goes on again (the RunEngine switched it
+        # off); a move cut short is replayed from the checkpoint above.
+        yield from checkpointed_read([det, th, station.clock], restore=[(station.source, "on")])
         yield from recorder.maybe_sample()
     yield from bps.unstage(det)
     yield from bps.mv(station.source, "off")
@@ -367,6 +384,10 @@ def scan3d(
         t_ocv = yield from now(station.clock)
         if ocv_duration is not None:
             yield from start_technique(station.pstat, Technique.ocv(ocv_duration))
+            # A pause after this point never starts the OCV rest again: the
+            # cell rests on through the pause (cell time goes on on a real or
+            # scaled clock; on virtual time nothing waits, so none passes).
+            yield from bps.checkpoint()
         yield from bps.mv(station.source.kv, kv, station.source.filter, filter)
         yield from _configure_detector(station, exposure, k, objective)
         yield from _darks_and_flats(station, num_darks, num_flats, flat_offset, recorder)
@@ -391,6 +412,7 @@ def scan3d(
 
     def run():
         uid = yield from bps.open_run(md=_md)
+        yield from bps.checkpoint()
         yield from bpp.finalize_wrapper(
             body(), _safe_state(station, stop_technique=ocv_duration is not None)
         )
@@ -401,9 +423,10 @@ def scan3d(
                 f"time (acquisition slower than the cell clock)"
             )
         yield from bps.close_run(reason=reason)
+        yield from bps.checkpoint()
         return uid
 
-    return run()
+    return record_pauses(run(), station.clock)
 
 
 def _check_radiogram(stream, extra) -> list:
@@ -422,15 +445,17 @@ def radiogram(station: XCTStation, *, stream: str = "primary", extra=()) -> MsgG
     """Source on (waits for it to be ready), one frame, source off.
 
     The detector must be staged; the frame and the cell time go to ``stream``.
+    After a pause the source is switched on again before the frame is taken.
     """
     with check.context("radiogram"):
         extra = _check_radiogram(stream, extra)
 
     def run():
-        yield from bps.checkpoint()  # a suspension rewinds here: the frame is taken again
         yield from bps.mv(station.source, "on")
-        yield from bps.trigger_and_read(
-            [station.ct_det, station.clock, station.force, station.pstat, *extra], name=stream
+        yield from checkpointed_read(
+            [station.ct_det, station.clock, station.force, station.pstat, *extra],
+            name=stream,
+            restore=[(station.source, "on")],
         )
         yield from bps.mv(station.source, "off")
 
@@ -519,6 +544,8 @@ class PlatingResult:
     short_time: float | None = None
     reason: str = ""
     radiograms: int = 0
+    #: techniques started again for the charge left (one dict per restart)
+    restarts: list = field(default_factory=list)
 
 
 @checked_plan
@@ -620,28 +647,70 @@ def plating(
         yield from recorder.sample()
         yield from _darks_and_flats(station, num_darks, num_flats, flat_offset, None)
         yield from bps.stage(det)
+        yield from bps.checkpoint()
         t0 = yield from now(station.clock)
         yield from start_technique(station.pstat, technique)
+        # From here a pause never restarts the technique: the current keeps
+        # flowing through the pause (only the source goes off), so a paused
+        # plating passes the same charge as an uninterrupted one.
+        yield from bps.checkpoint()
         yield from radiogram(station)
         result.radiograms += 1
         next_radiogram = t0 + radiogram_every
         t_end = t0 + duration
-        while (yield from technique_running(station.pstat)):
-            yield from bps.checkpoint()
-            t_next = min(recorder.last + sample_every, next_radiogram, t_end)
-            yield from wait_until(station.clock, t_next)
-            yield from recorder.sample()
-            # Radiograms on the grid strictly inside the plating window; the
-            # last one is taken after the technique has ended.
-            due = recorder.last >= next_radiogram - 1e-6 and next_radiogram < t_end - 1e-6
-            if due and (yield from technique_running(station.pstat)):
-                yield from radiogram(station)
-                result.radiograms += 1
-                next_radiogram += radiogram_every
-            if recorder.last >= t_end:
+        charge_target = current * duration
+        charge_before = 0.0  # charge of a technique lost on the way (see below)
+        while True:
+            while (yield from technique_running(station.pstat)):
+                yield from bps.checkpoint()
+                t_next = min(recorder.last + sample_every, next_radiogram, t_end)
+                yield from wait_until(station.clock, t_next)
+                yield from recorder.sample()
+                # Radiograms on the grid strictly inside the plating window; the
+                # last one is taken after the technique has ended.
+                due = recorder.last >= next_radiogram - 1e-6 and next_radiogram < t_end - 1e-6
+                if due and (yield from technique_running(station.pstat)):
+                    yield from radiogram(station)
+                    result.radiograms += 1
+                    next_radiogram += radiogram_every
+                    # Radiograms due during a pause (cell time went on) are not
+                    # taken late in a burst: the grid goes on from now.
+                    while next_radiogram <= recorder.last + 1e-6:
+                        next_radiogram += radiogram_every
+                if recorder.last >= t_end:
+                    break
+            yield from wait_technique(station.pstat)
+            state = yield from bps.rd(station.pstat.state)
+            if state == "done" or state == "limit":
                 break
-        yield from wait_technique(station.pstat)
-        state = yield from bps.rd(station.pstat.state)
+            # The technique was aborted under the plan (by hand on the
+            # instrument, or a potentiostat restarted during a pause): plate
+            # the charge that is left, so that the step passes its charge.
+            passed = yield from bps.rd(station.pstat.charge)
+            charge_before += float(passed)
+            left = (charge_target - charge_before) / current
+            if left <= 1e-3 * duration:
+                break
+            t_restart = yield from now(station.clock)
+            logger.warning(
+                "plating technique %s at cell time %.2f h with %.3g C of %.3g C passed: "
+                "restarted for the remaining %.2f h",
+                state,
+                t_restart / HOUR,
+                charge_before,
+                charge_target,
+                left / HOUR,
+            )
+            result.restarts.append(
+                {"t": t_restart, "charge_before_c": charge_before, "duration_s": left}
+            )
+            remainder = Technique.constant_current(
+                current, left, e_min=short_threshold, e_max=e_max
+            )
+            yield from bps.checkpoint()
+            yield from start_technique(station.pstat, remainder)
+            yield from bps.checkpoint()
+            t_end = t_restart + left
         ewe = yield from bps.rd(station.pstat.ewe)
         t = yield from now(station.clock)
         result.end_state = str(state)
@@ -662,14 +731,20 @@ def plating(
             result.reason = f"potential limit reached (Ewe = {ewe:.4f} V); plating stopped"
         else:
             result.reason = f"plating finished ({state})"
+        if result.restarts:
+            result.reason += (
+                f"; technique restarted {len(result.restarts)} time(s) for the charge left"
+            )
 
     def run():
         result.uid = yield from bps.open_run(md=_md)
+        yield from bps.checkpoint()
         yield from bpp.finalize_wrapper(body(), _safe_state(station, stop_technique=True))
         yield from bps.close_run(exit_status="success", reason=result.reason)
+        yield from bps.checkpoint()
         return result
 
-    return run()
+    return record_pauses(run(), station.clock)
 
 
 def _check_postmortem(
@@ -706,7 +781,12 @@ def _check_postmortem(
 
 @checked_plan
 def postmortem(
-    station: XCTStation, *, scans=POSTMORTEM_SCANS, failure: dict | None = None, **scan_kwargs
+    station: XCTStation,
+    *,
+    scans=POSTMORTEM_SCANS,
+    failure: dict | None = None,
+    done=(),
+    **scan_kwargs,
 ) -> MsgGenerator:
     """The post-mortem scans (overview with the wide field of view, then high resolution)."""
     with check.context("postmortem"):
@@ -717,6 +797,8 @@ def postmortem(
     def run():
         uids = []
         for name, objective in scans.items():
+            if name in done:
+                continue
             md = dict(user_md)
             md.update({"postmortem_scan": name, "failure": failure or {}})
             uid = yield from scan3d(
@@ -732,6 +814,27 @@ def postmortem(
         return uids
 
     return run()
+
+
+def _charge_passed(station: XCTStation, point, cycle: int, catalog) -> MsgGenerator:
+    """The charge (C) the interrupted platings of ``cycle`` passed: what their
+    ``cell`` streams recorded last, or, when the potentiostat still runs the
+    interrupted constant current or has ended it (the station went on
+    without the plan), its own count."""
+    from .resume import _runs, last_value
+
+    runs = _runs(catalog) if catalog is not None else None
+    cut = point.interrupted("plating", cycle)
+    recorded = []
+    for r in cut:
+        q = last_value(runs[r.uid], "cell", station.pstat.charge.name) if runs is not None else 0
+        recorded.append(0.0 if not math.isfinite(q) else abs(q))
+    state = yield from bps.rd(station.pstat.state)
+    mode = yield from bps.rd(station.pstat.mode)
+    if state in ("running", "done", "limit") and mode == "CC" and recorded:
+        live = yield from bps.rd(station.pstat.charge)
+        recorded[-1] = max(recorded[-1], abs(float(live)))
+    return float(sum(recorded))
 
 
 @dataclass
@@ -870,6 +973,8 @@ def xct_operando(
     experiment_id: str | None = None,
     cell: str = "Li|LLZTO-PEO|Li",
     md: dict | None = None,
+    resume=None,
+    catalog=None,
 ) -> MsgGenerator:
     """The operando XCT protocol, repeated until the cell fails or ``cycles`` are done.
 
@@ -878,6 +983,13 @@ def xct_operando(
     (``current_densities[k]``, the last value repeating: 2, 20, then 40 µA/cm²).
     A short circuit stops the cycling; the post-mortem scans follow. Returns an
     ``OperandoResult`` with every run uid.
+
+    ``resume``: the id of an interrupted experiment (read from ``catalog``, a
+    Tiled client) or a :class:`~.resume.ResumePoint`: its completed steps are
+    not taken again, its dangling runs get a stop document (``abort``), and the
+    protocol goes on at the first step that did not complete, under the same
+    experiment id; an interrupted plating passes the charge it had left
+    (``docs/resume.md``).
     """
     with check.context("xct_operando"):
         cycles, densities = check_xct_operando(
@@ -903,31 +1015,84 @@ def xct_operando(
         images_per_projection=images_per_projection,
         sample_every=sample_every,
     )
+    from .resume import resolve
+
+    point = resolve(resume, catalog, technique="xct")
+    if point is not None:
+        if experiment_id and experiment_id != point.experiment_id:
+            raise check.PlanArgumentError(
+                f"experiment_id {experiment_id!r} differs from the resumed {point.experiment_id!r}"
+            )
+        experiment_id = point.experiment_id
     experiment_id = experiment_id or f"xct-{uuid.uuid4().hex[:8]}"
     common = dict(experiment_id=experiment_id, cell=cell, md=md)
     result = OperandoResult(experiment_id=experiment_id)
 
+    def step_md(step, cycle, **extra):
+        """The user's md, plus what a resumed step was resumed from."""
+        out = dict(md or {})
+        cut = point.interrupted(step, cycle) if point is not None else []
+        if cut:
+            out["resumes"] = [r.uid for r in cut]
+        out.update(extra)
+        return out
+
     def protocol():
         for cycle in range(1, cycles + 1):
             j = densities[min(cycle - 1, len(densities) - 1)]
-            uid = yield from scan3d(
-                station, ocv_duration=ocv_duration, cycle=cycle, **scan_kw, **common
-            )
-            result.runs.append(("scan3d", cycle, uid))
-            plated = yield from plating(
-                station,
-                current_density=j,
-                duration=plating_duration,
-                radiogram_every=radiogram_every,
-                sample_every=sample_every,
-                exposure=exposure,
-                images_per_radiogram=images_per_projection,
-                cycle=cycle,
-                **common,
-            )
-            result.runs.append(("plating", cycle, plated.uid))
+            done = point.completed("scan3d", cycle) if point is not None else None
+            if done is not None:
+                result.runs.append(("scan3d", cycle, done.uid))
+            else:
+                uid = yield from scan3d(
+                    station,
+                    ocv_duration=ocv_duration,
+                    cycle=cycle,
+                    **scan_kw,
+                    **dict(common, md=step_md("scan3d", cycle)),
+                )
+                result.runs.append(("scan3d", cycle, uid))
+            done = point.completed("plating", cycle) if point is not None else None
+            if done is not None:
+                result.runs.append(("plating", cycle, done.uid))
+                result.cycles_done = cycle
+                if done.reason.startswith("short circuit"):
+                    result.failure = {
+                        "cycle": cycle,
+                        "time_s": None,
+                        "reason": done.reason,
+                        "run": done.uid,
+                    }
+                    break
+                continue
+            duration, extra = plating_duration, {}
+            if point is not None and point.interrupted("plating", cycle):
+                passed = yield from _charge_passed(station, point, cycle, catalog)
+                duration = remaining_duration(plating_duration, current_for_density(j), passed)
+                extra = {"charge_before_c": passed, "duration_planned_s": plating_duration}
+                logger.info(
+                    "resuming the plating of cycle %d: %.3g C passed, %.2f h left",
+                    cycle,
+                    passed,
+                    duration / HOUR,
+                )
+            if duration > 1e-3 * plating_duration:
+                plated = yield from plating(
+                    station,
+                    current_density=j,
+                    duration=duration,
+                    radiogram_every=radiogram_every,
+                    sample_every=sample_every,
+                    exposure=exposure,
+                    images_per_radiogram=images_per_projection,
+                    cycle=cycle,
+                    **dict(common, md=step_md("plating", cycle, **extra)),
+                )
+                result.runs.append(("plating", cycle, plated.uid))
+            else:
+                plated = None
             result.cycles_done = cycle
-            if plated.shorted:
+            if plated is not None and plated.shorted:
                 result.failure = {
                     "cycle": cycle,
                     "time_s": plated.short_time,
@@ -939,8 +1104,20 @@ def xct_operando(
             pm_kw = dict(scan_kw)
             if postmortem_projections is not None:
                 pm_kw["num_projections"] = postmortem_projections
+            done = {}
+            if point is not None:
+                for name in POSTMORTEM_SCANS:
+                    run = point.completed("postmortem", None, postmortem_scan=name)
+                    if run is not None:
+                        done[name] = run.uid
+            result.runs += [("postmortem", None, u) for u in done.values()]
             uids = yield from postmortem(
-                station, failure=result.failure, cycle=None, **pm_kw, **common
+                station,
+                failure=result.failure,
+                cycle=None,
+                done=tuple(done),
+                **pm_kw,
+                **common,
             )
             result.runs += [("postmortem", None, u) for u in uids]
         return result

@@ -9,12 +9,16 @@ experiment's raw runs).
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import math
 from collections.abc import Callable
 
 import numpy as np
 
 from ..units import array_metadata, column_metadata
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "json_safe",
@@ -25,6 +29,8 @@ __all__ = [
     "find_experiment_runs",
     "write_figures",
     "FIGURES_KEY",
+    "stored_frames",
+    "run_problems",
 ]
 
 #: the container of an experiment's figures, under its reduced node
@@ -155,3 +161,85 @@ def find_experiment_runs(
         raise KeyError(f"no runs to reduce for {key!r}")
     runs.sort(key=lambda r: (r[0], r[1]))
     return eid, [(uid, run) for _, uid, run in runs]
+
+
+def run_problems(metadata: dict) -> list[str]:
+    """Why a stored run is not a complete one (empty when it is): no stop
+    document, or an exit status other than ``success``."""
+    stop = metadata.get("stop") or {}
+    if not stop:
+        return ["no stop document: the acquisition ended before the run was closed"]
+    status = stop.get("exit_status")
+    if status != "success":
+        reason = stop.get("reason") or ""
+        return [f"exit_status {status!r}" + (f": {reason}" if reason else "")]
+    return []
+
+
+def _file_frames(array) -> list[tuple[str, str, int]]:
+    """``(path, dataset, count)`` of the HDF5 files behind a stored external
+    array, as far as they can be opened here (the frames they really hold)."""
+    import h5py
+
+    from operando.constants import FRAME_DATASET
+
+    from .frames import path_of_uri
+
+    out = []
+    try:
+        sources = array.data_sources()
+    except Exception:  # noqa: BLE001 - a server that does not say
+        return out
+    for source in sources:
+        src = source if isinstance(source, dict) else dataclasses.asdict(source)
+        params = src.get("parameters") or {}
+        dataset = params.get("dataset") or FRAME_DATASET
+        if isinstance(dataset, (list, tuple)):
+            dataset = "/".join(str(d) for d in dataset)
+        for asset in src.get("assets") or []:
+            path = path_of_uri(asset.get("data_uri", ""))
+            try:
+                with h5py.File(path, "r", swmr=True) as f:
+                    out.append((path, dataset, int(f[dataset].shape[0])))
+            except Exception:  # noqa: BLE001 - not readable from here
+                try:
+                    with h5py.File(path, "r") as f:
+                        out.append((path, dataset, int(f[dataset].shape[0])))
+                except Exception:  # noqa: BLE001
+                    continue
+    return out
+
+
+def stored_frames(stream, key: str):
+    """``(frames, n_events, problem)`` of the external array ``key`` of a stored stream.
+
+    When the detector file holds every frame the events recorded, ``frames``
+    is the Tiled array and ``problem`` None. When it holds fewer (a run cut
+    short: events recorded for frames the file never received, which Tiled
+    refuses to serve), ``frames`` is the frames the file does hold, read from
+    the file itself (a :class:`~.frames.FrameStack`; None when the file cannot
+    be opened here) and ``problem`` says what is missing.
+    """
+    from .frames import FrameStack
+
+    array = stream[key]
+    n = int(array.shape[0])
+    if n == 0:
+        return array, 0, None
+    try:
+        np.asarray(array[n - 1])
+        return array, n, None
+    except Exception as exc:  # noqa: BLE001 - Tiled's 4xx/5xx for a short file
+        error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+    files = _file_frames(array)
+    held = sum(c for _, _, c in files)
+    locations = []
+    for path, dataset, count in files:
+        locations += [(path, dataset, i) for i in range(count)]
+    locations = locations[:n]
+    problem = f"{key}: {n} events recorded, the detector file holds {held} frame(s) ({error})"
+    if not locations:
+        return None, n, problem
+    shape = tuple(int(s) for s in array.shape[1:])
+    frames = FrameStack(locations, frame_shape=shape, dtype=array.dtype, timeout=1.0)
+    return frames, n, problem

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core import find_experiment_runs, stream_columns
+from ..core import find_experiment_runs, json_safe, run_problems, stored_frames, stream_columns
 from .experiment import ExperimentState
 from .model import AlignmentScan, RasterData, ReductionParameters, accepts, is_alignment
 from .science.integration import detector_configs, integrate_frame
@@ -43,8 +43,12 @@ def find_runs(raw, experiment_id_or_raw_uid: str) -> tuple[str, list]:
     )
 
 
-def load_run(run, npt: int = 1000) -> RasterData | None:
-    """Read one raw run back through Tiled and integrate its frames."""
+def load_run(run, npt: int = 1000, problems: list | None = None) -> RasterData | None:
+    """Read one raw run back through Tiled and integrate its frames.
+
+    A raster cut short (events recorded for frames the detector file never
+    received) keeps the points whose frames are there; what is missing is
+    appended to ``problems``."""
     start = dict(run.metadata["start"])
     if "primary" not in run:
         return None
@@ -53,14 +57,26 @@ def load_run(run, npt: int = 1000) -> RasterData | None:
     columns = {
         k: v for k, v in stream_columns(stream).items() if np.asarray(v).dtype.kind in "biuf"
     }
-    curves = []
+    arrays, held = {}, None
     for role in ("saxs", "waxs"):
         key = f"{role}_image"
         if role not in dets or key not in stream:
+            continue
+        arr, n, problem = stored_frames(stream, key)
+        count = 0 if arr is None else int(arr.shape[0])
+        if problem is not None and problems is not None:
+            problems.append(problem)
+        held = count if held is None else min(held, count)
+        arrays[role] = arr
+    if held is not None and columns and held < len(next(iter(columns.values()))):
+        columns = {k: np.asarray(v)[:held] for k, v in columns.items()}
+    curves = []
+    for role in ("saxs", "waxs"):
+        if role not in arrays or not held:
             curves += [None, None, None]
             continue
-        arr = stream[key]
-        n = int(arr.shape[0])
+        arr = arrays[role]
+        n = held
         rows = []
         for i0 in range(0, n, FRAMES_PER_REQUEST):
             block = np.asarray(arr[i0 : min(n, i0 + FRAMES_PER_REQUEST)])
@@ -105,15 +121,29 @@ def reduce_experiment(
     params = replace(parameters or ReductionParameters(), npt=int(npt))
     eid, runs = find_runs(client["raw"], experiment_id_or_raw_uid)
     exp = ExperimentState(eid, params, pixel=pixel, mode="offline")
+    from ..xct.offline import superseded_runs
+
+    replaced = superseded_runs(runs)
+    incomplete = {}
     for uid, run in runs:
         if is_alignment(run.metadata["start"]):
             scan = load_alignment(run)
             if scan is not None:
                 exp.add_alignment(scan)
             continue
-        raster = load_run(run, params.npt)
+        problems = run_problems(run.metadata)
+        raster = load_run(run, params.npt, problems)
+        if problems:
+            incomplete[uid] = {
+                "uid": uid,
+                "reasons": problems,
+                "superseded_by": replaced.get(uid),
+            }
+            logger.warning("run %s is incomplete: %s", uid, "; ".join(problems))
         if raster is None:
             logger.warning("run %s has no frames: skipped", uid)
+            continue
+        if uid in replaced:
             continue
         exp.add(raster)
     t_reduce = time.perf_counter() - t0
@@ -129,12 +159,24 @@ def reduce_experiment(
         reduced = reduced_container(client)
         for res in exp.results.values():
             write_run(reduced, res, exp)
+            if res.uid in incomplete:
+                note = incomplete[res.uid]
+                reduced[res.uid].update_metadata(
+                    metadata=json_safe(
+                        {"incomplete": True, "incomplete_reason": "; ".join(note["reasons"])}
+                    )
+                )
             written.append(res.uid)
         if exp.rasters():
-            write_experiment(reduced, exp, figures=figures)
+            node = write_experiment(reduced, exp, figures=figures)
+            if node is not None:
+                node.update_metadata(
+                    metadata=json_safe({"incomplete_runs": list(incomplete.values())})
+                )
             written.append(eid)
     summary = exp.summary()
     summary.update(
+        incomplete=list(incomplete),
         figures=figures,
         written=written,
         reduction=exp,

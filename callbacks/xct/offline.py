@@ -20,7 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core import find_experiment_runs, stream_columns
+from ..core import (
+    find_experiment_runs,
+    json_safe,
+    replace_container,
+    run_problems,
+    stored_frames,
+    stream_columns,
+)
 from .experiment import ExperimentState
 from .model import FRAME_KEY, ReductionParameters, RunData, accepts
 from .pipeline import reduce_run
@@ -36,8 +43,12 @@ def find_runs(raw, uid_or_experiment_id: str) -> tuple[str, list]:
     return find_experiment_runs(raw, uid_or_experiment_id, accept=accepts)
 
 
-def load_run(run) -> RunData:
-    """A stored raw run as :class:`RunData` (frames stay on the server, read lazily)."""
+def load_run(run, problems: list | None = None) -> RunData:
+    """A stored raw run as :class:`RunData` (frames stay on the server, read lazily).
+
+    A stream whose detector file holds fewer frames than its events recorded
+    (a run cut short) keeps the frames the file holds and as many events; what
+    is missing is appended to ``problems``."""
     md = run.metadata
     columns, frames, configuration = {}, {}, {}
     for stream in run:
@@ -46,7 +57,14 @@ def load_run(run) -> RunData:
         cols = stream_columns(node)
         columns[stream] = {k: np.asarray(v) for k, v in cols.items() if np.asarray(v).ndim == 1}
         if FRAME_KEY in node:
-            frames[stream] = node[FRAME_KEY]
+            stack, n, problem = stored_frames(node, FRAME_KEY)
+            if problem is not None:
+                held = 0 if stack is None else int(stack.shape[0])
+                if problems is not None:
+                    problems.append(f"stream {stream!r}: {problem}")
+                columns[stream] = {k: v[:held] for k, v in columns[stream].items()}
+            if stack is not None and int(stack.shape[0]):
+                frames[stream] = stack
     return RunData(
         start=dict(md["start"]),
         stop=dict(md.get("stop") or {}),
@@ -78,21 +96,51 @@ def reduce_experiment(
     reduced = reduced_container(client) if write else None
     written: list[str] = []
     t_reduce = t_write = 0.0
+    replaced = superseded_runs(runs)
+    incomplete: list[dict] = []
     for uid, run in runs:
         t1 = time.perf_counter()
+        problems = run_problems(run.metadata)
+        start = run.metadata["start"]
         try:
-            res = reduce_run(load_run(run), params)
-        except Exception:  # noqa: BLE001 - one bad run does not stop the others
-            logger.exception("offline reduction of %s failed", uid)
-            continue
+            res = reduce_run(load_run(run, problems), params)
+        except Exception as exc:  # noqa: BLE001 - one bad run does not stop the others
+            if not problems:
+                logger.exception("offline reduction of %s failed", uid)
+                continue
+            problems.append(f"not reducible: {type(exc).__name__}: {exc}")
+            res = None
         t_reduce += time.perf_counter() - t1
+        if problems:
+            note = {
+                "uid": uid,
+                "step": start.get("step"),
+                "cycle": start.get("cycle"),
+                "reasons": problems,
+                "superseded_by": replaced.get(uid),
+            }
+            incomplete.append(note)
+            logger.warning(
+                "run %s (%s, cycle %s) is incomplete: %s%s",
+                uid,
+                note["step"],
+                note["cycle"],
+                "; ".join(problems),
+                f"; taken again in {note['superseded_by']}" if note["superseded_by"] else "",
+            )
         if res is None:
+            if problems and reduced is not None:
+                replace_container(reduced, uid, _incomplete_md(note, eid, start))
+                written.append(uid)
             continue
         volume = getattr(res, "volume", None)
-        state.add(res)
+        if uid not in replaced:  # a step taken again counts once, by its complete run
+            state.add(res)
         if reduced is not None:
             t1 = time.perf_counter()
             write_run(reduced, res, state, **({"volume": volume} if volume is not None else {}))
+            if problems:
+                reduced[uid].update_metadata(metadata=_incomplete_md(note, eid, start))
             written.append(uid)
             t_write += time.perf_counter() - t1
         del volume
@@ -103,14 +151,57 @@ def reduce_experiment(
         figures = experiment_figures(state.figure_data(), Path(figures_dir) / (eid or "unnamed"))
     if reduced is not None and state.results:
         t1 = time.perf_counter()
-        write_experiment(reduced, state, figures=figures)
+        node = write_experiment(reduced, state, figures=figures)
+        node.update_metadata(metadata=json_safe({"incomplete_runs": incomplete}))
         written.append(eid or "unnamed")
         t_write += time.perf_counter() - t1
     summary = state.summary()
     summary.update(
+        incomplete=[n["uid"] for n in incomplete],
+        incomplete_runs=incomplete,
         figures=figures,
         written=written,
         state=state,
         seconds={"reduce": t_reduce, "write": t_write, "total": time.perf_counter() - t0},
     )
     return summary
+
+
+def _step_key(start: dict) -> tuple:
+    return (start.get("step"), start.get("cycle"), start.get("postmortem_scan"))
+
+
+def superseded_runs(runs) -> dict[str, str]:
+    """``{uid: uid of the later complete run}`` for every run that did not
+    complete and whose step (step, cycle, post-mortem scan) was taken again
+    and completed: an experiment resumed after an interruption counts each
+    step once."""
+    last_complete: dict[tuple, tuple[float, str]] = {}
+    for uid, run in runs:
+        md = run.metadata
+        if not run_problems(md):
+            start = md["start"]
+            last_complete[_step_key(start)] = (float(start.get("time", 0.0)), uid)
+    out = {}
+    for uid, run in runs:
+        md = run.metadata
+        if run_problems(md):
+            start = md["start"]
+            done = last_complete.get(_step_key(start))
+            if done is not None and done[0] > float(start.get("time", 0.0)):
+                out[uid] = done[1]
+    return out
+
+
+def _incomplete_md(note: dict, eid: str, start: dict) -> dict:
+    return json_safe(
+        {
+            "raw_uid": note["uid"],
+            "experiment_id": eid,
+            "step": start.get("step"),
+            "cycle": start.get("cycle"),
+            "incomplete": True,
+            "incomplete_reason": "; ".join(note["reasons"]),
+            "superseded_by": note["superseded_by"],
+        }
+    )
