@@ -27,7 +27,9 @@ back to writing row by row (``batch_size=1``) and says so.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -275,6 +277,30 @@ def _client_address(client) -> tuple[str, str | None]:
     return str(context.api_uri).split("/api/v1")[0], context.api_key
 
 
+@contextlib.contextmanager
+def _main_module_hidden():
+    """Start a spawned process without it re-running ``__main__``.
+
+    A spawned child imports the parent's main module by its path first. In an
+    IPython session that is the startup file being run (IPython sets
+    ``__main__.__file__`` to it), which would start a second ingest in the
+    child. The writer needs nothing from ``__main__`` (its target lives in this
+    module), so the main module's path and spec are hidden while it starts.
+    """
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__spec__ = None  # multiprocessing reads it: None means "nothing to import"
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
+
+
 class TiledIngest:
     """TiledWriter in a process of its own, flushed by time; subscribe it to a RunEngine.
 
@@ -318,7 +344,8 @@ class TiledIngest:
             name="tiled-ingest",
             daemon=True,
         )
-        self._process.start()
+        with _main_module_hidden():
+            self._process.start()
         #: run uid -> RunIngest, for every run seen
         self.runs: dict[str, RunIngest] = {}
         self._desc_run: dict[str, str] = {}
