@@ -373,12 +373,24 @@ class QueueServer:
             time.sleep(0.2)
         raise TimeoutError(f"{what} did not answer within {self.startup_timeout} s; see {log}")
 
-    def open_environment(self, timeout: float = 300.0) -> None:
-        """Open the RE Worker environment (the startup code connects the stations and Tiled)."""
+    def open_environment(self, timeout: float = 300.0, check=lambda: None) -> None:
+        """Open the RE Worker environment (the startup code connects the stations and
+        Tiled); ``check()`` every second (raises on a signal)."""
         api = self.api()
         try:
             api.environment_open()
-            api.wait_for_idle(timeout=timeout)
+            deadline = time.monotonic() + timeout
+            while True:
+                check()
+                try:
+                    api.wait_for_idle(timeout=1.0)
+                    break
+                except api.WaitTimeoutError:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(
+                            f"the RE Worker environment did not open within {timeout} s; "
+                            f"see {self.paths.manager_log}"
+                        ) from None
             if not api.status()["worker_environment_exists"]:
                 raise RuntimeError(
                     f"the RE Worker environment did not open (the startup code failed); "
@@ -562,8 +574,7 @@ def cmd_start(args) -> int:
             server.start(signals.check)
             _write_state(server, stations)
             if not args.no_open:
-                server.open_environment()
-                signals.check()
+                server.open_environment(check=signals.check)
                 if not _compare_plans_devices(server):
                     print(
                         f"operando queue: the plans and devices differ from {CONFIG_DIR / PLANS_DEVICES}"

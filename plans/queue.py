@@ -23,10 +23,20 @@ import bluesky.preprocessors as bpp
 from bluesky_queueserver import parameter_annotation_decorator
 
 from ..constants import HOUR
+from ..devices.common import Technique
 from . import saxs as saxs_plans
 from . import validation as check
 from . import xct as xct_plans
-from .stubs import MsgGenerator, experiment_md
+from .stubs import (
+    CellRecorder,
+    MsgGenerator,
+    experiment_md,
+    now,
+    start_technique,
+    technique_running,
+    wait_technique,
+    wait_until,
+)
 
 #: The queue-facing plan of each station plan.
 QUEUE_PLANS = {
@@ -40,6 +50,8 @@ QUEUE_PLANS = {
     "saxs_raster": "raster",
     "saxs_protocol": "saxs_waxs_operando",
 }
+#: Queue plans of their own: one potentiostat technique, the cell recorded.
+TECHNIQUE_PLANS = ("xct_technique", "saxs_technique")
 
 #: Names of the SAXS/WAXS station's devices in the namespace (the XCT ones are
 #: the station's own names: clock, pstat, force, source, ct_det, stage).
@@ -411,6 +423,7 @@ def _xct_plans(xct) -> dict:
         return _plain(result)
 
     return {
+        "xct_technique": _technique_plan("xct_technique", xct, [xct.force, xct.pstat], "xct"),
         "xct_scan3d": xct_scan3d,
         "xct_radiogram": xct_radiogram,
         "xct_plating": xct_plating,
@@ -608,11 +621,106 @@ def _saxs_plans(saxs) -> dict:
         return out
 
     return {
+        "saxs_technique": _technique_plan("saxs_technique", saxs, [saxs.pstat], "saxs_waxs"),
         "saxs_align": saxs_align,
         "saxs_background": saxs_background,
         "saxs_raster": saxs_raster,
         "saxs_protocol": saxs_protocol,
     }
+
+
+# -- the potentiostat ----------------------------------------------------------------
+
+
+def _technique_plan(name: str, station, readables: list, technique_md: str):
+    """``<station>_technique``: one potentiostat technique to its end, the cell recorded."""
+    pstat = station.pstat
+    modes = _enum_strings(pstat.mode, ("OCV", "CC"))
+
+    @_annotate(
+        "One potentiostat technique run to its end (OCV; CC: constant current; GCPL: "
+        "galvanostatic cycling between e_min and e_max), the cell (time, potential, "
+        "current) recorded in the 'cell' stream every sample_every cell seconds.",
+        mode=_choice("Technique", modes, "the technique"),
+        duration=_range(1e-3, description="cell seconds (GCPL: at most)"),
+        current=_limits(pstat.current_sp, "A (CC: signed; GCPL: its magnitude)"),
+        cycles=_range(1, description="GCPL: full cycles"),
+        sample_every=_range(1e-3, description="cell stream period, cell seconds"),
+    )
+    def plan(
+        *,
+        mode: str = "OCV",
+        duration: float = 3 * HOUR,
+        current: float = 0.0,
+        e_min: float = -10.0,
+        e_max: float = 10.0,
+        cycles: int = 1,
+        sample_every: float = 60.0,
+        experiment_id: str | None = None,
+        cell: str | None = None,
+        md: dict | None = None,
+    ) -> MsgGenerator:
+        """A potentiostat technique in a run of its own (``step="echem"``); returns its uid."""
+        duration = check.positive("duration", duration)
+        sample_every = check.positive("sample_every", sample_every)
+        if mode not in modes:
+            raise check.PlanArgumentError(f"mode must be one of {list(modes)}, not {mode!r}")
+        if not e_min < e_max:
+            raise check.PlanArgumentError(f"e_min ({e_min} V) must be below e_max ({e_max} V)")
+        if mode == "OCV":
+            technique = Technique.ocv(duration)
+        else:
+            check.signal_range(pstat.current_sp, current, "current", "A")
+            if mode == "GCPL":
+                technique = Technique.cycling(
+                    current,
+                    e_min=e_min,
+                    e_max=e_max,
+                    cycles=check.positive_int("cycles", cycles),
+                    duration=duration,
+                )
+            else:
+                technique = Technique.constant_current(current, duration, e_min=e_min, e_max=e_max)
+        recorder = CellRecorder(station.clock, readables, every=sample_every)
+        args = dict(mode=mode, duration=duration, current=current, e_min=e_min, e_max=e_max)
+        _md = experiment_md(
+            name,
+            dict(args, cycles=cycles, sample_every=sample_every),
+            technique=technique_md,
+            step="echem",
+            cycle=None,
+            experiment_id=experiment_id,
+            cell=cell,
+            md=md,
+            echem=mode,
+        )
+        end = {}
+
+        def body():
+            yield from recorder.sample()
+            t_end = recorder.last + duration
+            yield from start_technique(pstat, technique)
+            while (yield from technique_running(pstat)):
+                yield from bps.checkpoint()
+                yield from wait_until(station.clock, min(recorder.last + sample_every, t_end))
+                yield from recorder.sample()
+                if recorder.last >= t_end:
+                    break
+            yield from wait_technique(pstat)
+            end["state"] = yield from bps.rd(pstat.state)
+            end["t"] = yield from now(station.clock)
+            yield from recorder.sample()
+
+        def run():
+            uid = yield from bps.open_run(md=_md)
+            yield from bpp.finalize_wrapper(body(), bps.stop(pstat))
+            yield from bps.close_run(reason=f"{mode} ended ({end.get('state', '')})")
+            return uid
+
+        return (yield from run())
+
+    plan.__name__ = plan.__qualname__ = name
+    return plan
 
 
 # -- common -----------------------------------------------------------------------

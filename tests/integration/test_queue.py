@@ -74,6 +74,11 @@ def _alive(pid: int) -> bool:
     return stat[stat.rindex(")") + 2] != "Z"
 
 
+def _operando(*args) -> subprocess.CompletedProcess:
+    exe = str(Path(sys.executable).with_name("operando"))
+    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=300)
+
+
 class Stack:
     """The ``operando queue start`` subprocess and how to reach it."""
 
@@ -181,6 +186,8 @@ def test_environment_open_on_both_stations(api, stack):
     status = api.status()
     assert status["worker_environment_exists"] is True
     assert status["manager_state"] == "idle"
+    shown = _operando("queue", "status", "--data-dir", str(stack.data_dir))
+    assert "worker_environment_exists: True" in shown.stdout, shown.stdout + shown.stderr
     allowed = api.plans_allowed()["plans_allowed"]
     for name in ("xct_scan3d", "xct_plating", "xct_protocol", "saxs_raster", "count", "mv"):
         assert name in allowed
@@ -220,11 +227,16 @@ def test_queued_xct_scan_and_saxs_raster_land_in_tiled(api, stack):
             experiment_id="queued-saxs",
         )
     )
+    api.item_add(BPlan("mv", "saxs_stage.x", 0.25, "stage.x", 0.0))
+    api.item_add(BPlan("count", ["force", "saxs_diode"], num=2))
+    api.item_add(BPlan("xct_technique", mode="OCV", duration=600.0, sample_every=60.0))
     _run_queue(api)
     history = api.history_get()["items"]
-    assert [h["name"] for h in history] == ["xct_scan3d", "saxs_raster"]
-    assert [h["result"]["exit_status"] for h in history] == ["completed", "completed"], history
-    xct_uid, saxs_uid = (h["result"]["run_uids"][0] for h in history)
+    names = ["xct_scan3d", "saxs_raster", "mv", "count", "xct_technique"]
+    assert [h["name"] for h in history] == names
+    assert {h["result"]["exit_status"] for h in history} == {"completed"}, history
+    xct_uid, saxs_uid = (h["result"]["run_uids"][0] for h in history[:2])
+    count_uid, technique_uid = (h["result"]["run_uids"][0] for h in history[3:])
 
     runs = _tiled(stack)["raw"]
     xct = runs[xct_uid]
@@ -252,6 +264,19 @@ def test_queued_xct_scan_and_saxs_raster_land_in_tiled(api, stack):
     assert sorted(set(round(v, 3) for v in primary["stage_x"].read())) == [-0.5, 0.5]
     assert sorted(set(round(v, 3) for v in primary["stage_y"].read())) == [0.4, 0.6]
 
+    # devices by name: mv moved the SAXS stage, count read both stations
+    assert ca_client.get(stack.saxs_ioc.prefix + "stage:x.RBV") == pytest.approx(0.25, abs=1e-3)
+    counted = runs[count_uid]["primary"]
+    assert len(counted["force_force"].read()) == 2
+    assert len(counted["diode_trans"].read()) == 2
+
+    # a potentiostat technique to its end, the cell recorded every 60 cell seconds
+    technique = runs[technique_uid]
+    t = technique["cell"]["clock_time"].read()
+    assert t[-1] - t[0] == pytest.approx(600.0, abs=1.0)
+    assert 11 <= len(t) <= 12
+    assert technique.metadata["stop"]["reason"] == "OCV ended (done)"
+
 
 @pytest.mark.parametrize(
     "plan, message",
@@ -263,6 +288,7 @@ def test_queued_xct_scan_and_saxs_raster_land_in_tiled(api, stack):
         (BPlan("saxs_raster", x_range=[-10.0, 1.0], y_range=[0, 1]), "out of range"),
         (BPlan("saxs_raster", step="cycling"), "ocv"),
         (BPlan("xct_plating"), "current_density"),
+        (BPlan("xct_technique", mode="GCPL"), "OCV"),
         (BPlan("count", ["no_such_device"]), "no_such_device"),
         (BPlan("mv", "stage.bogus", 1.0), "stage.bogus"),
         (BPlan("scan3d", "xct", num_projections=3), "XCTStation"),
@@ -356,8 +382,9 @@ def test_sigterm_aborts_the_plan_and_leaves_no_child(api, stack):
     names = set(children.values())
     assert "redis-server" in names, children
     assert len(children) >= 4, children  # redis, manager, its worker, the HTTP server
-    stack.proc.send_signal(signal.SIGTERM)
-    code = stack.proc.wait(timeout=120)
+    stopped = _operando("queue", "stop", "--data-dir", str(stack.data_dir))  # SIGTERM
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    code = stack.proc.wait(timeout=30)
     out = stack.output()
     assert code == 143, out[-3000:]
     assert "Traceback" not in out, out[-3000:]

@@ -39,15 +39,26 @@ def _motor(lo=-5.0, hi=5.0):
     return SimpleNamespace(limits=(lo, hi))
 
 
+def _pstat(*modes):
+    return SimpleNamespace(
+        mode=SimpleNamespace(enum_strs=modes), current_sp=SimpleNamespace(limits=(-0.1, 0.1))
+    )
+
+
 def _stations():
     xct_station = SimpleNamespace(
+        pstat=_pstat("OCV", "CC"),
+        force=None,
+        clock=None,
         source=SimpleNamespace(filter=SimpleNamespace(enum_strs=("None", "LE1", "LE2"))),
         ct_det=SimpleNamespace(
             cam=SimpleNamespace(objective=SimpleNamespace(enum_strs=("4X", "20X"))), name="ct"
         ),
         stage=SimpleNamespace(th=_motor(-720, 720)),
     )
-    saxs_station = SimpleNamespace(stage=SimpleNamespace(x=_motor(), y=_motor(-2, 3)))
+    saxs_station = SimpleNamespace(
+        stage=SimpleNamespace(x=_motor(), y=_motor(-2, 3)), pstat=_pstat("OCV", "CC", "GCPL")
+    )
     plans = {}
     plans.update(queue._xct_plans(xct_station))
     plans.update(queue._saxs_plans(saxs_station))
@@ -66,7 +77,8 @@ def _defaults(func):
 
 
 def test_every_station_plan_has_its_queue_plan():
-    assert set(PLANS) == set(queue.QUEUE_PLANS) == set(WRAPPED)
+    assert set(PLANS) == set(queue.QUEUE_PLANS) | set(queue.TECHNIQUE_PLANS)
+    assert set(queue.QUEUE_PLANS) == set(WRAPPED)
 
 
 @pytest.mark.parametrize("name", sorted(WRAPPED))
@@ -108,6 +120,9 @@ def test_annotations_validate_plain_values():
     assert ok("saxs_raster", x_range=[-1, 1], y_range=[0, 1], shape=[2, 3])[0]
     assert not ok("saxs_raster", x_range=[-6, 1])[0]  # outside the stage's limits
     assert not ok("saxs_protocol", shape=[2, 2.5])[0]
+    assert ok("saxs_technique", mode="GCPL", current=1e-3, cycles=2)[0]
+    assert not ok("xct_technique", mode="GCPL")[0]  # the XCT potentiostat has no cycling
+    assert not ok("xct_technique", mode="CC", current=1.0)[0]  # beyond the instrument
 
 
 def test_http_api_key_from_environment_or_private_file(tmp_path, monkeypatch):
@@ -124,3 +139,27 @@ def test_http_api_key_from_environment_or_private_file(tmp_path, monkeypatch):
     monkeypatch.setenv(API_KEY_ENV, "not-alphanumeric")
     with pytest.raises(ValueError, match=API_KEY_ENV):
         api_key(paths)
+
+
+def test_profile_starts_no_service_under_the_queue_server(tmp_path, monkeypatch):
+    """The RE Worker runs no atexit handler: the profile must not start IOCs or Tiled there."""
+    from bluesky_queueserver import clear_re_worker_active, set_re_worker_active
+
+    from operando import profile
+
+    for var in ("OPERANDO_TILED_URI", "OPERANDO_XCT_PREFIX", "OPERANDO_SAXS_PREFIX"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("OPERANDO_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("EPICS_CA_ADDR_LIST", "127.0.0.1")  # nothing else set in os.environ
+    set_re_worker_active()
+    try:
+        assert profile.under_queue_server()
+        with pytest.raises(RuntimeError, match="OPERANDO_TILED_URI"):
+            profile.connect_tiled()
+        with pytest.raises(RuntimeError, match="OPERANDO_XCT_PREFIX"):
+            profile.xct_station()
+        with pytest.raises(RuntimeError, match="OPERANDO_SAXS_PREFIX"):
+            profile.saxs_station()
+    finally:
+        clear_re_worker_active()
+    assert not profile.under_queue_server()
