@@ -92,6 +92,10 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
+def _say(message: str) -> None:
+    print(f"operando queue: {message}", file=sys.stderr, flush=True)
+
+
 def _stop_process(proc: subprocess.Popen | None, sig=signal.SIGTERM, timeout: float = 15.0):
     """Stop a child started in its own session, with its process group (SIGKILL after ``timeout``)."""
     if proc is None:
@@ -425,28 +429,37 @@ class QueueServer:
     def _stop_manager(self, timeout: float) -> None:
         api = self.api(timeout_recv=5.0)
         try:
-            status = api.status()
+            status = api.status(reload=True)
             if status["manager_state"] in ("executing_queue", "starting_queue", "paused"):
-                if status["re_state"] in ("running", "pausing"):
+                if status["re_state"] != "paused":
+                    _say("pausing the running plan")
                     api.re_pause("immediate")
-                    api.wait_for_idle_or_paused(timeout=timeout)
-                if api.status()["re_state"] == "paused":
+                # the manager says 'paused' before the RunEngine does: wait for the RunEngine
+                api.wait_for_condition(
+                    lambda s: s["re_state"] in ("paused", "idle") or s["manager_state"] == "idle",
+                    timeout=timeout,
+                )
+                if api.status(reload=True)["re_state"] == "paused":
+                    _say("aborting it (its cleanup runs)")
                     api.re_abort()  # the plan's cleanup runs: source off, cell at OCV
                 api.wait_for_idle(timeout=timeout)
             elif status["manager_state"] != "idle":
                 api.wait_for_idle(timeout=timeout)
-            self.save_history(api)
-            if api.status()["worker_environment_exists"]:
+            if self.save_history(api):
+                _say(f"history saved in {self.paths.history}")
+            if api.status(reload=True)["worker_environment_exists"]:
+                _say("closing the environment")
                 try:
                     api.environment_close()
                     api.wait_for_idle(timeout=timeout)
                 except Exception:
                     api.environment_destroy()
                     api.wait_for_idle(timeout=timeout)
+            _say("stopping the manager")
             api.send_request(method="manager_stop", params={"option": "safe_on"})
             self.manager.wait(timeout=timeout)
         except Exception as err:  # the group is killed next: say why
-            print(f"operando queue: the manager did not stop cleanly ({err})", file=sys.stderr)
+            _say(f"the manager did not stop cleanly ({type(err).__name__}: {err})")
         finally:
             api.close()
 

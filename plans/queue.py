@@ -777,7 +777,8 @@ def _common_plans(devices: dict) -> dict:
             if not hasattr(motor, "limits"):
                 raise check.PlanArgumentError(f"{motor!r} is not a motor of the stations")
             check.motor_positions(motor, (float(position),))
-        return (yield from bps.mv(*args))
+        # nothing returned: the worker reports a plan's result as JSON (statuses are not)
+        yield from bps.mv(*args)
 
     return {"count": count, "mv": mv}
 
