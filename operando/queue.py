@@ -662,6 +662,19 @@ def cmd_status(args) -> int:
     return 0
 
 
+def _running(pid: int) -> bool:
+    """``pid`` runs (a zombie has exited: it only waits for its parent to reap it)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
 def cmd_stop(args) -> int:
     """SIGTERM to the ``operando queue start`` of this data directory; waits until it is gone."""
     state = read_state(args.data_dir)
@@ -673,9 +686,7 @@ def cmd_stop(args) -> int:
         return 1
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not _running(pid):
             print(f"queue server (pid {pid}) stopped")
             return 0
         time.sleep(0.2)
