@@ -162,6 +162,8 @@ def expose_station(station):
 def register_magics(ipython, RE_magics) -> None:
     """bluesky's magics (``%wa``, ``%mov``, ``%movr``, ``%ct``) and ``%wh``
     (the overview of every station in the namespace)."""
+    if under_queue_server():  # the RE Worker's IPython stand-in has no magics
+        return
     from bluesky.magics import BlueskyMagics
     from IPython.core.magic import register_line_magic
 
