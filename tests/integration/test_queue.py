@@ -265,7 +265,7 @@ def test_queued_xct_scan_and_saxs_raster_land_in_tiled(api, stack):
     assert xct["dark"]["ct_det_image"].read().shape[0] == 1
     assert xct["flat"]["ct_det_image"].read().shape[0] == 1
     # the filter the queue passed reached the source
-    assert start["plan_args"]["filter"] == repr("LE2")
+    assert start["plan_args"]["filter"] == "LE2"
     assert ca_client.get_enum(stack.xct_ioc.prefix + "src:filter") == "LE2"
 
     saxs = runs[saxs_uid]
