@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit lint venv services postgres postgres-stop clean
+.PHONY: demo test test-unit lint venv services postgres postgres-stop queue-config clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,13 @@ test: test-unit services
 # ruff (pyproject.toml [tool.ruff]): lint and formatting, checked, nothing rewritten.
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+# The queue server's list of plans and devices (queue/existing_plans_and_devices.yaml),
+# regenerated with qserver-list-plans-devices from profile_collection/startup against
+# simulators on virtual time and an embedded Tiled started for it (operando queue start
+# also rewrites its copy under DATA_DIR/queue each time the environment opens).
+queue-config: $(STAMP)
+	$(BIN)/operando queue plans-devices --output queue
 
 clean:
 	rm -rf $(VENV) data

@@ -13,6 +13,8 @@ operando export UID --format nxtomo|nxcansas|tiff|nexus|csv|parquet [-o FILE]
 operando serve [--data-dir D] [--port P] [--catalog-uri URI]
 (run, rehearse, reduce, replay, export and serve take --catalog-uri: SQLite by
 default, or postgresql+asyncpg://USER@HOST:PORT/catalog)
+operando queue start [--tiled-uri URI] [--xct-prefix P] [--saxs-prefix P] [--data-dir D] [--http]
+operando queue status|stop [--data-dir D];  operando queue plans-devices [--output DIR]
 """
 
 from __future__ import annotations
@@ -206,6 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--port", type=int, default=8000)
     _add_catalog_arg(serve)
+
+    # operando queue start|status|stop|plans-devices: the queue server (operando/queue.py)
+    from . import queue
+
+    queue.add_parser(sub)
     return parser
 
 
@@ -421,6 +428,12 @@ def cmd_serve(args) -> int:
                 server.stop()
 
 
+def cmd_queue(args) -> int:
+    from . import queue
+
+    return queue.main(args)
+
+
 def main(argv=None) -> int:
     # pyFAI and the reconstruction share 2-4 cores with the RunEngine: OpenMP
     # threads that busy-wait between calls slow everyone else down.
@@ -439,6 +452,7 @@ def main(argv=None) -> int:
         "reduce": cmd_reduce,
         "replay": cmd_replay,
         "export": cmd_export,
+        "queue": cmd_queue,
     }
     return handlers[args.command](args) or 0
 

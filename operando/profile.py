@@ -19,6 +19,10 @@ Configuration, all optional:
 The RunEngine's metadata ``RE.md`` lives in ``DATA_DIR/session-md`` (bluesky's
 ``PersistentDict``): ``scan_id`` and whatever the user puts there carry over
 from one session to the next. See ``docs/session.md``.
+
+Under the queue server (its RE Worker, which runs no atexit handler) nothing is
+started: the stations and Tiled must be named (``operando queue start`` does),
+and the live plots are off.
 """
 
 from __future__ import annotations
@@ -31,6 +35,23 @@ from pathlib import Path
 from . import epics_env
 from .ioc_process import IOCProcess, random_prefix
 from .tiled_server import DataLayout, TiledServer
+
+
+def under_queue_server() -> bool:
+    """True in bluesky-queueserver's RE Worker."""
+    try:
+        from bluesky_queueserver import is_re_worker_active
+    except ImportError:
+        return False
+    return is_re_worker_active()
+
+
+def _must_be_running(what: str, env_var: str) -> None:
+    if under_queue_server():
+        raise RuntimeError(
+            f"under the queue server {what} must be running already: set {env_var} "
+            "(`operando queue start` does)"
+        )
 
 
 def data_layout() -> DataLayout:
@@ -46,6 +67,7 @@ def connect_tiled():
         from tiled.client import from_uri
 
         return from_uri(uri, api_key=os.environ.get("TILED_API_KEY"))
+    _must_be_running("Tiled", "OPERANDO_TILED_URI")
     server = TiledServer(data_layout()).start()
     atexit.register(server.stop)
     print(f"Tiled (embedded) at {server.uri}, API key in {server.layout.api_key_file}")
@@ -140,6 +162,8 @@ def expose_station(station):
 def register_magics(ipython, RE_magics) -> None:
     """bluesky's magics (``%wa``, ``%mov``, ``%movr``, ``%ct``) and ``%wh``
     (the overview of every station in the namespace)."""
+    if under_queue_server():  # the RE Worker's IPython stand-in has no magics
+        return
     from bluesky.magics import BlueskyMagics
     from IPython.core.magic import register_line_magic
 
@@ -168,6 +192,7 @@ def _station_prefix(kind: str, module: str, stem: str, env_var: str) -> tuple[st
     frames.mkdir(parents=True, exist_ok=True)
     prefix = os.environ.get(env_var)
     if not prefix:
+        _must_be_running(f"the {kind.upper()} station", env_var)
         prefix = random_prefix(stem)
         scale = os.environ.get("OPERANDO_TIME_SCALE", "1")
         ioc = IOCProcess(
