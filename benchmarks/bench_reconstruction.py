@@ -268,20 +268,23 @@ def main() -> None:
         f"projected to a full volume of {args.slices} slices:"
     )
 
-    def report(label, seconds, vol):
+    def report(label, seconds, cpu):
         per = seconds / args.block
         print(
             f"  {label:34s} {seconds:7.1f} s  {per:6.2f} s/slice  "
-            f"full volume {per * args.slices / 60:6.1f} min"
+            f"full volume {per * args.slices / 60:6.1f} min  "
+            f"(CPU {cpu / args.block:5.2f} core-s/slice)"
         )
         return per
 
+    cpu0 = _cpu_seconds()
     t_pool, ref = timed(lambda: pool_reconstruct(proj, angles, workers=args.workers, **common))
-    per_pool = report(f"process pool, {args.workers} processes", t_pool, ref)
+    per_pool = report(f"process pool, {args.workers} processes", t_pool, _cpu_seconds() - cpu0)
     from distributed import LocalCluster
 
     per_dask = {}
     for n in sorted({1, args.workers}):
+        cpu0 = _cpu_seconds()
         t0 = time.perf_counter()
         cluster = LocalCluster(
             n_workers=n,
@@ -302,7 +305,8 @@ def main() -> None:
 
             close_clients()
             cluster.close()
-        per_dask[n] = report(f"dask LocalCluster, {n} worker(s)", t, vol)
+        # the workers' CPU is counted once they have exited (cluster closed)
+        per_dask[n] = report(f"dask LocalCluster, {n} worker(s)", t, _cpu_seconds() - cpu0)
         print(
             f"    (cluster start {t_up:.1f} s, once per process; the pool's volume "
             f"to the bit: {bool(np.array_equal(vol, ref))})"

@@ -36,6 +36,9 @@ logger = logging.getLogger(__name__)
 #: address of a ``dask.distributed`` scheduler (``tcp://host:8786``) to send the
 #: slabs to; unset: a ``LocalCluster`` started by the first large reconstruction
 SCHEDULER_ENV = "OPERANDO_DASK_SCHEDULER"
+#: volumes up to this size are reconstructed in process unless a scheduler is
+#: named (a binned test scan: seconds; starting a cluster costs about as much)
+LOCAL_MAX_BYTES = 64 << 20
 
 
 def _dfi(sino180: np.ndarray, width: int, filter_name: str | None, pad_rate: float) -> np.ndarray:
@@ -144,12 +147,13 @@ def reconstruct(
       cupping the slices.
     * ``workers``: the slabs of ``chunk_rows`` slices go to a ``dask.distributed``
       cluster (:func:`dask_client`) unless ``workers`` is 1 (in process); the
-      default is the cluster for more than ``4 * chunk_rows`` slices, else in
-      process, and always the cluster when a scheduler is named. ``scheduler``
-      (default ``$OPERANDO_DASK_SCHEDULER``): the address of a running
-      scheduler (its workers, ``workers`` ignored); without one a
-      ``LocalCluster`` of ``workers`` processes (default: one per core). Every slab is computed by the same
-      function wherever it runs: the volume is the same to the bit.
+      default is the cluster for more than ``4 * chunk_rows`` slices and
+      ``LOCAL_MAX_BYTES`` of volume, else in process, and always the cluster
+      when a scheduler is named. ``scheduler`` (default
+      ``$OPERANDO_DASK_SCHEDULER``): the address of a running scheduler (its
+      workers, ``workers`` ignored); without one a ``LocalCluster`` of
+      ``workers`` processes (default: one per core). Every slab is computed by
+      the same function wherever it runs: the volume is the same to the bit.
     """
     ang = np.asarray(angles, dtype=float)
     nang, nrow, ncol = projections.shape
@@ -186,8 +190,8 @@ def reconstruct(
     if scheduler is None:
         scheduler = os.environ.get(SCHEDULER_ENV) or None
     if workers is None:
-        big = scheduler is not None or len(row_list) > 4 * chunk_rows
-        workers = 0 if big else 1  # 0: the cluster's own size
+        big = len(row_list) > 4 * chunk_rows and out.nbytes > LOCAL_MAX_BYTES
+        workers = 0 if (big or scheduler is not None) else 1  # 0: the cluster's own size
     args = (ang, float(center))
     opts = (log, stripes, filter_name, pad_rate)
 
