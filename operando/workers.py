@@ -112,7 +112,7 @@ class ReductionWorker:
     # ------------------------------------------------------------------ catalog
     def _technique_of(self, start: dict) -> str | None:
         for name, reducer in self.reducers.items():
-            if self.techniques[name].accepts(start) and reducer.accepts(start):
+            if self.techniques[name].accepts(start) and reducer.stored(start):
                 return name
         return None
 
@@ -134,10 +134,12 @@ class ReductionWorker:
         order = sorted(experiments.items(), key=lambda kv: min(t for t, _, _ in kv[1]))
         for (name, eid), runs in order:
             with self._lock:
+                reducer = self.reducers[name]
                 todo = [
                     uid
                     for _, uid, run in runs
-                    if uid not in complete
+                    if reducer.accepts((run.metadata or {}).get("start") or {})
+                    and uid not in complete
                     and uid not in self.seen
                     and (run.metadata or {}).get("stop")
                 ]
@@ -170,6 +172,11 @@ class ReductionWorker:
                 continue
             if not (run.metadata or {}).get("stop"):
                 continue  # still running: its stop will come through the feed
+            if not reducer.accepts(run.metadata.get("start") or {}):
+                # feeds the state only (no node of its own): read, never "reduced"
+                reducer.submit(reducer.restore_stored, run, None)
+                self.seen.add(uid)
+                continue
             if not wait_finished(run, self.finish_timeout):
                 logger.warning("run %s: rows still missing after its stop; reduced as is", uid)
             reducer.submit(reducer.reduce_stored, run)

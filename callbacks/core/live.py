@@ -171,6 +171,12 @@ class LiveReducer(QueuedReducer):
         raise NotImplementedError
 
     # -- runs read back from Tiled (a reduction worker, ``operando reduce --follow``) --
+    def stored(self, start: dict) -> bool:
+        """Whether a stored run of this start document belongs to the experiment's
+        state (the runs :meth:`accepts`, each with its ``reduced/<uid>``, and any
+        that only feed the state: a subclass says)."""
+        return self.accepts(start)
+
     def reduce_stored(self, run) -> None:
         """Reduce a finished raw run read from Tiled (``run``: its Tiled client)
         and write its results, as a run whose stop document came live

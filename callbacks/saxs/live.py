@@ -270,10 +270,23 @@ class SAXSLiveReducer(LiveReducer):
         return drawn
 
     # -- runs read back from Tiled ----------------------------------------------------
+    def stored(self, start: dict) -> bool:
+        return self.accepts(start) or is_alignment(start)
+
+    def _stored_alignment(self, run) -> None:
+        from .offline import load_alignment
+
+        scan = load_alignment(run)
+        if scan is not None:
+            self._experiment(scan.experiment_id).add_alignment(scan)
+
     def reduce_stored(self, run) -> None:
         from .offline import load_run
 
         start = dict(run.metadata["start"])
+        if is_alignment(start):
+            self._stored_alignment(run)
+            return
         self._on_start(start)
         raster = load_run(run, self.parameters.npt)
         if raster is None:
@@ -285,6 +298,9 @@ class SAXSLiveReducer(LiveReducer):
     def restore_stored(self, run, node) -> None:
         from .offline import load_run
 
+        if is_alignment(run.metadata["start"]):
+            self._stored_alignment(run)
+            return
         raster = load_run(run, self.parameters.npt)
         if raster is None:
             return
