@@ -37,7 +37,8 @@ from operando.tiled_server import DataLayout, TiledServer
 
 from .simulators import start_xct_ioc
 
-pytestmark = pytest.mark.slow
+# deadlines for a loaded machine (about 2-3 min each on an idle one)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 OPERANDO = [str(Path(sys.executable).with_name("operando"))]
 SCAN = dict(
