@@ -7,6 +7,7 @@ operando run saxs [--beamline synchrotron|lab] [--cycles N] [--grid NXxNY]
                   [--raster-every SECONDS] [--time-scale S] [--tiled-uri URI --api-key KEY]
 operando rehearse xct|saxs [run options]    (the run on virtual time, timed)
 operando reduce UID [--figures DIR] [--tiled-uri URI --api-key KEY] [--data-dir D]
+operando reduce --follow --tiled-uri URI [--technique T] [--dask-scheduler ADDR]
 operando replay [--data-dir D] [--tiled-uri URI --api-key KEY]
 operando export UID --format nxtomo|nxcansas|tiff|nexus|csv|parquet [-o FILE]
                 [--tiled-uri URI --api-key KEY] [--data-dir D]
@@ -164,10 +165,37 @@ def build_parser() -> argparse.ArgumentParser:
         "reduce", help="reduce a stored raw run (or experiment) again, offline, from Tiled"
     )
     reduce.add_argument(
-        "uid", help="raw run uid (its whole experiment is reduced) or an experiment id"
+        "uid",
+        nargs="?",
+        help="raw run uid (its whole experiment is reduced) or an experiment id",
     )
     reduce.add_argument(
         "--figures", default=None, help="folder for the figures (default: DATA_DIR/figures/<id>)"
+    )
+    reduce.add_argument(
+        "--follow",
+        action="store_true",
+        help="be a reduction worker: reduce what --tiled-uri holds and is not reduced "
+        "yet, then every run as it stops, until SIGTERM/SIGINT (the server needs a "
+        "streaming cache: operando serve --streaming)",
+    )
+    reduce.add_argument(
+        "--technique",
+        action="append",
+        default=None,
+        help="with --follow: reduce only this technique (repeatable; default: all)",
+    )
+    reduce.add_argument(
+        "--rescan",
+        type=float,
+        default=300.0,
+        help="with --follow: seconds between scans of the catalog for runs missed (0: none)",
+    )
+    reduce.add_argument(
+        "--dask-scheduler",
+        default=None,
+        help="reconstruct on this dask.distributed scheduler (tcp://host:8786; default "
+        "$OPERANDO_DASK_SCHEDULER, else a LocalCluster of this host's cores)",
     )
     _add_tiled_args(reduce)
 
@@ -208,6 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--port", type=int, default=8000)
     _add_catalog_arg(serve)
+    serve.add_argument(
+        "--streaming",
+        action="store_true",
+        help="start Redis beside Tiled as its streaming cache, for reduction workers "
+        "(operando reduce --follow) on any host",
+    )
 
     # operando queue start|status|stop|plans-devices: the queue server (operando/queue.py)
     from . import queue
@@ -338,6 +372,15 @@ def cmd_reduce(args) -> int:
     from . import techniques
     from .jobs import TiledTarget, tiled_client
 
+    if args.dask_scheduler:
+        from .callbacks.xct.science.reconstruction import SCHEDULER_ENV
+
+        os.environ[SCHEDULER_ENV] = args.dask_scheduler
+    if args.follow:
+        return _follow(args)
+    if not args.uid:
+        print("operando: reduce needs a UID (or --follow)", file=sys.stderr)
+        return 2
     target = TiledTarget(args.tiled_uri, args.api_key, _layout(args))
     figures = Path(args.figures or Path(args.data_dir) / "figures" / args.uid).resolve()
     figures.mkdir(parents=True, exist_ok=True)
@@ -355,6 +398,38 @@ def cmd_reduce(args) -> int:
                 print(f"  {key}: {value}")
     print(f"figures: {figures}")
     return 0
+
+
+def _follow(args) -> int:
+    """``operando reduce --follow``: a reduction worker on the server at --tiled-uri."""
+    from tiled.client import from_uri
+
+    from . import techniques
+    from .workers import run_worker
+
+    if args.uid:
+        print("operando: reduce --follow takes no UID", file=sys.stderr)
+        return 2
+    if not args.tiled_uri or not args.api_key:
+        print(
+            "operando: reduce --follow needs --tiled-uri and an API key "
+            "($TILED_API_KEY or --api-key)",
+            file=sys.stderr,
+        )
+        return 2
+    unknown = sorted(set(args.technique or []) - set(techniques.names()))
+    if unknown:
+        print(
+            f"operando: no technique {', '.join(unknown)}; known: {', '.join(techniques.names())}",
+            file=sys.stderr,
+        )
+        return 2
+    figures = Path(args.figures or Path(args.data_dir) / "figures").resolve()
+    figures.mkdir(parents=True, exist_ok=True)
+    client = from_uri(args.tiled_uri, api_key=args.api_key)
+    return run_worker(
+        client, figures_dir=figures, technique_names=args.technique, rescan_s=args.rescan
+    )
 
 
 def cmd_replay(args) -> int:
@@ -398,7 +473,14 @@ def cmd_serve(args) -> int:
     from .tiled_server import TiledServer
 
     _private_files()
-    server = TiledServer(_layout(args), host=args.host, port=args.port)
+    layout = _layout(args)
+    redis = None
+    if args.streaming:
+        from .services import RedisServer
+
+        redis = RedisServer(layout.root / "redis").start()
+    extra = {"streaming_cache": {"uri": redis.uri}} if redis else None
+    server = TiledServer(layout, host=args.host, port=args.port, extra_config=extra)
     # SIGINT/SIGTERM stop the server (it also dies with this process, SIGKILL included)
     with shutdown.SignalGuard() as guard:
         try:
@@ -411,6 +493,11 @@ def cmd_serve(args) -> int:
                 f"  from tiled.client import from_uri; c = from_uri('{server.uri}', "
                 f"api_key='{server.api_key}'); c['raw']"
             )
+            if redis is not None:
+                print(
+                    f"streaming cache: {redis.uri}; reduction workers: TILED_API_KEY=... "
+                    f"operando reduce --follow --tiled-uri {server.uri}"
+                )
             print(f"Browse (web UI): {server.browse_url}", flush=True)
             code = server.wait()
             print(f"operando: the Tiled server exited with status {code}", file=sys.stderr)
@@ -426,6 +513,8 @@ def cmd_serve(args) -> int:
         finally:
             with guard.shielded():
                 server.stop()
+                if redis is not None:
+                    redis.stop()
 
 
 def cmd_queue(args) -> int:

@@ -8,7 +8,8 @@
 * :mod:`.live`: the queued worker and the base of the live reducers
   (:class:`QueuedReducer`, :class:`LiveReducer`);
 * :mod:`.store`: Tiled helpers (:func:`json_safe`, :func:`replace_container`,
-  :func:`stream_columns`, :func:`find_experiment_runs`).
+  :func:`stream_columns`, :func:`find_experiment_runs`, :func:`mark_complete`,
+  :func:`is_complete`).
 
 Nothing here imports the simulators or the acquisition code.
 """
@@ -19,7 +20,9 @@ from .live import LiveReducer, QueuedReducer
 from .store import (
     FIGURES_KEY,
     find_experiment_runs,
+    is_complete,
     json_safe,
+    mark_complete,
     replace_container,
     run_problems,
     stored_frames,
@@ -44,6 +47,8 @@ __all__ = [
     "find_experiment_runs",
     "stored_frames",
     "run_problems",
+    "is_complete",
+    "mark_complete",
     "write_array",
     "write_figures",
     "FIGURES_KEY",

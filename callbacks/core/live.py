@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 
 _STOP_WORKER = object()
+_CALL = object()
 
 
 class QueuedReducer:
@@ -59,6 +60,16 @@ class QueuedReducer:
         with self._cond:
             self._pending += 1
         self._queue.put((name, copy.deepcopy(doc)))
+
+    def submit(self, func, *args) -> None:
+        """Queue a call ``func(*args)`` for the worker thread, in order with the
+        documents (nothing copied: how a reduction worker hands it runs read
+        from Tiled, :mod:`operando.workers`)."""
+        if not self._thread.is_alive():
+            raise RuntimeError(f"{type(self).__name__} is closed")
+        with self._cond:
+            self._pending += 1
+        self._queue.put((_CALL, (func, args)))
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything queued is reduced and written; False on timeout."""
@@ -94,7 +105,12 @@ class QueuedReducer:
                 return
             name, doc = item
             try:
-                self._handle(name, doc)
+                if name is _CALL:
+                    func, args = doc
+                    name = getattr(func, "__name__", "call")
+                    func(*args)
+                else:
+                    self._handle(name, doc)
             except Exception as err:  # noqa: BLE001 - the worker must survive
                 logger.exception("%s failed on a %s document", type(self).__name__, name)
                 self.errors.append((name, repr(err)))
@@ -152,6 +168,29 @@ class LiveReducer(QueuedReducer):
         raise NotImplementedError
 
     def _figures(self, exp, directory: Path) -> list[str]:
+        raise NotImplementedError
+
+    # -- runs read back from Tiled (a reduction worker, ``operando reduce --follow``) --
+    def stored(self, start: dict) -> bool:
+        """Whether a stored run of this start document belongs to the experiment's
+        state (the runs :meth:`accepts`, each with its ``reduced/<uid>``, and any
+        that only feed the state: a subclass says)."""
+        return self.accepts(start)
+
+    def reduce_stored(self, run) -> None:
+        """Reduce a finished raw run read from Tiled (``run``: its Tiled client)
+        and write its results, as a run whose stop document came live
+        (subclasses; called on the worker thread, through :meth:`submit`)."""
+        raise NotImplementedError
+
+    def restore_stored(self, run, node) -> None:
+        """Add a run reduced before (``node``: its complete ``reduced/<uid>``) to
+        its experiment's state without writing anything (subclasses)."""
+        raise NotImplementedError
+
+    def settle(self, experiment_id: str) -> None:
+        """Bring ``reduced/<experiment_id>`` and the figures up to date with the
+        experiment's state (subclasses)."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ worker

@@ -31,10 +31,17 @@ __all__ = [
     "FIGURES_KEY",
     "stored_frames",
     "run_problems",
+    "COMPLETE_KEY",
+    "mark_complete",
+    "is_complete",
 ]
 
 #: the container of an experiment's figures, under its reduced node
 FIGURES_KEY = "figures"
+
+#: metadata key of a reduced node once everything in it is written: a node
+#: without it was cut short (the writer stopped mid-way) and is written again
+COMPLETE_KEY = "complete"
 
 
 def json_safe(obj):
@@ -57,6 +64,16 @@ def replace_container(parent, key: str, metadata: dict):
     if key in parent:
         parent.delete_contents(key, recursive=True, external_only=False)
     return parent.create_container(key, metadata=json_safe(metadata))
+
+
+def mark_complete(node) -> None:
+    """Say in ``node``'s metadata that it is written whole (the last write of a store)."""
+    node.update_metadata(metadata={COMPLETE_KEY: True}, drop_revision=True)
+
+
+def is_complete(node) -> bool:
+    """Whether a reduced node was written whole (:func:`mark_complete`)."""
+    return bool((node.metadata or {}).get(COMPLETE_KEY))
 
 
 def write_array(node, array, *, key: str, metadata: dict | None = None, **kwargs):

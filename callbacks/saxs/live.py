@@ -172,6 +172,7 @@ class SAXSLiveReducer(LiveReducer):
         self._exp_written: dict[str, int] = {}
         self._current: str | None = None
         self._warm: set = set()
+        self._stored_sodc: dict[str, object] = {}
         super().__init__(client, figures_dir=figures_dir, frame_timeout=frame_timeout)
 
     # ------------------------------------------------------------------ public
@@ -268,12 +269,70 @@ class SAXSLiveReducer(LiveReducer):
             self._drawn[exp.experiment_id] = exp.version
         return drawn
 
+    # -- runs read back from Tiled ----------------------------------------------------
+    def stored(self, start: dict) -> bool:
+        return self.accepts(start) or is_alignment(start)
+
+    def _stored_alignment(self, run) -> None:
+        from .offline import load_alignment
+
+        scan = load_alignment(run)
+        if scan is not None:
+            self._experiment(scan.experiment_id).add_alignment(scan)
+
+    def reduce_stored(self, run) -> None:
+        from .offline import load_run
+
+        start = dict(run.metadata["start"])
+        if is_alignment(start):
+            self._stored_alignment(run)
+            return
+        self._on_start(start)
+        raster = load_run(run, self.parameters.npt)
+        if raster is None:
+            logger.warning("run %s has no frames: skipped", start.get("uid"))
+            return
+        self._raster_done(raster)
+        self.settle(raster.experiment_id)
+
+    def restore_stored(self, run, node) -> None:
+        from .offline import load_run
+
+        if is_alignment(run.metadata["start"]):
+            self._stored_alignment(run)
+            return
+        raster = load_run(run, self.parameters.npt)
+        if raster is None:
+            return
+        self._current = raster.experiment_id
+        exp = self._experiment(raster.experiment_id)
+        exp.add(raster)
+        self._stored_sodc[raster.uid] = (node.metadata or {}).get("sodc_final")
+
+    def settle(self, experiment_id: str) -> None:
+        """Figures and ``reduced/<experiment_id>`` up to date; the ``points`` of
+        runs written before the first discharge ended rewritten if still stale."""
+        exp = self.experiments.get(experiment_id)
+        if exp is None:
+            return
+        if self.client is not None:
+            for uid, final in list(self._stored_sodc.items()):
+                res = exp.results.get(uid)
+                if res is not None and bool(final) != bool(exp.sodc_final):
+                    update_points(self._reduced_node(), res, exp)
+                self._stored_sodc.pop(uid)
+        self._settle(exp)
+
     def _finish(self, eid: str | None) -> None:
         if eid is None or eid not in self.experiments:
             return
         exp = self.experiments[eid]
         if eid == self._current:
             self._current = None
+        self._settle(exp)
+
+    def _settle(self, exp: ExperimentState) -> None:
+        eid = exp.experiment_id
         if not exp.rasters():
             return
         if self._drawn.get(eid) != exp.version:

@@ -2,7 +2,7 @@
 ``reduced/<experiment id>``.
 
 :func:`write_run` and :func:`write_experiment` replace what is there (delete and
-write anew); :func:`update_points` rewrites a run's ``points`` once its SODC is
+write anew, the node marked complete last); :func:`update_points` rewrites a run's ``points`` once its SODC is
 final. The layout, node by node: ``docs/reduction-saxs.md``.
 """
 
@@ -14,7 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core import json_safe, replace_container, write_array, write_figures, write_table
+from ..core import (
+    json_safe,
+    mark_complete,
+    replace_container,
+    write_array,
+    write_figures,
+    write_table,
+)
 from .experiment import ExperimentState
 from .model import RUN_TECHNIQUE, RasterResult
 
@@ -93,6 +100,7 @@ def write_run(reduced, res: RasterResult, exp: ExperimentState):
             if m is not None:
                 write_array(node, np.asarray(m, float), key=key, dims=["row", "col"])
     write_table(node, res.points(), key="points")
+    mark_complete(node)
     return node
 
 
@@ -170,4 +178,5 @@ def write_experiment(reduced, exp: ExperimentState, *, figures: Iterable[str] = 
         from .figures import FIGURES
 
         write_figures(node, figures, FIGURES)
+    mark_complete(node)
     return node

@@ -7,9 +7,10 @@
     RE(xct_operando(station))
     reducer.close()          # waits for the queue, final figures
 
-Reconstructions run in worker processes started by ``forkserver`` in a process
-with threads: a script that makes the reducer must guard its body with
-``if __name__ == "__main__":``. What happens where: ``docs/reduction-xct.md``.
+Reconstructions send their slabs to a dask ``LocalCluster`` (started by
+``spawn``): a script that makes the reducer must guard its body with
+``if __name__ == "__main__":``. What happens where: ``docs/reduction-xct.md``;
+the same reducer in a worker process fed by Tiled: ``docs/workers.md``.
 """
 
 from __future__ import annotations
@@ -97,9 +98,13 @@ class XCTLiveReducer(LiveReducer):
         return experiment_figures(exp.figure_data(), directory)
 
     def _run_done(self, col: RunCollector) -> None:
-        uid = col.start_doc.get("uid", "")
+        self._reduce(run_data_from_collector(col, frame_timeout=self.frame_timeout))
+
+    def _reduce(self, run: RunData) -> None:
+        """Reduce one run, add it to its experiment, draw, write: the same for a
+        run from live documents and one read back from Tiled."""
+        uid = run.uid
         t0 = time.perf_counter()
-        run = run_data_from_collector(col, frame_timeout=self.frame_timeout)
         try:
             res = reduce_run(run, self.parameters)
         except Exception as err:  # noqa: BLE001
@@ -132,3 +137,30 @@ class XCTLiveReducer(LiveReducer):
             finally:
                 self.timings["tiled"] += time.perf_counter() - t0
         del volume
+
+    # -- runs read back from Tiled ----------------------------------------------------
+    def reduce_stored(self, run) -> None:
+        from .offline import load_run
+
+        self._reduce(load_run(run))
+
+    def restore_stored(self, run, node) -> None:
+        from .store import read_run
+
+        res = read_run(node, run)
+        self.results[res.uid] = res
+        self._experiment(res.experiment_id).add(res)
+
+    def settle(self, experiment_id: str) -> None:
+        exp = self.experiments.get(experiment_id)
+        if exp is None or not exp.results:
+            return
+        self._draw(exp)
+        if self.client is not None:
+            t0 = time.perf_counter()
+            try:
+                write_experiment(
+                    self._reduced_node(), exp, figures=self.figures.get(experiment_id, [])
+                )
+            finally:
+                self.timings["tiled"] += time.perf_counter() - t0

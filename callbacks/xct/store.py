@@ -1,23 +1,32 @@
 """The XCT results in Tiled: ``reduced/<raw uid>`` per run, ``reduced/<experiment id>``.
 
 :func:`write_run` (a scan or a plating run) and :func:`write_experiment` replace
-what is there (delete and write anew). The layout, node by node:
+what is there (delete and write anew) and mark the node complete last;
+:func:`read_run` reads a run's results back (a reduction worker resuming). The layout, node by node:
 ``docs/reduction-xct.md``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..core import json_safe, replace_container, write_array, write_figures, write_table
+from ..core import (
+    json_safe,
+    mark_complete,
+    replace_container,
+    write_array,
+    write_figures,
+    write_table,
+)
 from .experiment import ExperimentState
 from .model import LAYER_LENGTHS, LAYER_ROWS, RUN_TECHNIQUE, PlatingResult, ScanResult
 
-__all__ = ["UNITS", "write_scan", "write_plating", "write_run", "write_experiment"]
+__all__ = ["UNITS", "write_scan", "write_plating", "write_run", "write_experiment", "read_run"]
 
 
 UNITS = {
@@ -142,6 +151,7 @@ def write_scan(
             }
         ),
     )
+    mark_complete(node)
     return node
 
 
@@ -170,6 +180,7 @@ def write_plating(reduced, res: PlatingResult, state: ExperimentState):
         write_table(node, _columns_table(res.radiograms), key="radiograms")
     if len(res.cell.get("t", [])):
         write_table(node, _columns_table(res.cell), key="cell")
+    mark_complete(node)
     return node
 
 
@@ -233,4 +244,97 @@ def write_experiment(reduced, state: ExperimentState, *, figures: Iterable[str] 
         from .figures import FIGURES
 
         write_figures(node, figures, FIGURES)
+    mark_complete(node)
     return node
+
+
+# --------------------------------------------------------------------------------------
+# reading back
+# --------------------------------------------------------------------------------------
+
+
+def _nan(value):
+    """JSON's null back to NaN (:func:`json_safe` wrote NaN as null), recursively."""
+    if value is None:
+        return math.nan
+    if isinstance(value, dict):
+        return {k: _nan(v) for k, v in value.items()}
+    return value
+
+
+def _table(node, key: str, columns) -> dict[str, np.ndarray]:
+    if key not in node:
+        return {k: np.zeros(0) for k in columns}
+    df = node[key].read()
+    return {c: df[c].to_numpy() for c in df.columns}
+
+
+def read_run(node, raw_run):
+    """The :class:`ScanResult` or :class:`PlatingResult` of a complete
+    ``reduced/<raw uid>`` (``node``) and its raw run (start, stop, cell stream),
+    as :mod:`.experiment` needs it; a scan's volume stays on the server (the
+    figures' sections are read from it, a few slices)."""
+    from .offline import load_run
+    from .pipeline import _sections, cell_columns
+
+    md = dict(node.metadata)
+    start = dict(raw_run.metadata["start"])
+    stop = dict(raw_run.metadata.get("stop") or {})
+    common = dict(
+        uid=md["raw_uid"],
+        experiment_id=md.get("experiment_id") or "",
+        cycle=md.get("cycle"),
+        start=start,
+        stop=stop,
+        detector=dict(md.get("detector") or {}),
+        pixel_um=float(md["pixel_um"]),
+    )
+    if md.get("kind") == "plating":
+        layer_cols = ("t", *LAYER_LENGTHS, *LAYER_ROWS)
+        cell_cols = ("t", "force", "ewe", "current", "charge", "elapsed")
+        return PlatingResult(
+            **common,
+            current_density_uA_cm2=_nan(md.get("current_density_uA_cm2")),
+            current_a=_nan(md.get("current_A")),
+            electrode_diameter_mm=_nan(md.get("electrode_diameter_mm")),
+            duration_s=_nan(md.get("duration_s")),
+            radiograms=_table(node, "radiograms", layer_cols),
+            cell=_table(node, "cell", cell_cols),
+            t_technique_start=_nan(md.get("t_technique_start")),
+            t_technique_end=_nan(md.get("t_technique_end")),
+            charge_c=_nan(md.get("charge_c")),
+            plated_um=_nan(md.get("plated_um")),
+            shorted=bool(md.get("shorted")),
+            short=dict(md.get("short") or {}),
+            reason=str(md.get("reason") or ""),
+            timings=dict(md.get("timings_s") or {}),
+        )
+    layers = {k: v for k, v in _nan(dict(md.get("layers") or {})).items()}
+    for k in LAYER_LENGTHS:
+        layers[k] = _nan(md.get(k))
+    row0 = int(md.get("row0") or 0)
+    res = ScanResult(
+        **common,
+        step=md.get("step") or start.get("step", ""),
+        n_projections=int(md.get("n_projections") or 0),
+        t_start=_nan(md.get("t_start")),
+        t_end=_nan(md.get("t_end")),
+        t_mid=_nan(md.get("t_mid")),
+        row0=row0,
+        center=_nan(md.get("center")),
+        profile=np.asarray(node["profile"].read()) if "profile" in node else None,
+        layers=layers,
+        projection_layers=_nan(dict(md.get("projection_layers") or {})),
+        electrode=_nan(dict(md.get("electrode") or {})),
+        particles=np.asarray(node["particles"].read(), float).reshape(-1, 4)
+        if "particles" in node
+        else np.zeros((0, 4)),
+        z_reference=md.get("z_reference") or "bottom Cu face",
+        cell=cell_columns(load_run(raw_run), ("cell",)),
+        timings=dict(md.get("timings_s") or {}),
+        parameters=dict((md.get("reduction") or {}).get("parameters") or {}),
+    )
+    if "volume" in node:
+        rows = {k: layers[k] - row0 for k in LAYER_ROWS if k in layers}
+        res.sections = _sections(node["volume"], rows)
+    return res

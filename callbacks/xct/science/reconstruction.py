@@ -1,16 +1,19 @@
 """Reconstruction of a volume ``(row, y, x)`` from projections: algotom's direct
-Fourier inversion, a few detector rows at a time, in worker processes.
+Fourier inversion, a few detector rows at a time (slabs), the slabs on a
+``dask.distributed`` cluster: a ``LocalCluster`` of this machine's cores by
+default, or the scheduler at ``$OPERANDO_DASK_SCHEDULER`` (:func:`dask_client`).
 
-Conventions, library choices and timings: ``docs/reduction-xct.md``.
+Conventions, library choices and timings: ``docs/reduction-xct.md``;
+the cluster: ``docs/workers.md``.
 """
 
 from __future__ import annotations
 
+import atexit
+import logging
 import os
+import threading
 import warnings
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from multiprocessing import get_context
 from typing import Any
 
 import numpy as np
@@ -26,7 +29,16 @@ from .projections import (
     suppress_stripes,
 )
 
-__all__ = ["reconstruct", "reconstruct_sinogram"]
+__all__ = ["reconstruct", "reconstruct_sinogram", "dask_client", "close_clients", "SCHEDULER_ENV"]
+
+logger = logging.getLogger(__name__)
+
+#: address of a ``dask.distributed`` scheduler (``tcp://host:8786``) to send the
+#: slabs to; unset: a ``LocalCluster`` started by the first large reconstruction
+SCHEDULER_ENV = "OPERANDO_DASK_SCHEDULER"
+#: volumes up to this size are reconstructed in process unless a scheduler is
+#: named (a binned test scan: seconds; starting a cluster costs about as much)
+LOCAL_MAX_BYTES = 64 << 20
 
 
 def _dfi(sino180: np.ndarray, width: int, filter_name: str | None, pad_rate: float) -> np.ndarray:
@@ -109,6 +121,7 @@ def reconstruct(
     rows: slice | None = None,
     chunk_rows: int = 8,
     workers: int | None = None,
+    scheduler: str | None = None,
 ) -> np.ndarray:
     """Reconstruct a volume ``(row, y, x)`` float32 in attenuation per voxel.
 
@@ -132,8 +145,15 @@ def reconstruct(
       on each side, before the Fourier steps: the cell is wider than the field
       of view (interior tomography) and the extension keeps truncation from
       cupping the slices.
-    * ``workers``: processes (each reconstructs ``chunk_rows`` slices at a time);
-      default: all cores for more than ``4 * chunk_rows`` slices, else in process.
+    * ``workers``: the slabs of ``chunk_rows`` slices go to a ``dask.distributed``
+      cluster (:func:`dask_client`) unless ``workers`` is 1 (in process); the
+      default is the cluster for more than ``4 * chunk_rows`` slices and
+      ``LOCAL_MAX_BYTES`` of volume, else in process, and always the cluster
+      when a scheduler is named. ``scheduler`` (default
+      ``$OPERANDO_DASK_SCHEDULER``): the address of a running scheduler (its
+      workers, ``workers`` ignored); without one a ``LocalCluster`` of
+      ``workers`` processes (default: one per core). Every slab is computed by
+      the same function wherever it runs: the volume is the same to the bit.
     """
     ang = np.asarray(angles, dtype=float)
     nang, nrow, ncol = projections.shape
@@ -167,11 +187,15 @@ def reconstruct(
         d = dark[rws] if dark is not None else None
         return f, d
 
+    if scheduler is None:
+        scheduler = os.environ.get(SCHEDULER_ENV) or None
     if workers is None:
-        workers = (os.cpu_count() or 1) if len(row_list) > 4 * chunk_rows else 1
+        big = len(row_list) > 4 * chunk_rows and out.nbytes > LOCAL_MAX_BYTES
+        workers = 0 if (big or scheduler is not None) else 1  # 0: the cluster's own size
     args = (ang, float(center))
     opts = (log, stripes, filter_name, pad_rate)
-    if workers <= 1:
+
+    def in_process() -> np.ndarray:
         pos = 0
         for rws in chunks:
             f, d = flat_of(rws)
@@ -179,66 +203,118 @@ def reconstruct(
             pos += len(rws)
         return out
 
+    if workers == 1 or len(chunks) == 1:
+        return in_process()
     try:
-        _run_pool(out, chunks, block_of, flat_of, args, opts, workers)
-    except BrokenProcessPool:
-        # e.g. a script without the ``if __name__ == "__main__":`` guard under
-        # forkserver: finish in this process rather than fail
+        client = dask_client(scheduler, workers=workers or None)
+    except Exception as err:  # noqa: BLE001 - no cluster: finish here rather than fail
+        # e.g. a script without the ``if __name__ == "__main__":`` guard (the
+        # LocalCluster's processes start by spawn, which imports the main module)
         warnings.warn(
-            "reconstruction worker processes failed; continuing in-process",
+            f"no dask cluster for the reconstruction ({err!r}); continuing in-process",
             RuntimeWarning,
             stacklevel=2,
         )
-        pos = 0
-        for rws in chunks:
-            f, d = flat_of(rws)
-            out[pos : pos + len(rws)] = _reconstruct_block(block_of(rws), *args, f, d, *opts)
-            pos += len(rws)
+        return in_process()
+    _run_dask(client, out, chunks, block_of, flat_of, args, opts)
     return out
 
 
-def _pool_context():
-    """``fork`` while this process has one thread (cheap, no re-import of
-    ``__main__``), else ``forkserver`` (forking a threaded process, e.g. one
-    running a RunEngine or caproto, can deadlock the child)."""
-    import multiprocessing
-    import threading
+# --------------------------------------------------------------------------------------
+# the cluster
+# --------------------------------------------------------------------------------------
 
-    methods = multiprocessing.get_all_start_methods()
-    if "fork" in methods and threading.active_count() == 1:
-        return get_context("fork")
-    return get_context("forkserver" if "forkserver" in methods else "spawn")
+_clients: dict = {}
+_clients_lock = threading.Lock()
 
 
-def _run_pool(out, chunks, block_of, flat_of, args, opts, workers) -> None:
-    """Reconstruct ``chunks`` in worker processes, at most 2 blocks per worker in flight."""
-    with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool:
-        pending: dict = {}
-        starts = []
-        pos = 0
-        for rws in chunks:
-            starts.append(pos)
-            pos += len(rws)
-        it = iter(zip(chunks, starts))
+def dask_client(scheduler: str | None = None, *, workers: int | None = None):
+    """The ``dask.distributed`` client the slabs go to, made once per process.
 
-        def submit() -> bool:
-            nxt = next(it, None)
-            if nxt is None:
-                return False
-            rws, start = nxt
-            fut = pool.submit(_reconstruct_block, block_of(rws), *args, *flat_of(rws), *opts)
-            pending[fut] = start
-            return True
+    ``scheduler``: a scheduler address (``tcp://host:8786``; default
+    ``$OPERANDO_DASK_SCHEDULER``): its workers, wherever they run, do the
+    slabs. Without one, a ``LocalCluster`` on 127.0.0.1 of ``workers``
+    single-threaded processes (default: one per core), started on first use,
+    kept for the next volumes and closed when the process exits.
+    """
+    from distributed import Client, LocalCluster
 
-        for _ in range(2 * workers):
-            if not submit():
-                break
-        while pending:
-            fut = next(iter(pending))
-            start = pending.pop(fut)
-            rec = fut.result()
-            out[start : start + rec.shape[0]] = rec
-            submit()
+    address = scheduler or os.environ.get(SCHEDULER_ENV) or None
+    n = int(workers or os.cpu_count() or 1)
+    key = address or f"local:{n}"
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is not None and client.status == "running":
+            return client
+        if address:
+            client = Client(address, set_as_default=False, timeout="30s")
+        else:
+            cluster = LocalCluster(
+                n_workers=n,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address=None,
+                memory_limit=0,
+                silence_logs=logging.WARNING,
+            )
+            client = Client(cluster, set_as_default=False)
+        _clients[key] = client
+        return client
+
+
+@atexit.register
+def close_clients() -> None:
+    """Close the clients :func:`dask_client` made (and the LocalClusters it started)."""
+    with _clients_lock:
+        clients = list(_clients.values())
+        _clients.clear()
+    for client in clients:
+        cluster = getattr(client, "cluster", None)
+        try:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+        except Exception:  # noqa: BLE001 - closing at exit is best effort
+            pass
+
+
+def _run_dask(client, out, chunks, block_of, flat_of, args, opts) -> None:
+    """Reconstruct ``chunks`` on the cluster, at most 2 slabs per worker in flight
+    (a slab's rows are read here, sent to a worker, and its slices come back)."""
+    from distributed import as_completed
+
+    n_workers = max(1, len(client.scheduler_info().get("workers", {})))
+    angles, center = args
+    angles_f = client.scatter(angles, broadcast=True, hash=False)
+    starts, pos = [], 0
+    for rws in chunks:
+        starts.append(pos)
+        pos += len(rws)
+    it = iter(zip(chunks, starts))
+    where: dict = {}
+
+    def submit():
+        nxt = next(it, None)
+        if nxt is None:
+            return None
+        rws, start = nxt
+        f, d = flat_of(rws)
+        [block] = client.scatter([block_of(rws)], hash=False)
+        fut = client.submit(_reconstruct_block, block, angles_f, center, f, d, *opts, pure=False)
+        where[fut.key] = (start, block)
+        return fut
+
+    first = [f for f in (submit() for _ in range(2 * n_workers)) if f is not None]
+    running = as_completed(first, loop=client.loop)
+    for fut in running:
+        start, block = where.pop(fut.key)
+        rec = fut.result()
+        out[start : start + rec.shape[0]] = rec
+        del block, fut
+        nxt = submit()
+        if nxt is not None:
+            running.add(nxt)
 
 
 def _auto_center(
