@@ -319,12 +319,13 @@ class TwoStateDevice(Device):
         return getattr(self, self.command_name).set(self.states[value])
 
     def stop(self, *, success: bool = False) -> None:
-        """Put the safe state (source off, shutter closed). A RunEngine pausing or
-        suspending calls ``stop(success=True)``: the state is kept, so the
-        rewound plan goes on under the same conditions (a plan's cleanup puts
-        the safe state itself)."""
+        """Put the safe state (source off, shutter closed), also when a RunEngine
+        pauses or suspends (``stop(success=True)``): no beam while nobody
+        measures. The rewound plan switches it back before its next frame
+        (``plans.stubs.checkpointed_read``), and a suspension's end puts back
+        ``requested``."""
         command = getattr(self, self.command_name)
-        if not success and self.safe_state is not None and command.connected:
+        if self.safe_state is not None and command.connected:
             command.put(self.states[self.safe_state])
         super().stop(success=success)
 
