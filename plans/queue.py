@@ -139,7 +139,7 @@ def _plain(result):
 # -- XCT ----------------------------------------------------------------------
 
 
-def _xct_plans(xct) -> dict:
+def _xct_plans(xct, catalog=None) -> dict:
     filters = _enum_strings(xct.source.filter, ("None", "LE1", "LE2", "LE3", "HE1"))
     objectives = _enum_strings(xct.ct_det.cam.objective, ("4X", "4X-wide", "20X"))
     scan_ranges = dict(
@@ -401,6 +401,7 @@ def _xct_plans(xct) -> dict:
         experiment_id: str | None = None,
         cell: str = "Li|LLZTO-PEO|Li",
         md: dict | None = None,
+        resume: str | None = None,
     ) -> MsgGenerator:
         """The whole protocol (``operando.plans.xct.xct_operando``); returns its result."""
         result = yield from xct_plans.xct_operando(
@@ -419,6 +420,8 @@ def _xct_plans(xct) -> dict:
             experiment_id=experiment_id,
             cell=cell,
             md=md,
+            resume=resume,
+            catalog=catalog if resume else None,
         )
         return _plain(result)
 
@@ -435,7 +438,7 @@ def _xct_plans(xct) -> dict:
 # -- SAXS/WAXS ------------------------------------------------------------------
 
 
-def _saxs_plans(saxs) -> dict:
+def _saxs_plans(saxs, catalog=None) -> dict:
     # The grid of the last alignment in this namespace: rasters queued after
     # saxs_align use it unless given ranges.
     aligned: dict = {}
@@ -587,6 +590,7 @@ def _saxs_plans(saxs) -> dict:
         experiment_id: str | None = None,
         cell: str = "Li-In|Li6PS5Cl|S-C (50:30:20)",
         md: dict | None = None,
+        resume: str | None = None,
     ) -> MsgGenerator:
         """The whole experiment (``operando.plans.saxs.saxs_waxs_operando``); returns its result."""
         bounds = None
@@ -611,6 +615,8 @@ def _saxs_plans(saxs) -> dict:
             experiment_id=experiment_id,
             cell=cell,
             md=md,
+            resume=resume,
+            catalog=catalog if resume else None,
         )
         if result.bounds is not None:
             aligned["bounds"] = result.bounds
@@ -788,19 +794,21 @@ def saxs_devices(saxs) -> dict:
     return {SAXS_DEVICE_NAMES[name]: dev for name, dev in saxs.devices().items()}
 
 
-def queue_namespace(*, xct=None, saxs=None) -> dict:
+def queue_namespace(*, xct=None, saxs=None, catalog=None) -> dict:
     """The queue-facing plans (and the SAXS/WAXS device names) for the stations given.
 
-    The XCT devices are expected in the namespace under the station's names
+    ``catalog`` (the session's Tiled client) lets the protocols resume an
+    interrupted experiment (``resume=ID``). The XCT devices are expected in the
+    namespace under the station's names
     (``clock``, ``stage``, ...), as ``10-xct-devices.py`` puts them; the SAXS/WAXS
     ones are returned here as ``saxs_stage``, ``saxs_det``, ... (:data:`SAXS_DEVICE_NAMES`).
     """
     namespace, devices = {}, {}
     if xct is not None:
-        namespace.update(_xct_plans(xct))
+        namespace.update(_xct_plans(xct, catalog))
         devices.update(xct.devices())
     if saxs is not None:
-        namespace.update(_saxs_plans(saxs))
+        namespace.update(_saxs_plans(saxs, catalog))
         named = saxs_devices(saxs)
         namespace.update(named)
         devices.update(named)

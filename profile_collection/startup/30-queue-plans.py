@@ -7,4 +7,4 @@ by name; the SAXS/WAXS devices as saxs_stage, saxs_det, waxs_det, ... (docs/queu
 
 from operando.plans.queue import queue_namespace
 
-globals().update(queue_namespace(xct=xct, saxs=saxs))  # noqa: F821 (xct, saxs from 10-, 11-)
+globals().update(queue_namespace(xct=xct, saxs=saxs, catalog=tiled))  # noqa: F821 (from 00-, 10-, 11-)

@@ -121,6 +121,7 @@ def make_saxs(**overrides) -> SaxsStation:
         beam=Beam(name="beam"),
         saxs=SaxsDet(name="saxs"),
         waxs=SaxsDet(name="waxs"),
+        ring=Device(name="ring"),
     )
     devices.update(overrides)
     return SaxsStation(**devices)

@@ -25,11 +25,11 @@ WRAPPED = {
 NOT_QUEUED = {
     "xct_scan3d": {"station", "step"},
     "xct_plating": {"station"},
-    "xct_protocol": {"station"},
+    "xct_protocol": {"station", "catalog"},
     "saxs_align": {"station"},
     "saxs_background": {"station"},
     "saxs_raster": {"station"},
-    "saxs_protocol": {"station", "bounds"},
+    "saxs_protocol": {"station", "bounds", "catalog"},
 }
 #: defaults that differ on purpose (None: the last alignment's grid centre)
 OWN_DEFAULTS = {"saxs_background": {"x", "y"}}
