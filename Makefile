@@ -59,7 +59,7 @@ lint: $(STAMP)
 # simulators on virtual time and an embedded Tiled started for it (operando queue start
 # also rewrites its copy under DATA_DIR/queue each time the environment opens).
 queue-config: $(STAMP)
-	$(BIN)/operando queue plans-devices --output queue
+	$(BIN)/operando queue plans-devices --output $(CURDIR)/queue
 
 clean:
 	rm -rf $(VENV) data

@@ -65,6 +65,7 @@ SAXS_DEVICE_NAMES = {
     "beam": "saxs_beam",
     "saxs": "saxs_det",
     "waxs": "waxs_det",
+    "ring": "saxs_ring",
 }
 
 #: The steps a raster may be recorded as (the start document's ``step``).
