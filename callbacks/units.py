@@ -31,6 +31,7 @@ UNITS: dict[str, tuple[str, str]] = {
         "reconstructed linear attenuation per voxel (mu times the voxel size), "
         "(row, y, x); the voxel size is the node's pixel_um",
     ),
+    "figures": ("", "the experiment's figures, each an RGBA image (height, width, 4) of its PNG"),
     "profile": ("", "mean attenuation per voxel of each volume row inside the field of view"),
     "particles": (
         "µm",
