@@ -188,3 +188,22 @@ def test_raster_spanning_too_much_is_flagged(station, tiled_server):
     for uid, share in calm:
         assert share["share"] <= 0.1
         assert "half cycle" not in (raw[uid].metadata["stop"].get("reason") or "")
+
+
+@pytest.mark.parametrize(
+    "bad, words",
+    [
+        (dict(sample_every=0.0), ["sample_every", "0"]),
+        (dict(sample_every=float("nan")), ["sample_every", "nan"]),
+        (dict(sample_every=0.2, cycles=1, c_rate=0.01), ["sample_every", "more than"]),
+        (dict(max_half_cycle_share=0.0), ["max_half_cycle_share", "0"]),
+        (dict(max_half_cycle_share=1.5), ["max_half_cycle_share", "1.5"]),
+    ],
+)
+def test_bad_record_arguments_rejected_at_the_call(station, bad, words):
+    from operando.plans.validation import PlanArgumentError
+
+    with pytest.raises(PlanArgumentError) as info:
+        saxs_waxs_operando(station, bounds=BOUNDS, shape=(2, 2), exposure=1.0, **bad)
+    assert all(w in str(info.value) for w in words), str(info.value)
+    assert str(info.value).startswith("saxs_waxs_operando: ")
