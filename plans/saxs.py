@@ -428,6 +428,8 @@ CELL_SAMPLE_DE = 0.02
 LIMIT_APPROACH = 0.005
 #: the shortest interval between two samples of the cycling record (cell s)
 MIN_SAMPLE_STEP = 0.1
+#: the second sample of a record comes this soon (cell s): a slope to go on with
+PROBE_STEP = 10.0
 #: the stream of an operando raster's share of its half cycle (one event)
 SHARE_STREAM = "half_cycle_share"
 
@@ -465,6 +467,9 @@ class _CycleRecorder(CellRecorder):
     def next_time(self) -> float:
         step = self.every
         ewe, half = self.value(self.pstat.ewe), self.value(self.pstat.half_cycle)
+        if self.prev is None or self.prev[2] != half:
+            # A new record or a new half cycle: no slope yet (a turn may be near).
+            step = min(step, PROBE_STEP)
         direction = self.value(self.pstat.direction)
         if self.prev is not None and self.prev[2] == half and self.last > self.prev[0]:
             slope = abs(float(ewe) - float(self.prev[1])) / (self.last - self.prev[0])

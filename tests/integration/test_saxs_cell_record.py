@@ -47,7 +47,8 @@ def _columns(run, stream):
 
 @pytest.fixture(scope="module")
 def experiment(station, tiled_server):
-    """One C/5 cycle (≈3 cell hours), a 2 x 2 raster every cell hour, reduced live."""
+    """One C/5 cycle (≈3 cell hours), a 2 x 2 raster every cell hour, the cell recorded
+    every 5 cell minutes (and closer near the limits) between them, reduced live."""
     from bluesky import RunEngine
 
     RE = RunEngine({}, call_returns_result=True)
@@ -64,6 +65,7 @@ def experiment(station, tiled_server):
             cycles=1,
             c_rate=0.2,
             raster_every=3600.0,
+            sample_every=300.0,
             exposure=1.0,
             e_min=E_MIN,
             e_max=E_MAX,
