@@ -575,6 +575,8 @@ def _saxs_plans(saxs, catalog=None) -> dict:
         raster_every=_range(1e-3, description="cell seconds (None: back to back)"),
         ocv_rasters=_range(0),
         exposure=exposure,
+        sample_every=_range(0.1, description="cell seconds between samples of the cell record"),
+        max_half_cycle_share=_range(0.0, 1.0, "share of a half cycle a raster may span"),
     )
     def saxs_protocol(
         *,
@@ -587,6 +589,8 @@ def _saxs_plans(saxs, catalog=None) -> dict:
         ocv_rasters: int = 1,
         exposure: float | None = None,
         snake: bool = True,
+        sample_every: float = 60.0,
+        max_half_cycle_share: float = 0.1,
         realign: bool = True,
         experiment_id: str | None = None,
         cell: str = "Li-In|Li6PS5Cl|S-C (50:30:20)",
@@ -613,6 +617,8 @@ def _saxs_plans(saxs, catalog=None) -> dict:
             ocv_rasters=ocv_rasters,
             exposure=exposure,
             snake=snake,
+            sample_every=sample_every,
+            max_half_cycle_share=max_half_cycle_share,
             experiment_id=experiment_id,
             cell=cell,
             md=md,

@@ -6,11 +6,12 @@
 - ``raster``: a grid of points (``bluesky.plans.grid_scan``, optionally snaking),
   SAXS and WAXS at every point with the cell's time, voltage and capacity.
 - ``saxs_waxs_operando``: align, background, rasters at open circuit, then
-  rasters repeated while the potentiostat cycles the cell.
+  rasters repeated while the potentiostat cycles the cell, the cell recorded
+  between them (``cycling`` runs, ``cell`` stream).
 
 Each run's start document carries ``experiment_id``, ``cell``, ``technique``
 (``"saxs_waxs"``), ``step`` (``alignment``, ``background``, ``ocv``,
-``operando``) and ``cycle``.
+``operando``, ``cycling``) and ``cycle``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import bluesky.plan_stubs as bps
 import bluesky.plans as bp
 import bluesky.preprocessors as bpp
 import numpy as np
+from bluesky.utils import Msg
+from ophyd import Signal
 
 from ..callbacks.core import stream_columns
 from ..constants import HOUR
@@ -32,6 +35,8 @@ from ..devices.saxs import SaxsStation
 from . import validation as check
 from .alignment import GridBounds, cathode_layer, segment_profile, window_extent
 from .stubs import (
+    CELL_STREAM,
+    CellRecorder,
     MsgGenerator,
     checkpointed_read,
     experiment_md,
@@ -417,12 +422,176 @@ def raster(
     return record_pauses(bpp.finalize_wrapper(body(), _closed(station)), station.clock)
 
 
+#: Ewe change (V) between two samples of the cycling record (besides ``sample_every``).
+CELL_SAMPLE_DE = 0.02
+#: the cycling record samples ever closer to a turning potential until this near (V)
+LIMIT_APPROACH = 0.005
+#: the shortest interval between two samples of the cycling record (cell s)
+MIN_SAMPLE_STEP = 0.1
+#: the second sample of a record comes this soon (cell s): a slope to go on with
+PROBE_STEP = 10.0
+#: the stream of an operando raster's share of its half cycle (one event)
+SHARE_STREAM = "half_cycle_share"
+
+
+class _CycleRecorder(CellRecorder):
+    """The cell while it cycles: a sample every ``every`` cell seconds, every
+    :data:`CELL_SAMPLE_DE` of Ewe, and ever closer as Ewe nears the turning
+    potential (``e_min`` on discharge, ``e_max`` on charge), so the recorded
+    curve reaches both limits (a turn comes within seconds of a steep wall)."""
+
+    def __init__(self, station: SaxsStation, *, every: float, e_min: float, e_max: float):
+        super().__init__(station.clock, [station.pstat], every=every)
+        self.pstat = station.pstat
+        self.e_min, self.e_max = e_min, e_max
+        self.reading: dict = {}
+        self.prev: tuple | None = None  # (t, ewe, half cycle) of the sample before
+        #: the largest capacity (mAh) seen in each half cycle
+        self.seen: dict[int, float] = {}
+
+    def value(self, signal):
+        return self.reading.get(signal.name, {}).get("value")
+
+    def sample(self) -> MsgGenerator:
+        last = None
+        if self.reading:
+            last = (self.last, self.value(self.pstat.ewe), self.value(self.pstat.half_cycle))
+        self.reading = yield from checkpointed_read(self.readables, name=self.stream)
+        self.last = float(self.value(self.clock.time))
+        self.prev = last
+        _note(self.seen, self.value(self.pstat.capacity), self.value(self.pstat.half_cycle))
+
+    def running(self) -> bool:
+        return self.value(self.pstat.state) == "running"
+
+    def next_time(self) -> float:
+        step = self.every
+        ewe, half = self.value(self.pstat.ewe), self.value(self.pstat.half_cycle)
+        if self.prev is None or self.prev[2] != half:
+            # A new record or a new half cycle: no slope yet (a turn may be near).
+            step = min(step, PROBE_STEP)
+        direction = self.value(self.pstat.direction)
+        if self.prev is not None and self.prev[2] == half and self.last > self.prev[0]:
+            slope = abs(float(ewe) - float(self.prev[1])) / (self.last - self.prev[0])
+            if slope > 0:
+                step = min(step, CELL_SAMPLE_DE / slope)
+                limit = {"discharge": self.e_min, "charge": self.e_max}.get(direction)
+                if limit is not None:
+                    gap = abs(float(ewe) - limit)
+                    if gap > LIMIT_APPROACH:
+                        step = min(step, 0.5 * gap / slope)
+        return self.last + max(step, MIN_SAMPLE_STEP)
+
+
+def _note(seen: dict, capacity, half) -> None:
+    if capacity is not None and half is not None:
+        seen[int(half)] = max(seen.get(int(half), 0.0), float(capacity))
+
+
+def _record_cycling(station: SaxsStation, recorder: _CycleRecorder, t_end: float, md: dict):
+    """A ``cycling`` run: the cell (``cell`` stream) until cell time ``t_end`` or the
+    technique's end; returns its uid."""
+
+    def run():
+        uid = yield from bps.open_run(md=md)
+        yield from bps.checkpoint()
+        recorder.reading, recorder.prev = {}, None
+        yield from recorder.sample()
+        while recorder.last < t_end - 1e-6 and recorder.running():
+            yield from bps.checkpoint()
+            yield from wait_until(station.clock, min(recorder.next_time(), t_end))
+            yield from recorder.sample()
+        yield from bps.close_run()
+        yield from bps.checkpoint()
+        return uid
+
+    return (yield from record_pauses(run(), station.clock))
+
+
+def half_cycle_passed(c0: float, h0: int, c1: float, h1: int, expected: float) -> float:
+    """Capacity (mAh) passed between (capacity ``c0``, half cycle ``h0``) and
+    (``c1``, ``h1``): across a turn, what the half cycle of ``h0`` had left of
+    ``expected`` plus ``c1`` (and ``expected`` per whole half cycle between)."""
+    if h1 == h0:
+        return max(c1 - c0, 0.0)
+    return max(expected - c0, 0.0) + max(h1 - h0 - 1, 0) * expected + c1
+
+
+def _share_signals():
+    keys = ("share", "capacity_start", "capacity_end", "half_cycle_start", "half_cycle_end")
+    return {k: Signal(name=f"raster_{k}", value=math.nan) for k in (*keys, "expected_mah")}
+
+
+def _flag_share(plan, station: SaxsStation, expected_of, max_share: float, out: dict, seen: dict):
+    """``plan`` (one raster run) with its share of the half cycle: the
+    potentiostat's capacity read at its ``open_run`` and at its ``close_run``,
+    over ``expected_of(half cycle)`` (mAh); one event in the ``half_cycle_share``
+    stream, and above ``max_share`` a warning and the stop document's
+    ``reason`` says so. ``out`` gets ``share`` and ``flagged``."""
+    pstat = station.pstat
+    at_start: dict = {}
+    made: list = []
+
+    def read_state():
+        c = yield from bps.rd(pstat.capacity)
+        h = yield from bps.rd(pstat.half_cycle)
+        _note(seen, c, h)
+        return float(c), int(h)
+
+    def after_open():
+        at_start["c"], at_start["h"] = yield from read_state()
+
+    def before_close(msg):
+        c1, h1 = yield from read_state()
+        c0, h0 = at_start.get("c", c1), at_start.get("h", h1)
+        expected = float(expected_of(h0))
+        passed = half_cycle_passed(c0, h0, c1, h1, expected)
+        share = passed / expected if expected > 0 else math.nan
+        flagged = bool(math.isfinite(share) and share > max_share)
+        out.update(share=share, flagged=flagged, passed_mah=passed, expected_mah=expected)
+        signals = _share_signals()
+        values = dict(
+            share=share,
+            capacity_start=c0,
+            capacity_end=c1,
+            half_cycle_start=h0,
+            half_cycle_end=h1,
+            expected_mah=expected,
+        )
+        for key, sig in signals.items():
+            sig.put(float(values[key]))
+        yield from bps.trigger_and_read(list(signals.values()), name=SHARE_STREAM)
+        kwargs = dict(msg.kwargs)
+        if flagged:
+            note = (
+                f"raster spans {share:.1%} of half cycle {h0} ({passed:.4g} of "
+                f"{expected:.4g} mAh), more than max_half_cycle_share = {max_share:g}"
+            )
+            logger.warning("%s: %s", at_start.get("uid", "raster"), note)
+            reason = kwargs.get("reason") or ""
+            kwargs["reason"] = f"{note}; {reason}" if reason else note
+        closing = Msg("close_run", msg.obj, *msg.args, run=msg.run, **kwargs)
+        made.append(closing)
+        return (yield closing)
+
+    def proc(msg):
+        if msg.command == "open_run":
+            return None, after_open()
+        if msg.command == "close_run" and not any(msg is m for m in made):
+            return before_close(msg), None
+        return None, None
+
+    return (yield from bpp.plan_mutator(plan, proc))
+
+
 @dataclass
 class SaxsResult:
     experiment_id: str
     bounds: GridBounds | None = None
     runs: list = field(default_factory=list)
     end_state: str = ""
+    #: (uid, share of its half cycle) of every operando raster (``share``, ``flagged``)
+    shares: list = field(default_factory=list)
 
 
 def check_saxs_operando(
@@ -443,6 +612,8 @@ def check_saxs_operando(
     md,
     one_c: float | None = None,
     beamline: str | None = None,
+    sample_every=60.0,
+    max_half_cycle_share=0.1,
 ) -> float | None:
     """The whole experiment's arguments (alignment, background and every raster
     included); returns the cycling current (A), None when ``station`` is None and
@@ -482,6 +653,13 @@ def check_saxs_operando(
         check.Bound(0.0, check.EXPERIMENT_DURATION.high, "s", low_open=True),
     )
     check.number("ocv_rasters", ocv_rasters, check.OCV_RASTERS)
+    every = check.number("sample_every", sample_every, check.SAMPLE_EVERY)
+    if cycling_s / every > check.MAX_CELL_SAMPLES:
+        raise check.PlanArgumentError(
+            f"sample_every = {every:g} s records the cell {cycling_s / every:.0f} times in "
+            f"{check.duration_text(cycling_s)}, more than the allowed {check.MAX_CELL_SAMPLES}"
+        )
+    check.number("max_half_cycle_share", max_half_cycle_share, check.Bound(0.0, 1.0, low_open=True))
     ny, nx = check.grid_shape("shape", shape)
     if station is not None:
         beamline = station.beam.config.get()
@@ -523,6 +701,8 @@ def saxs_waxs_operando(
     ocv_rasters: int = 1,
     exposure: float | None = None,
     snake: bool = True,
+    sample_every: float = 60.0,
+    max_half_cycle_share: float = 0.1,
     experiment_id: str | None = None,
     cell: str = "Li-In|Li6PS5Cl|S-C (50:30:20)",
     md: dict | None = None,
@@ -535,7 +715,15 @@ def saxs_waxs_operando(
     cell's sulfur loading, as the potentiostat publishes it) between ``e_min``
     and ``e_max`` for ``cycles`` full cycles; a raster starts every
     ``raster_every`` cell seconds (back to back when None) until the cycling
-    ends, and once more after. Returns a ``SaxsResult``.
+    ends, and once more after. Between two rasters a ``cycling`` run records
+    the cell (``cell`` stream: clock and potentiostat) every ``sample_every``
+    cell seconds, more often where Ewe changes fast and up to the turning
+    potentials. An operando raster that passes more than
+    ``max_half_cycle_share`` of its half cycle's expected capacity (the last
+    completed half cycle of the same kind, else the cell's nominal 1C x 1 h)
+    says so in its stop document's ``reason`` and the log; every operando
+    raster has its share in its ``half_cycle_share`` stream. Returns a
+    ``SaxsResult``.
 
     ``resume``: the id of an interrupted experiment (read from ``catalog``, a
     Tiled client) or a :class:`~.resume.ResumePoint`: the alignment is rebuilt
@@ -559,6 +747,8 @@ def saxs_waxs_operando(
             experiment_id=experiment_id,
             cell=cell,
             md=md,
+            sample_every=sample_every,
+            max_half_cycle_share=max_half_cycle_share,
         )
     from .resume import resolve
 
@@ -581,23 +771,64 @@ def saxs_waxs_operando(
             if r.completed and r.step in ("alignment", "background")
         ]
 
+    if point is not None:
+        result.runs += [
+            ("cycling", r.cycle, r.uid) for r in point.runs if r.completed and r.step == "cycling"
+        ]
+    recorder = _CycleRecorder(station, every=sample_every, e_min=e_min, e_max=e_max)
+    seen = recorder.seen  # the largest capacity of each half cycle, rasters and record
+
     def record(kind, cycle, uid):
         result.runs.append((kind, cycle, uid))
 
+    def expected_capacity(half: int) -> float:
+        """The capacity (mAh) half cycle ``half`` should pass: the last completed
+        one of its kind, else the cell's nominal (1C for 1 h)."""
+        done_halves = [h for h in seen if h < max(seen) and h % 2 == half % 2 and h < half]
+        if done_halves and seen[max(done_halves)] > 0:
+            return seen[max(done_halves)]
+        return float(station.pstat.c_rate_current.get()) * 1000.0
+
     def one_raster(step, cycle, index, **extra):
         grid = result.bounds.grid(shape)
-        uid = yield from raster(
+        extra_md = dict(md or {}, raster_index=index, **extra)
+        if step == "operando":
+            extra_md["max_half_cycle_share"] = max_half_cycle_share
+        plan = raster(
             station,
             shape=shape,
             snake=snake,
             exposure=exposure,
             step=step,
             cycle=cycle,
-            md=dict(md or {}, raster_index=index, **extra),
+            md=extra_md,
             **grid,
             **common,
         )
+        share: dict = {}
+        if step == "operando":
+            plan = _flag_share(plan, station, expected_capacity, max_half_cycle_share, share, seen)
+        uid = yield from plan
         record(step, cycle, uid)
+        if share:
+            result.shares.append((uid, share))
+
+    def cycling_record(cycle, index, t0, t_end):
+        base = _md(
+            "saxs_waxs_operando",
+            dict(sample_every=sample_every, e_min=e_min, e_max=e_max),
+            station,
+            step="cycling",
+            cycle=cycle,
+            md=dict(md or {}, raster_index=index, cycling_t0=t0),
+            **common,
+        )
+        base.update(
+            sample_every=sample_every,
+            hints={"dimensions": [([station.clock.time.name], CELL_STREAM)]},
+        )
+        uid = yield from _record_cycling(station, recorder, t_end, base)
+        record("cycling", cycle, uid)
 
     def done(step, **match):
         return point.completed(step, None, **match) if point is not None else None
@@ -656,7 +887,11 @@ def saxs_waxs_operando(
             yield from one_raster("operando", int(half) // 2 + 1, index, cycling_t0=t0)
             index += 1
             if raster_every is not None and (yield from technique_running(station.pstat)):
-                yield from wait_until(station.clock, t0 + index * raster_every)
+                t_due = t0 + index * raster_every
+                if (yield from now(station.clock)) < t_due:
+                    half = yield from bps.rd(station.pstat.half_cycle)
+                    yield from cycling_record(int(half) // 2 + 1, index, t0, t_due)
+                yield from wait_until(station.clock, t_due)
         yield from wait_technique(station.pstat)
         result.end_state = str((yield from bps.rd(station.pstat.state)))
         yield from one_raster("operando", cycles, index, cycling_t0=t0, final_raster=True)

@@ -24,6 +24,7 @@ from .model import (
     REDUCTION_NAME,
     REDUCTION_VERSION,
     AlignmentScan,
+    CellRecord,
     RasterData,
     RasterResult,
     ReductionParameters,
@@ -38,6 +39,7 @@ from .pipeline import (
     state_of_discharge,
     subtract_empty_cell,
 )
+from .science.electrochemistry import net_capacity, sodc
 from .science.maps import normalize_to_reference
 
 __all__ = ["ExperimentState"]
@@ -77,6 +79,9 @@ class ExperimentState:
         self.sodc_final = False
         #: the alignment's transmission scans, in arrival order
         self.alignments: list[AlignmentScan] = []
+        #: the cell recorded between rasters (cycling runs' ``cell`` streams), by uid
+        self.cell_records: dict[str, CellRecord] = {}
+        self.changed_sodc: list[str] = []
         #: incremented by every :meth:`add` that reduced something (for "changed since")
         self.version = 0
 
@@ -105,6 +110,15 @@ class ExperimentState:
         self.results[raster.uid] = result
         self.changed_sodc = [u for u in self._update_sodc() if u != raster.uid]
         return result
+
+    def add_cell_record(self, record: CellRecord) -> list[str]:
+        """Keep a cycling run's cell record (a repeated uid replaces the old): it
+        joins the time series and the half cycles' capacities (Q₁); returns the
+        uids of the rasters whose SODC changed (also :attr:`changed_sodc`)."""
+        self.cell_records[record.uid] = record
+        self.version += 1
+        self.changed_sodc = self._update_sodc()
+        return self.changed_sodc
 
     def add_alignment(self, scan: AlignmentScan) -> None:
         """Keep an alignment scan for the figures (a repeated uid replaces the old)."""
@@ -181,7 +195,7 @@ class ExperimentState:
 
     def _update_sodc(self) -> list[str]:
         reduced = [res for res in self.results.values() if res.raster.step in ("ocv", "operando")]
-        out = state_of_discharge(reduced)
+        out = state_of_discharge(reduced, list(self.cell_records.values()))
         if out is None:
             return []
         changed, self.q1_mah, self.sodc_final = out
@@ -208,6 +222,8 @@ class ExperimentState:
         return ny // 2, nx // 2
 
     def timeseries(self) -> dict[str, np.ndarray]:
+        """Every raster point and every sample of the cell record, in time order
+        (``step`` ``cycling`` for the samples; their grid columns NaN or -1)."""
         cols: dict[str, list] = {}
         for res in self.rasters():
             pts = res.points()
@@ -217,7 +233,43 @@ class ExperimentState:
             pts["raster_index"] = np.full(res.raster.n, -1 if ri is None else int(ri), np.int64)
             for k, v in pts.items():
                 cols.setdefault(k, []).append(v)
-        return {k: np.concatenate(v) for k, v in cols.items()}
+        if not cols:
+            return {}
+        records = list(self.cell_records.values())
+        if records:
+            h = np.concatenate([r.half_cycle for r in records])
+            c = np.concatenate([r.capacity for r in records])
+            everything = (
+                np.concatenate(cols["half_cycle"] + [h]),
+                np.concatenate(cols["capacity"] + [c]),
+            )
+            q_net, q1, final = net_capacity(*everything)
+            cell_sodc = sodc(q_net, q1, final)[-len(h) :]
+            k = 0
+            for r in records:
+                n = r.n
+                values = {
+                    "seq_num": np.asarray(r.seq_num, np.int64),
+                    "time": r.time,
+                    "ewe": r.ewe,
+                    "current": r.current,
+                    "capacity": r.capacity,
+                    "half_cycle": r.half_cycle,
+                    "sodc": cell_sodc[k : k + n],
+                    "raw_uid": np.array([r.uid] * n),
+                    "step": np.array(["cycling"] * n),
+                }
+                k += n
+                for key, parts in cols.items():
+                    if key in values:
+                        parts.append(values[key])
+                    elif parts[0].dtype.kind in "iu":
+                        parts.append(np.full(n, -1, parts[0].dtype))
+                    else:
+                        parts.append(np.full(n, np.nan))
+        out = {k: np.concatenate(v) for k, v in cols.items()}
+        order = np.argsort(out["time"], kind="stable")
+        return {k: v[order] for k, v in out.items()}
 
     def raster_table(self) -> dict[str, np.ndarray]:
         rows = []

@@ -23,12 +23,15 @@ import numpy as np
 from ..core import FrameReader, LiveReducer, RunCollector
 from .experiment import ExperimentState
 from .model import (
+    CELL_STREAM,
     REDUCED_STEPS,
     RUN_TECHNIQUE,
     AlignmentScan,
+    CellRecord,
     RasterData,
     ReductionParameters,
     is_alignment,
+    is_cycling,
 )
 from .science.integration import DetectorConfig, detector_configs, integrate_frame
 from .store import update_points, write_experiment, write_run
@@ -209,7 +212,35 @@ class SAXSLiveReducer(LiveReducer):
     def _factory(self, name, start):
         if is_alignment(start):
             return [RunCollector(start, on_stop=self._alignment_done)], []
+        if is_cycling(start):
+            return [RunCollector(start, on_stop=self._cycling_done)], []
         return super()._factory(name, start)
+
+    def _cycling_done(self, col: RunCollector) -> None:
+        record = CellRecord.from_columns(col.start_doc, col.column_arrays(CELL_STREAM))
+        if record is not None:
+            self._add_cell_record(record)
+
+    def _add_cell_record(self, record: CellRecord, *, write: bool = True) -> None:
+        """The cell record joins its experiment: the rasters whose SODC changed
+        and (once there are rasters) the experiment container are rewritten."""
+        exp = self._experiment(record.experiment_id)
+        changed = exp.add_cell_record(record)
+        if self.client is None or not write:
+            return
+        t0 = time.perf_counter()
+        try:
+            reduced = self._reduced_node()
+            for uid in changed:
+                if uid in self.written or uid in self._stored_sodc:
+                    update_points(reduced, exp.results[uid], exp)
+            if exp.rasters():
+                self._write_experiment(exp)
+        except Exception as err:  # noqa: BLE001 - keep reducing when Tiled is down
+            logger.exception("writing the cell record %s to Tiled failed", record.uid)
+            self.errors.append(("tiled", repr(err)))
+        finally:
+            self.timings["tiled"] += time.perf_counter() - t0
 
     def _alignment_done(self, col: RunCollector) -> None:
         scan = AlignmentScan.from_columns(col.start_doc, col.column_arrays("primary"))
@@ -271,7 +302,14 @@ class SAXSLiveReducer(LiveReducer):
 
     # -- runs read back from Tiled ----------------------------------------------------
     def stored(self, start: dict) -> bool:
-        return self.accepts(start) or is_alignment(start)
+        return self.accepts(start) or is_alignment(start) or is_cycling(start)
+
+    def _stored_cell_record(self, run, *, write: bool) -> None:
+        from .offline import load_cell_record
+
+        record = load_cell_record(run)
+        if record is not None:
+            self._add_cell_record(record, write=write)
 
     def _stored_alignment(self, run) -> None:
         from .offline import load_alignment
@@ -287,6 +325,9 @@ class SAXSLiveReducer(LiveReducer):
         if is_alignment(start):
             self._stored_alignment(run)
             return
+        if is_cycling(start):
+            self._stored_cell_record(run, write=True)
+            return
         self._on_start(start)
         raster = load_run(run, self.parameters.npt)
         if raster is None:
@@ -300,6 +341,9 @@ class SAXSLiveReducer(LiveReducer):
 
         if is_alignment(run.metadata["start"]):
             self._stored_alignment(run)
+            return
+        if is_cycling(run.metadata["start"]):
+            self._stored_cell_record(run, write=False)
             return
         raster = load_run(run, self.parameters.npt)
         if raster is None:

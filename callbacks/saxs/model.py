@@ -19,8 +19,11 @@ __all__ = [
     "RUN_TECHNIQUE",
     "REDUCED_STEPS",
     "ALIGNMENT_STEP",
+    "CYCLING_STEP",
     "accepts",
     "is_alignment",
+    "is_cycling",
+    "CellRecord",
     "c_rate_current",
     "AlignmentScan",
     "ReductionParameters",
@@ -35,6 +38,9 @@ RUN_TECHNIQUE = "saxs_waxs"
 REDUCED_STEPS = ("background", "ocv", "operando")
 #: the alignment scans' step (drawn with the bounds the rasters used, not reduced)
 ALIGNMENT_STEP = "alignment"
+#: the cell recorded between rasters (``cell`` stream; feeds the time series and Q₁)
+CYCLING_STEP = "cycling"
+CELL_STREAM = "cell"
 
 
 def accepts(start: dict) -> bool:
@@ -45,6 +51,11 @@ def accepts(start: dict) -> bool:
 def is_alignment(start: dict) -> bool:
     """Whether the run is one of the SAXS/WAXS alignment's transmission scans."""
     return start.get("technique") == RUN_TECHNIQUE and start.get("step") == ALIGNMENT_STEP
+
+
+def is_cycling(start: dict) -> bool:
+    """Whether the run is a record of the cell between two rasters (``cell`` stream)."""
+    return start.get("technique") == RUN_TECHNIQUE and start.get("step") == CYCLING_STEP
 
 
 def c_rate_current(configuration: dict) -> float:
@@ -80,6 +91,51 @@ class AlignmentScan:
             motor=str(motors[0]),
             positions=np.asarray(columns[motors[0]], float),
             transmission=np.asarray(columns["diode_trans"], float),
+        )
+
+
+@dataclass
+class CellRecord:
+    """The ``cell`` stream of one ``cycling`` run: cell time, Ewe, current,
+    capacity of the present half cycle and half cycle of every sample."""
+
+    uid: str
+    experiment_id: str
+    cycle: int | None
+    time: np.ndarray
+    ewe: np.ndarray
+    current: np.ndarray
+    capacity: np.ndarray
+    half_cycle: np.ndarray
+    seq_num: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return len(self.time)
+
+    @classmethod
+    def from_columns(cls, start: dict, columns: dict) -> CellRecord | None:
+        """From a start document and the ``cell`` stream's columns (None if empty)."""
+        t = columns.get(_POINT_KEYS["time"])
+        if t is None or len(t) == 0:
+            return None
+        n = len(t)
+
+        def col(name):
+            v = columns.get(_POINT_KEYS[name])
+            return np.full(n, np.nan) if v is None else np.asarray(v, float).reshape(-1)[:n]
+
+        seq = columns.get("seq_num")
+        return cls(
+            uid=start["uid"],
+            experiment_id=str(start.get("experiment_id") or ""),
+            cycle=start.get("cycle"),
+            time=col("time"),
+            ewe=col("ewe"),
+            current=col("current"),
+            capacity=col("capacity"),
+            half_cycle=col("half_cycle"),
+            seq_num=np.arange(1, n + 1) if seq is None else np.asarray(seq, np.int64)[:n],
         )
 
 

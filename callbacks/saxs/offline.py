@@ -23,11 +23,20 @@ import numpy as np
 
 from ..core import find_experiment_runs, json_safe, run_problems, stored_frames, stream_columns
 from .experiment import ExperimentState
-from .model import AlignmentScan, RasterData, ReductionParameters, accepts, is_alignment
+from .model import (
+    CELL_STREAM,
+    AlignmentScan,
+    CellRecord,
+    RasterData,
+    ReductionParameters,
+    accepts,
+    is_alignment,
+    is_cycling,
+)
 from .science.integration import detector_configs, integrate_frame
 from .store import write_experiment, write_run
 
-__all__ = ["reduce_experiment", "find_runs", "load_run"]
+__all__ = ["reduce_experiment", "find_runs", "load_run", "load_cell_record"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +48,9 @@ def find_runs(raw, experiment_id_or_raw_uid: str) -> tuple[str, list]:
     """``(experiment_id, [(uid, run), ...])`` of the experiment's reducible runs,
     in start-time order."""
     return find_experiment_runs(
-        raw, experiment_id_or_raw_uid, accept=lambda s: accepts(s) or is_alignment(s)
+        raw,
+        experiment_id_or_raw_uid,
+        accept=lambda s: accepts(s) or is_alignment(s) or is_cycling(s),
     )
 
 
@@ -92,6 +103,13 @@ def load_run(run, npt: int = 1000, problems: list | None = None) -> RasterData |
     )
 
 
+def load_cell_record(run) -> CellRecord | None:
+    """The ``cell`` stream of a stored cycling run (None when it has none)."""
+    if CELL_STREAM not in run:
+        return None
+    return CellRecord.from_columns(dict(run.metadata["start"]), stream_columns(run[CELL_STREAM]))
+
+
 def load_alignment(run) -> AlignmentScan | None:
     """One alignment transmission scan read back through Tiled."""
     if "primary" not in run:
@@ -130,6 +148,12 @@ def reduce_experiment(
             scan = load_alignment(run)
             if scan is not None:
                 exp.add_alignment(scan)
+            continue
+        if is_cycling(run.metadata["start"]):
+            # An interrupted record is kept too: every sample is a true reading.
+            record = load_cell_record(run)
+            if record is not None:
+                exp.add_cell_record(record)
             continue
         problems = run_problems(run.metadata)
         raster = load_run(run, params.npt, problems)

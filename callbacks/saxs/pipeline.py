@@ -226,14 +226,18 @@ def li2s_sizes(
 # --------------------------------------------------------------------------------------
 
 
-def state_of_discharge(results: list[RasterResult]) -> tuple[list[str], float, bool] | None:
+def state_of_discharge(
+    results: list[RasterResult], cell=()
+) -> tuple[list[str], float, bool] | None:
     """The SODC of every point of ``results`` (OCV and operando rasters), from all
-    their capacities at once, set on each result: ``(uids whose SODC changed, Q₁
-    mAh, whether Q₁ is final)``; None without any such raster."""
+    their capacities and those of the cell record ``cell`` (``CellRecord`` objects of
+    the cycling runs: the half cycles' ends, Q₁ included, as the cell reached
+    them) at once, set on each result: ``(uids whose SODC changed, Q₁ mAh,
+    whether Q₁ is final)``; None without any such raster."""
     if not results:
         return None
-    h = np.concatenate([res.raster.half_cycle for res in results])
-    c = np.concatenate([res.raster.capacity for res in results])
+    h = np.concatenate([res.raster.half_cycle for res in results] + [r.half_cycle for r in cell])
+    c = np.concatenate([res.raster.capacity for res in results] + [r.capacity for r in cell])
     q_net, q1_mah, final = net_capacity(h, c)
     values = sodc(q_net, q1_mah, final)
     changed = []
