@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..units import array_metadata, column_metadata
+from ..units import array_metadata, column_metadata, describe
 
 logger = logging.getLogger(__name__)
 
@@ -104,8 +104,9 @@ def write_figures(node, paths, descriptions: dict[str, str] | None = None):
         return []
     if FIGURES_KEY in node:
         node.delete_contents(FIGURES_KEY, recursive=True, external_only=False)
+    unit, description = describe(FIGURES_KEY)
     container = node.create_container(
-        FIGURES_KEY, metadata={"description": "the figures of this experiment, as images"}
+        FIGURES_KEY, metadata={"units": unit, "description": description}
     )
     keys = []
     for path in paths:
