@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -114,15 +113,10 @@ class RedisServer:
         raise TimeoutError(f"redis-server did not answer on {self.address}; see {self.log_path}")
 
     def stop(self) -> None:
+        from .shutdown import stop_process_group
+
         proc, self.process = self.process, None
-        if proc is None or proc.poll() is not None:
-            return
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
+        stop_process_group(proc, grace=10)
 
     def __enter__(self) -> RedisServer:
         return self.start()

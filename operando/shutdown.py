@@ -321,6 +321,21 @@ class _RunEngineAbort:
             self.guard._run_engine = None
 
 
+def stop_process_group(proc, *, grace: float = 10.0) -> None:
+    """SIGTERM to a child started in a session of its own (its whole group), then
+    SIGKILL if it has not exited after ``grace`` s; nothing if it already exited."""
+    import subprocess
+
+    if proc is None or proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+
+
 def child_preexec():
     """A ``preexec_fn`` for the children: SIGTERM when this process dies (Linux
     ``PR_SET_PDEATHSIG``, SIGKILL included), and umask 077 (private files).

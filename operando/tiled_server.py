@@ -30,7 +30,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -367,15 +366,10 @@ class TiledServer:
         )
 
     def stop(self) -> None:
+        from .shutdown import stop_process_group
+
         proc, self.process = self.process, None
-        if proc is None or proc.poll() is not None:
-            return
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
+        stop_process_group(proc, grace=15)
 
     def wait(self) -> int:
         """Block until the server exits (for ``operando serve``)."""
