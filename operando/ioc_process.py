@@ -115,15 +115,11 @@ class IOCProcess:
         write(self.prefix + "clock:hold", 0, notify=True, timeout=5.0, repeater=False)
 
     def stop(self) -> None:
+        from .shutdown import stop_process_group
+
         proc, self.process = self.process, None
         try:
-            if proc is not None and proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(timeout=5)
+            stop_process_group(proc, grace=10)
         finally:
             epics_env.forget(self.port)
             if self._beacon_sink is not None:

@@ -28,6 +28,7 @@ __all__ = [
     "stream_columns",
     "find_experiment_runs",
     "write_figures",
+    "save_png",
     "FIGURES_KEY",
     "stored_frames",
     "run_problems",
@@ -87,6 +88,20 @@ def write_table(node, data, *, key: str, metadata: dict | None = None, **kwargs)
     columns = list(data.columns) if hasattr(data, "columns") else list(data)
     md = {**column_metadata(columns), **(metadata or {})}
     return node.write_table(data, key=key, metadata=json_safe(md), **kwargs)
+
+
+def save_png(fig, path, *, dpi: int = 110) -> str:
+    """Write a matplotlib ``Figure`` as PNG at ``path`` (to a temporary name, then
+    renamed: readers never see half a file); returns the path as a string."""
+    import os
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=dpi)
+    os.replace(tmp, path)
+    return str(path)
 
 
 def write_figures(node, paths, descriptions: dict[str, str] | None = None):

@@ -9,7 +9,6 @@ Which figure of the source paper each one reproduces: ``docs/reduction-saxs.md``
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,8 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from operando.constants import HOUR
+
+from ..core.store import save_png
 
 __all__ = [
     "FIGURES",
@@ -62,12 +63,7 @@ def half_cycle_name(half_cycle) -> str:
 
 
 def _save(fig: Figure, path) -> str:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=_DPI)
-    os.replace(tmp, path)  # readers never see half a file
-    return str(path)
+    return save_png(fig, path, dpi=_DPI)
 
 
 def _edges(v: np.ndarray) -> np.ndarray:

@@ -9,7 +9,6 @@ Which figure of the source paper each one reproduces: ``docs/reduction-xct.md``.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -18,6 +17,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Circle
 
 from operando.constants import HOUR
+
+from ..core.store import save_png
 
 __all__ = [
     "FIGURES",
@@ -55,12 +56,7 @@ FIGURES = {
 
 
 def _save(fig: Figure, path) -> str:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=_DPI)
-    os.replace(tmp, path)
-    return str(path)
+    return save_png(fig, path, dpi=_DPI)
 
 
 def _finite(*arrays):
