@@ -25,7 +25,8 @@ whole virtual one as fast as the machine allows.
     {P}clock:wait     float RW  put T with completion: completes when clock:time >= T
     {P}clock:hold     int   RW  1: cell time frozen; put 0 to start it (again), 1 to freeze
     {P}clock:sync     int   RW  virtual time: 1 = advance only while clock:waiting is 1
-    {P}clock:waiting  int   RW  virtual time: 1 while the client waits on the hardware
+    {P}clock:waiting  int   RW  virtual time: 1 while the client waits on its operations,
+                                2 while it waits out a condition (a suspension)
 """
 
 from __future__ import annotations
@@ -170,8 +171,9 @@ class SimClock:
         """Wall seconds that ``cell_seconds`` of cell time take (0 if negative)."""
         return max(float(cell_seconds), 0.0) / self.scale
 
-    async def sleep_until(self, t_cell: float) -> float:
-        """Wait (asyncio) until the cell time reaches ``t_cell``; return the time."""
+    async def sleep_until(self, t_cell: float, *, background: bool = False) -> float:
+        """Wait (asyncio) until the cell time reaches ``t_cell``; return the time
+        (``background``: an operation of the station itself, see :class:`VirtualClock`)."""
         while True:
             now = self.now()
             remaining = t_cell - now
@@ -228,6 +230,17 @@ class VirtualClock(SimClock):
     (:meth:`set_waiting`): a plan that starts two exposures and then waits on
     both has them start at the same cell time, however the two requests were
     spaced on the wire.
+
+    A *background* operation (``sleep_until(t, background=True)``: the ring's
+    refill after a beam dump) is something the station does by itself, not
+    something a client asked for and waits on. It never makes a synchronized
+    clock advance while the client waits on its own operations (waiting 1):
+    the clock stops there on its way to a client operation's end, like a
+    model event. Only a client waiting out a condition (waiting 2: the
+    RunEngine suspended until the beam is back) lets it drive the clock.
+    Otherwise the moment between an exposure's end and the client saying it
+    no longer waits, a span of wall time the machine's load decides, would be
+    enough for the clock to run on to the refill.
     """
 
     virtual = True
@@ -241,12 +254,12 @@ class VirtualClock(SimClock):
         self.scale = 0.0
         self._t = float(t_start)
         self._held = bool(hold)
-        self._pending: list = []  # heap of (t, seq, future)
+        self._pending: list = []  # heap of (t, seq, future, background)
         self._seq = itertools.count()
         self._hooks: list = []
         self._sources: list = []
         self._sync = False
-        self._waiting = False
+        self._waiting = 0  # 0 no, 1 on its operations, 2 out a condition
         self._wake: asyncio.Event | None = None
         self._runner: asyncio.Task | None = None
         #: number of advances so far (for benchmarks and tests)
@@ -278,14 +291,16 @@ class VirtualClock(SimClock):
     def wall_delay(self, cell_seconds: float) -> float:
         return math.inf  # no fixed relation to the wall clock
 
-    async def sleep_until(self, t_cell: float) -> float:
+    async def sleep_until(self, t_cell: float, *, background: bool = False) -> float:
+        """Wait until ``t_cell`` (an operation the clock advances to); with
+        ``background``, an operation of the station itself (see the class)."""
         t_cell = float(t_cell)
         if math.isnan(t_cell):
             raise ValueError("cannot wait until NaN")
         if t_cell <= self._t:
             return self._t
         fut = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._pending, (t_cell, next(self._seq), fut))
+        heapq.heappush(self._pending, (t_cell, next(self._seq), fut, bool(background)))
         self._kick()
         return await fut  # cancelled: dropped from the heap at the next advance
 
@@ -299,14 +314,15 @@ class VirtualClock(SimClock):
         self._sync = bool(on)
         self._kick()
 
-    def set_waiting(self, on: bool) -> None:
-        self._waiting = bool(on)
+    def set_waiting(self, on: int) -> None:
+        """0: not waiting; 1 (or True): on its operations; 2: out a condition."""
+        self._waiting = min(max(int(on), 0), 2)
         self._kick()
 
     @property
     def pending(self) -> int:
         """Operations waiting on the clock."""
-        return sum(1 for *_, fut in self._pending if not fut.done())
+        return sum(1 for _, _, fut, _ in self._pending if not fut.done())
 
     # -- the scheduler ---------------------------------------------------------------
     def _kick(self) -> None:
@@ -320,10 +336,18 @@ class VirtualClock(SimClock):
             self._runner = loop.create_task(self._run(), name="virtual-clock")
         self._wake.set()
 
-    def _may_advance(self) -> bool:
+    def _target(self) -> float | None:
+        """The cell time the clock may advance to now (None: it stands still)."""
         self._pending = [item for item in self._pending if not item[2].done()]
         heapq.heapify(self._pending)
-        return bool(self._pending) and not self._held and (self._waiting or not self._sync)
+        if not self._pending or self._held:
+            return None
+        if not self._sync or self._waiting == 2:
+            return self._pending[0][0]
+        if not self._waiting:
+            return None
+        ends = [t for t, _, _, background in self._pending if not background]
+        return min(ends) if ends else None
 
     def _next_model_event(self) -> float:
         return min((float(f()) for f in self._sources), default=math.inf)
@@ -336,10 +360,11 @@ class VirtualClock(SimClock):
             while True:
                 for _ in range(self.settle_turns):
                     await asyncio.sleep(0)
-                if not self._may_advance():
+                target = self._target()
+                if target is None:
                     break
-                target = self._pending[0][0]
-                event = self._next_model_event()
+                # background operations due on the way are woken there
+                event = min(self._next_model_event(), self._pending[0][0])
                 if event <= self._t:
                     stalled += 1
                     if stalled > self.max_stalled_steps:
@@ -357,7 +382,7 @@ class VirtualClock(SimClock):
                             "virtual clock: step hook %r failed at t=%.3f", hook, self._t
                         )
                 while self._pending and self._pending[0][0] <= self._t:
-                    _, _, fut = heapq.heappop(self._pending)
+                    _, _, fut, _ = heapq.heappop(self._pending)
                     if not fut.done():
                         fut.set_result(self._t)
 
@@ -391,10 +416,12 @@ class ClockGroup(PVGroup):
     hold (int, RW): 1 while the cell time is frozen (an IOC started held waits
         for a put of 0, so a plan's t = 0 is the moment it is released); put 1
         to freeze it.
-    sync (int, RW): virtual time only: 1 = advance only while ``waiting`` is 1
-        (a RunEngine session sets it, see ``operando.session``).
+    sync (int, RW): virtual time only: 1 = advance only while ``waiting`` is
+        not 0 (a RunEngine session sets it, see ``operando.session``).
     waiting (int, RW): virtual time only: 1 while the synchronized client waits
-        on the hardware.
+        on its operations (the clock advances to their ends), 2 while it waits
+        out a condition such as a suspension (the station's own background
+        operations, a refill, may then drive the clock too); 0 otherwise.
     """
 
     update_period = 0.05  # wall s between clock:time updates (20 Hz), scaled time
@@ -438,7 +465,8 @@ class ClockGroup(PVGroup):
     )
     waiting = pvproperty(
         value=0,
-        doc="Virtual time: 1 while the synchronized client waits",
+        doc="Virtual time: 1 while the synchronized client waits on its operations, "
+        "2 while it waits out a condition, 0 otherwise",
     )
 
     async def _publish(self, t: float) -> None:
@@ -473,8 +501,9 @@ class ClockGroup(PVGroup):
 
     @waiting.putter
     async def waiting(self, instance, value):
-        self.simclock.set_waiting(bool(value))
-        return 1 if value else 0
+        value = min(max(int(value), 0), 2)
+        self.simclock.set_waiting(value)
+        return value
 
     @wait.putter
     async def wait(self, instance, value):

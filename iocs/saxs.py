@@ -388,8 +388,10 @@ class StorageRing(PVGroup):
 
     While the beam is down the diode reads 0 and the detectors see no scattering
     (as with the shutter closed); the potentiostat goes on cycling the cell.
-    The refill is an operation of the station: on virtual time the clock moves
-    to it while a client waits (a suspended RunEngine does).
+    The refill is a background operation of the station: on virtual time the
+    clock moves to it while a client waits out the dump (a suspended RunEngine
+    does, ``clock:waiting`` 2); a client waiting on its own operations only
+    meets it on the way, if their ends lie beyond it.
     """
 
     nominal_ma = 310.0
@@ -464,7 +466,9 @@ class StorageRing(PVGroup):
     async def _refill(self) -> None:
         clock = self.station.simclock
         while self.refill_at is not None and clock.now() < self.refill_at:
-            await clock.sleep_until(self.refill_at)  # an operation: the clock goes there
+            # the station's own operation: it drives the clock only while the client
+            # waits out the dump (suspended), else the clock stops there on its way
+            await clock.sleep_until(self.refill_at, background=True)
         if not self.beam_on:
             self.beam_on = True
             self.refill_at = None

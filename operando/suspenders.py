@@ -295,8 +295,9 @@ def _virtual(station) -> bool:
 
 
 def _let_clock_run_while_suspended(RE, clock) -> None:
-    """Virtual time: the RunEngine waiting out a suspension (``wait_for``) is a
-    wait on the hardware: the clock may advance meanwhile (a refill arrives)."""
+    """Virtual time: the RunEngine waiting out a suspension (``wait_for``) waits
+    out a condition (``clock:waiting`` 2): the clock may advance meanwhile, to
+    the station's own operations too (a refill arrives)."""
     wait_for = RE._command_registry["wait_for"]
 
     def flag(value):
@@ -307,7 +308,7 @@ def _let_clock_run_while_suspended(RE, clock) -> None:
                 pass
 
     async def wait_for_on_hardware(msg):
-        flag(1)
+        flag(2)
         try:
             return await wait_for(msg)
         finally:

@@ -100,6 +100,36 @@ def test_virtual_clock_hold_and_sync_gate_advances():
     assert run(main()) == (0.0, 0.0, 50.0)
 
 
+def test_background_operation_never_drives_a_client_waiting_on_its_own():
+    """The ring's refill (a background operation) is not a reason to advance
+    while the client waits on its exposure: once the exposure has ended the
+    clock stands still, however late the client says it no longer waits; it
+    is woken on the way to a later client operation, and drives the clock
+    itself only while the client waits out a condition (waiting 2)."""
+
+    async def main():
+        clock = VirtualClock()
+        clock.set_sync(True)
+        refill = asyncio.ensure_future(clock.sleep_until(600.0, background=True))
+        clock.set_waiting(1)
+        exposure = await clock.sleep_until(1.0)
+        for _ in range(5 * clock.settle_turns):  # the client is slow to say it is done
+            await asyncio.sleep(0)
+        after_exposure = clock.now()
+        refill_done_early = refill.done()
+        long_wait = await clock.sleep_until(3600.0)  # passes the refill on its way
+        refill_at = refill.result()
+        refill2 = asyncio.ensure_future(clock.sleep_until(4200.0, background=True))
+        for _ in range(5 * clock.settle_turns):
+            await asyncio.sleep(0)
+        still = clock.now()
+        clock.set_waiting(2)  # suspended until the beam is back
+        await refill2
+        return exposure, after_exposure, refill_done_early, long_wait, refill_at, still, clock.now()
+
+    assert run(main()) == (1.0, 1.0, False, 3600.0, 600.0, 3600.0, 4200.0)
+
+
 def test_virtual_clock_drops_cancelled_waits():
     async def main():
         clock = VirtualClock()
