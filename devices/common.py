@@ -69,18 +69,16 @@ class _Guard:
         self._timer: threading.Timer | None = None
         self._lock = threading.Lock()
         self._done = False
+        self._limit: float | None = None
+        self._watch: _ClockWatch | None = None
         _Guard.live.add(self)
-        scale = _clock_scale(clock)
+        watch = _ClockWatch.of(clock)
+        scale = watch.scale if watch is not None else None
         if scale == 0.0:  # virtual time: the deadline in cell time
-            t0 = _cell_now(clock)
+            t0 = watch.now()
             if t0 is not None:
-                limit = t0 + self.expected + CELL_MARGIN_S
-
-                def on_time(value=None, **kwargs):
-                    if value is not None and value > limit:
-                        self.fail(f"cell time passed {limit:.1f} s")
-
-                self._subs.append((clock.time, clock.time.subscribe(on_time, run=False)))
+                self._limit = t0 + self.expected + CELL_MARGIN_S
+                watch.add(self)
             wall = VIRTUAL_WALL_LIMIT_S  # backstop: the clock may stand still
         else:
             wall = self.expected / (scale or 1.0) + DEADLINE_MARGIN_S
@@ -135,9 +133,16 @@ class _Guard:
         self._release()
         self.status.set_finished()
 
+    def on_cell_time(self, t: float) -> None:
+        """The clock's watch: the cell time is now ``t``."""
+        if self._limit is not None and t > self._limit:
+            self.fail(f"cell time passed {self._limit:.1f} s")
+
     def _release(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        if self._watch is not None:
+            self._watch.discard(self)
         for sig, cid in self._subs:
             try:
                 sig.unsubscribe(cid)
@@ -160,9 +165,64 @@ def _guarded(signal) -> bool:
     return any(signal.pvname.startswith(p) for p in SUSPENDER_GUARDED_PREFIXES)
 
 
+class _ClockWatch:
+    """What the guards of one station clock share: its scale, read once (a
+    station does not change between virtual and scaled time), and one
+    subscription to its cell time that checks the virtual-time deadlines of the
+    guards in progress (no Channel Access subscription made and dropped per put)."""
+
+    def __init__(self, clock, scale: float):
+        self.clock = clock
+        self.scale = scale
+        self._guards: weakref.WeakSet = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._last: float | None = None
+        self._cid = None
+
+    @classmethod
+    def of(cls, clock) -> _ClockWatch | None:
+        """The watch of ``clock`` (made at its first guarded put); None without a clock
+        or while its scale cannot be read."""
+        if clock is None:
+            return None
+        watch = getattr(clock, "_completion_watch", None)
+        if watch is None:
+            scale = _clock_scale(clock)
+            if scale is None:
+                return None
+            watch = cls(clock, scale)
+            clock._completion_watch = watch
+        return watch
+
+    def now(self) -> float | None:
+        """The cell time: the last one its monitor brought (virtual time publishes
+        every advance), else a read (the first put, or scaled time)."""
+        if self._last is not None and self.scale == 0.0:
+            return self._last
+        return _cell_now(self.clock)
+
+    def add(self, guard: _Guard) -> None:
+        with self._lock:
+            self._guards.add(guard)
+            guard._watch = self
+            if self._cid is None:
+                self._cid = self.clock.time.subscribe(self._on_time, run=False)
+
+    def discard(self, guard: _Guard) -> None:
+        with self._lock:
+            self._guards.discard(guard)
+
+    def _on_time(self, value=None, **kwargs) -> None:
+        if value is None:
+            return
+        self._last = float(value)
+        with self._lock:
+            guards = list(self._guards)
+        for g in guards:
+            g.on_cell_time(self._last)
+
+
 def _clock_scale(clock) -> float | None:
-    if clock is None:
-        return None
     try:
         if int(clock.virtual.get()):
             return 0.0

@@ -483,7 +483,11 @@ class ClockGroup(PVGroup):
 
     @cell_time.getter
     async def cell_time(self, instance):
-        return self.simclock.now()
+        # None: serve the value already published (virtual time publishes at every
+        # advance). A new value is written first, which also posts it to every
+        # monitor: with a client subscribed, that made each read ~10x slower.
+        t = self.simclock.now()
+        return None if t == instance.value else t
 
     @hold.putter
     async def hold(self, instance, value):
