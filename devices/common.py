@@ -33,6 +33,11 @@ CELL_MARGIN_S = 60.0
 #: Virtual time: wall seconds after which a put completion counts as lost anyway
 #: (cell time may stand still: nothing else pending).
 VIRTUAL_WALL_LIMIT_S = 600.0
+#: Virtual time: wall seconds a completion may still arrive in once the cell time
+#: has passed its deadline. The IOC sends a completion after its own work (a
+#: frame written), while a clock not gated by this client's waits may have run
+#: on meanwhile: the cell time alone would fail a put that ended on time.
+CELL_DEADLINE_GRACE_S = 30.0
 
 #: PV prefixes whose loss of connection a RunEngine suspender handles
 #: (``operando.suspenders.install_suspenders``): a put completion lost there
@@ -56,7 +61,7 @@ class _Guard:
 
     live: weakref.WeakSet = weakref.WeakSet()
 
-    def __init__(self, inner, signal, *, expected: float, clock=None, what: str = ""):
+    def __init__(self, inner, signal, *, expected: float, clock=None, what: str = "", t0=None):
         # The plan waits on a status of our own that follows the hardware's: a
         # wait a suspension or a pause abandoned can then never fail later (an
         # EpicsMotor's MoveStatus fails when the IOC comes back, for instance).
@@ -70,13 +75,16 @@ class _Guard:
         self._lock = threading.Lock()
         self._done = False
         self._limit: float | None = None
+        self._grace: threading.Timer | None = None
         self._watch: _ClockWatch | None = None
         _Guard.live.add(self)
         watch = _ClockWatch.of(clock)
         scale = watch.scale if watch is not None else None
         if scale == 0.0:  # virtual time: the deadline in cell time
-            t0 = watch.now()
+            if t0 is None:
+                t0 = watch.now()
             if t0 is not None:
+                self._t0 = t0
                 self._limit = t0 + self.expected + CELL_MARGIN_S
                 watch.add(self)
             wall = VIRTUAL_WALL_LIMIT_S  # backstop: the clock may stand still
@@ -134,13 +142,25 @@ class _Guard:
         self.status.set_finished()
 
     def on_cell_time(self, t: float) -> None:
-        """The clock's watch: the cell time is now ``t``."""
-        if self._limit is not None and t > self._limit:
-            self.fail(f"cell time passed {self._limit:.1f} s")
+        """The clock's watch: the cell time is now ``t``. Past the deadline, the
+        completion has :data:`CELL_DEADLINE_GRACE_S` wall seconds left to come."""
+        if self._limit is None or t <= self._limit or self._grace is not None:
+            return
+        why = (
+            f"cell time reached {t:.1f} s, past its deadline {self._limit:.1f} s "
+            f"(started at {self._t0:.1f} s)"
+        )
+        with self._lock:
+            if self._done:
+                return
+            self._grace = threading.Timer(CELL_DEADLINE_GRACE_S, self.fail, args=(why,))
+            self._grace.daemon = True
+            self._grace.start()
 
     def _release(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        for timer in (self._timer, self._grace):
+            if timer is not None:
+                timer.cancel()
         if self._watch is not None:
             self._watch.discard(self)
         for sig, cid in self._subs:
@@ -195,11 +215,19 @@ class _ClockWatch:
         return watch
 
     def now(self) -> float | None:
-        """The cell time: the last one its monitor brought (virtual time publishes
-        every advance), else a read (the first put, or scaled time)."""
-        if self._last is not None and self.scale == 0.0:
-            return self._last
+        """The cell time, read (never the last monitor value: under load the
+        monitor's callbacks run late, and a deadline from a stale time would
+        fail a put that is on time)."""
         return _cell_now(self.clock)
+
+    @classmethod
+    def time_before_put(cls, clock) -> float | None:
+        """Virtual time: the cell time, read before the put it guards (a read on
+        the heels of a put waits ~20 ms behind it in the server); else None."""
+        watch = cls.of(clock)
+        if watch is None or watch.scale != 0.0:
+            return None
+        return watch.now()
 
     def add(self, guard: _Guard) -> None:
         with self._lock:
@@ -241,7 +269,10 @@ def _cell_now(clock) -> float | None:
 def guarded_set(signal, value, *, expected: float, clock=None, what: str = "") -> Status:
     """``signal.set(value)`` (a put with completion) that ends, whatever happens:
     see :class:`_Guard`."""
-    return _Guard(signal.set(value), signal, expected=expected, clock=clock, what=what).status
+    t0 = _ClockWatch.time_before_put(clock)
+    return _Guard(
+        signal.set(value), signal, expected=expected, clock=clock, what=what, t0=t0
+    ).status
 
 
 class CompletionSignal(EpicsSignal):
@@ -262,9 +293,10 @@ class CompletionSignal(EpicsSignal):
             return 0.0
 
     def set(self, value, **kwargs) -> Status:
-        status = super().set(value, **kwargs)
         clock = getattr(self.root, "station_clock", None)
-        return _Guard(status, self, expected=self.expected_duration(), clock=clock).status
+        t0 = _ClockWatch.time_before_put(clock)
+        status = super().set(value, **kwargs)
+        return _Guard(status, self, expected=self.expected_duration(), clock=clock, t0=t0).status
 
 
 class CheckedSignal(EpicsSignal):
