@@ -270,6 +270,13 @@ def _saxs_options(saxs: argparse.ArgumentParser) -> None:
         default=None,
         help=f"exposure per point ({v.ACQUIRE_TIME}; default 7 s synchrotron, 80 s lab)",
     )
+    saxs.add_argument(
+        "--sample-every",
+        type=bounded(v.SAMPLE_EVERY),
+        default=60.0,
+        help="record the cell (potential, current, charge) between rasters every this "
+        "many cell seconds, and at every 20 mV of potential (default 60)",
+    )
     _add_resume(saxs)
 
 
@@ -290,6 +297,7 @@ def _check_saxs(args) -> None:
         raster_every=args.raster_every,
         ocv_rasters=plan["ocv_rasters"],
         exposure=args.exposure,
+        sample_every=args.sample_every,
         snake=plan["snake"],
         experiment_id=args.experiment_id,
         cell=plan["cell"],
@@ -312,6 +320,7 @@ def _run_saxs(args, target, figures_dir: Path | None):
         seed=args.seed,
         c_rate=args.c_rate,
         exposure=args.exposure,
+        sample_every=args.sample_every,
         experiment_id=args.resume or args.experiment_id,
         resume=args.resume,
         progress=not args.no_progress,

@@ -301,7 +301,7 @@ class SignalGuard:
             RE.abort(reason=f"{name} received")
         except (TransitionError, RuntimeError) as err:
             # the plan had just ended: the job sees ``signum`` once RE(...) returns
-            logger.info("abort on %s: %s", name, err)
+            logger.warning("abort on %s: %s (state %s)", name, err, RE.state)
 
 
 class _RunEngineAbort:

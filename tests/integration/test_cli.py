@@ -90,6 +90,8 @@ def test_run_saxs_with_live_reduction_then_reduce_offline(tmp_path):
             "7200",
             "--exposure",
             "1",
+            "--sample-every",
+            "600",
             "--experiment-id",
             "cli-saxs",
             "--data-dir",
@@ -120,6 +122,17 @@ def test_run_saxs_with_live_reduction_then_reduce_offline(tmp_path):
         waxs_live = live["waxs"].read()
         assert waxs_live.shape[0] == 6 and live["li2s_map"].read().shape == (2, 3)
         assert live.metadata["raw_uid"] == last
+        # --sample-every: the cycling record between rasters, at most 600 cell s apart
+        # (closer near the potential limits), never the default 60 s grid throughout
+        cycling = [uid for uid, step in runs if step == "cycling"]
+        gaps = np.concatenate(
+            [
+                np.diff(np.asarray(client["raw"][uid]["cell"]["clock_time"].read()))
+                for uid in cycling
+            ]
+        )
+        assert gaps.max() <= 600.0 + 1e-6
+        assert np.median(gaps) > 120.0
     # Offline, from the stored raw runs alone: the same curves.
     proc = _run(["reduce", last, "--data-dir", str(data), "--figures", str(tmp_path / "offline")])
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]

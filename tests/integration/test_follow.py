@@ -296,7 +296,8 @@ def test_worker_reduces_a_saxs_experiment_taken_by_another_process(services):
             OPERANDO
             + ["run", "saxs", "--tiled-uri", server.uri, "--no-reduction", "--no-progress"]
             + ["--time-scale", "virtual", "--grid", "2x2", "--c-rate", "0.5"]
-            + ["--raster-every", "3600", "--exposure", "1", "--experiment-id", eid]
+            + ["--raster-every", "3600", "--exposure", "1", "--sample-every", "600"]
+            + ["--experiment-id", eid]
             + ["--data-dir", str(layout.root)],
             capture_output=True,
             text=True,
