@@ -61,6 +61,15 @@ class _Guard:
 
     live: weakref.WeakSet = weakref.WeakSet()
 
+    @classmethod
+    def around(cls, put, signal, *, expected: float, clock=None, what: str = "") -> Status:
+        """``put()`` (it starts the put with completion and returns its status),
+        guarded: on virtual time the cell time is read first (a read on the heels
+        of a put waits ~20 ms behind it in the server). Returns the guard's status."""
+        watch = _ClockWatch.of(clock)
+        t0 = watch.now() if watch is not None and watch.scale == 0.0 else None
+        return cls(put(), signal, expected=expected, clock=clock, what=what, t0=t0).status
+
     def __init__(self, inner, signal, *, expected: float, clock=None, what: str = "", t0=None):
         # The plan waits on a status of our own that follows the hardware's: a
         # wait a suspension or a pause abandoned can then never fail later (an
@@ -144,14 +153,14 @@ class _Guard:
     def on_cell_time(self, t: float) -> None:
         """The clock's watch: the cell time is now ``t``. Past the deadline, the
         completion has :data:`CELL_DEADLINE_GRACE_S` wall seconds left to come."""
-        if self._limit is None or t <= self._limit or self._grace is not None:
+        if self._limit is None or t <= self._limit:
             return
         why = (
             f"cell time reached {t:.1f} s, past its deadline {self._limit:.1f} s "
             f"(started at {self._t0:.1f} s)"
         )
         with self._lock:
-            if self._done:
+            if self._done or self._grace is not None:
                 return
             self._grace = threading.Timer(CELL_DEADLINE_GRACE_S, self.fail, args=(why,))
             self._grace.daemon = True
@@ -196,7 +205,6 @@ class _ClockWatch:
         self.scale = scale
         self._guards: weakref.WeakSet = weakref.WeakSet()
         self._lock = threading.Lock()
-        self._last: float | None = None
         self._cid = None
 
     @classmethod
@@ -220,15 +228,6 @@ class _ClockWatch:
         fail a put that is on time)."""
         return _cell_now(self.clock)
 
-    @classmethod
-    def time_before_put(cls, clock) -> float | None:
-        """Virtual time: the cell time, read before the put it guards (a read on
-        the heels of a put waits ~20 ms behind it in the server); else None."""
-        watch = cls.of(clock)
-        if watch is None or watch.scale != 0.0:
-            return None
-        return watch.now()
-
     def add(self, guard: _Guard) -> None:
         with self._lock:
             self._guards.add(guard)
@@ -243,11 +242,10 @@ class _ClockWatch:
     def _on_time(self, value=None, **kwargs) -> None:
         if value is None:
             return
-        self._last = float(value)
         with self._lock:
             guards = list(self._guards)
         for g in guards:
-            g.on_cell_time(self._last)
+            g.on_cell_time(float(value))
 
 
 def _clock_scale(clock) -> float | None:
@@ -269,10 +267,9 @@ def _cell_now(clock) -> float | None:
 def guarded_set(signal, value, *, expected: float, clock=None, what: str = "") -> Status:
     """``signal.set(value)`` (a put with completion) that ends, whatever happens:
     see :class:`_Guard`."""
-    t0 = _ClockWatch.time_before_put(clock)
-    return _Guard(
-        signal.set(value), signal, expected=expected, clock=clock, what=what, t0=t0
-    ).status
+    return _Guard.around(
+        lambda: signal.set(value), signal, expected=expected, clock=clock, what=what
+    )
 
 
 class CompletionSignal(EpicsSignal):
@@ -293,10 +290,12 @@ class CompletionSignal(EpicsSignal):
             return 0.0
 
     def set(self, value, **kwargs) -> Status:
-        clock = getattr(self.root, "station_clock", None)
-        t0 = _ClockWatch.time_before_put(clock)
-        status = super().set(value, **kwargs)
-        return _Guard(status, self, expected=self.expected_duration(), clock=clock, t0=t0).status
+        return _Guard.around(
+            lambda: super(CompletionSignal, self).set(value, **kwargs),
+            self,
+            expected=self.expected_duration(),
+            clock=getattr(self.root, "station_clock", None),
+        )
 
 
 class CheckedSignal(EpicsSignal):

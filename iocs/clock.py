@@ -78,6 +78,12 @@ def make_clock(time_scale=1.0, *, hold: bool = False) -> SimClock:
     return SimClock(scale, hold=hold)
 
 
+def _waiting_mode(on) -> int:
+    """``clock:waiting`` as a mode: 0 not waiting, 1 on its operations (True too),
+    2 out a condition."""
+    return min(max(int(on), 0), 2)
+
+
 async def _first(awaitable: Awaitable, event: asyncio.Event) -> bool:
     """Await ``awaitable`` or ``event`` (whichever first); True if the event won."""
     if event.is_set():
@@ -212,8 +218,10 @@ class SimClock:
     def set_sync(self, on: bool) -> None:
         """Virtual time: advance only while a client says it waits (:meth:`set_waiting`)."""
 
-    def set_waiting(self, on: bool) -> None:
-        """Virtual time: the synchronized client is (1) or is not (0) waiting."""
+    def set_waiting(self, on: int) -> int:
+        """Virtual time: the synchronized client waits on its operations (1), waits
+        out a condition (2) or does not wait (0). Returns the mode taken."""
+        return _waiting_mode(on)
 
 
 class VirtualClock(SimClock):
@@ -314,10 +322,10 @@ class VirtualClock(SimClock):
         self._sync = bool(on)
         self._kick()
 
-    def set_waiting(self, on: int) -> None:
-        """0: not waiting; 1 (or True): on its operations; 2: out a condition."""
-        self._waiting = min(max(int(on), 0), 2)
+    def set_waiting(self, on: int) -> int:
+        self._waiting = _waiting_mode(on)
         self._kick()
+        return self._waiting
 
     @property
     def pending(self) -> int:
@@ -505,9 +513,7 @@ class ClockGroup(PVGroup):
 
     @waiting.putter
     async def waiting(self, instance, value):
-        value = min(max(int(value), 0), 2)
-        self.simclock.set_waiting(value)
-        return value
+        return self.simclock.set_waiting(value)
 
     @wait.putter
     async def wait(self, instance, value):

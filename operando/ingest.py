@@ -187,27 +187,14 @@ class _BackupOnly:
         return "backup"
 
 
-def _die_with_parent() -> None:
-    """SIGTERM to this process when its parent dies, SIGKILL included (Linux
-    ``PR_SET_PDEATHSIG``, as for every child the project starts): a writer must
-    not outlive the acquisition it serves."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-    import signal
-
-    parent = os.getppid()
-    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)
-    if os.getppid() != parent or parent == 1:
-        os._exit(1)
-
-
 def _writer_main(
     uri, api_key, backup_directory, flush_interval, batch_size, connect_timeout, docs, results
 ):
     """The writer's process: documents from ``docs`` into Tiled, flushed by time;
     one message per finished run (and per flush count) into ``results``."""
-    _die_with_parent()
+    from .shutdown import die_with_parent
+
+    die_with_parent(os.getppid())  # a writer must not outlive the acquisition it serves
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s ingest %(levelname)s %(message)s"
     )

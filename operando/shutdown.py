@@ -54,6 +54,7 @@ __all__ = [
     "SignalGuard",
     "active",
     "child_preexec",
+    "die_with_parent",
     "exit_code",
     "summary",
 ]
@@ -336,24 +337,36 @@ def stop_process_group(proc, *, grace: float = 10.0) -> None:
         proc.wait(timeout=5)
 
 
+def _prctl():
+    return ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+
+
+def die_with_parent(parent: int, prctl=None) -> None:
+    """SIGTERM to this process when its parent ``parent`` dies, SIGKILL included
+    (Linux ``PR_SET_PDEATHSIG``; nothing elsewhere). A parent already gone (a race
+    with its death: this process was reparented) means exit at once."""
+    prctl = prctl or _prctl()
+    if prctl is None:
+        return
+    prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != parent or os.getppid() == 1:
+        os._exit(1)
+
+
 def child_preexec():
-    """A ``preexec_fn`` for the children: SIGTERM when this process dies (Linux
-    ``PR_SET_PDEATHSIG``, SIGKILL included), and umask 077 (private files).
+    """A ``preexec_fn`` for the children: SIGTERM when this process dies
+    (:func:`die_with_parent`), and umask 077 (private files).
 
     It runs in the child between fork and exec. The death signal fires when the
     *thread* that forked the child ends: start children from the main thread (or
-    a thread that lives as long as the process). A parent gone before the child
-    got there (a race with its death) means the child exits at once.
+    a thread that lives as long as the process).
     """
     parent = os.getpid()
-    linux = sys.platform.startswith("linux")
-    prctl = ctypes.CDLL(None, use_errno=True).prctl if linux else None
+    prctl = _prctl()  # loaded before the fork: nothing to look up in the child
 
     def preexec() -> None:
         os.umask(CHILD_UMASK)
         if prctl is not None:
-            prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-            if os.getppid() != parent:
-                os._exit(1)
+            die_with_parent(parent, prctl)
 
     return preexec

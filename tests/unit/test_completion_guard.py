@@ -31,8 +31,10 @@ def clock():
 
 def _guard(clock, expected=120.0):
     inner = Status()
-    t0 = common._ClockWatch.time_before_put(clock)
-    guard = common._Guard(inner, Command(name="acquire"), expected=expected, clock=clock, t0=t0)
+    status = common._Guard.around(
+        lambda: inner, Command(name="acquire"), expected=expected, clock=clock
+    )
+    (guard,) = [g for g in common._Guard.live if g.status is status]
     return inner, guard
 
 
