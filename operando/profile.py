@@ -141,8 +141,9 @@ def make_magics_run_engine(*clocks):
     from bluesky import RunEngine
 
     from .session import synchronize_clock
+    from .shutdown import PollingDuringTask
 
-    RE = RunEngine({})
+    RE = RunEngine({}, during_task=PollingDuringTask())
     for clock in clocks:
         synchronize_clock(RE, clock)
     return RE

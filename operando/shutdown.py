@@ -27,6 +27,12 @@ What the first SIGINT or SIGTERM does depends on where the command is:
 * inside :meth:`SignalGuard.shielded` (draining, stopping children): nothing is
   raised; the signal is remembered and the cleanup goes on.
 
+The RunEngine's caller waits for the plan in short slices
+(:class:`PollingDuringTask`, ``make_run_engine``'s default): a signal sent to
+the process may be taken by any of its threads, and CPython runs the Python
+handler in the main thread, which a wait without a timeout does not wake; the
+abort would come only once the plan had ended by itself.
+
 Later signals only print that the command is stopping (SIGKILL remains, and
 the children still stop: :func:`child_preexec`).
 
@@ -50,6 +56,7 @@ from pathlib import Path
 
 __all__ = [
     "Interrupted",
+    "PollingDuringTask",
     "RunLedger",
     "SignalGuard",
     "active",
@@ -320,6 +327,30 @@ class _RunEngineAbort:
     def __exit__(self, *exc) -> None:
         with self.guard._lock:
             self.guard._run_engine = None
+
+
+def _during_task_base():
+    from bluesky.utils import DefaultDuringTask
+
+    return DefaultDuringTask
+
+
+class PollingDuringTask(_during_task_base()):
+    """How the RunEngine's caller (the main thread) waits for the plan: in slices
+    of ``interval`` s, so that a signal taken by another thread is handled at
+    once (the handler runs between two slices). With a Qt backend of matplotlib
+    it waits as bluesky's ``DefaultDuringTask`` does (Qt's loop, which wakes)."""
+
+    interval = 0.1
+
+    def block(self, blocking_event) -> None:
+        if "matplotlib" in sys.modules:
+            import matplotlib
+
+            if "qt" in matplotlib.get_backend().lower():
+                return super().block(blocking_event)
+        while not blocking_event.wait(self.interval):
+            pass
 
 
 def stop_process_group(proc, *, grace: float = 10.0) -> None:
