@@ -61,7 +61,10 @@ def make_run_engine(
     With the station's ``clock`` device, a simulator on virtual time is
     synchronized with it (:func:`synchronize_clock`).
     """
-    kwargs = {} if main_thread else {"context_managers": []}
+    from .shutdown import PollingDuringTask
+
+    # the caller waits in slices: a signal another thread took is handled at once
+    kwargs = {"during_task": PollingDuringTask()} if main_thread else {"context_managers": []}
     if loop is not None:
         kwargs["loop"] = loop
     RE = RunEngine(dict(md or {}), call_returns_result=True, **kwargs)
@@ -72,6 +75,20 @@ def make_run_engine(
     if clock is not None:
         synchronize_clock(RE, clock)
     return RE
+
+
+def tell_waiting(clock, mode: int) -> None:
+    """Put ``clock:waiting`` (0 busy, 1 waiting on its operations, 2 waiting out
+    a condition), without waiting for the put. An IOC away (restarting) has no
+    clock to tell; one that has just gone (the put fails before the
+    disconnection is noticed) neither: the connection suspender takes over, and
+    the RunEngine's wait must not fail the plan."""
+    if not clock.waiting.connected:
+        return
+    try:
+        clock.waiting.put(mode, wait=False)
+    except Exception as err:  # noqa: BLE001
+        logger.info("clock:waiting %s not sent (%r): the IOC is going away", mode, err)
 
 
 def synchronize_clock(RE: RunEngine, clock) -> bool:
@@ -88,16 +105,12 @@ def synchronize_clock(RE: RunEngine, clock) -> bool:
         return False
     wait = RE._command_registry["wait"]
 
-    def flag(value):
-        if clock.waiting.connected:  # an IOC away (restarting) has no clock to tell
-            clock.waiting.put(value, wait=False)
-
     async def wait_on_hardware(msg):
-        flag(1)
+        tell_waiting(clock, 1)
         try:
             return await wait(msg)
         finally:
-            flag(0)
+            tell_waiting(clock, 0)
 
     RE.register_command("wait", wait_on_hardware)
     clock.waiting.put(0, wait=True)

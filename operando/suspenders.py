@@ -298,21 +298,16 @@ def _let_clock_run_while_suspended(RE, clock) -> None:
     """Virtual time: the RunEngine waiting out a suspension (``wait_for``) waits
     out a condition (``clock:waiting`` 2): the clock may advance meanwhile, to
     the station's own operations too (a refill arrives)."""
+    from .session import tell_waiting
+
     wait_for = RE._command_registry["wait_for"]
 
-    def flag(value):
-        if clock.waiting.connected:
-            try:
-                clock.waiting.put(value, wait=False)
-            except Exception:
-                pass
-
     async def wait_for_on_hardware(msg):
-        flag(2)
+        tell_waiting(clock, 2)
         try:
             return await wait_for(msg)
         finally:
-            flag(0)
+            tell_waiting(clock, 0)
 
     RE.register_command("wait_for", wait_for_on_hardware)
 
