@@ -98,6 +98,17 @@ class QueuedReducer:
     def _handle(self, name: str, doc: dict) -> None:
         raise NotImplementedError
 
+    def _idle(self) -> None:
+        """Work done once the worker has caught up with the queue (subclasses):
+        what many queued items would each redo is then done once for all."""
+
+    def _caught_up(self) -> None:
+        try:
+            self._idle()
+        except Exception as err:  # noqa: BLE001 - the worker must survive
+            logger.exception("%s failed bringing its summaries up to date", type(self).__name__)
+            self.errors.append(("idle", repr(err)))
+
     def _work(self) -> None:
         while True:
             item = self._queue.get()
@@ -115,6 +126,8 @@ class QueuedReducer:
                 logger.exception("%s failed on a %s document", type(self).__name__, name)
                 self.errors.append((name, repr(err)))
             finally:
+                if self._queue.empty():  # caught up (before ``flush`` may return)
+                    self._caught_up()
                 with self._cond:
                     self._pending -= 1
                     self._cond.notify_all()
@@ -153,6 +166,7 @@ class LiveReducer(QueuedReducer):
         self.figures: dict[str, list[str]] = {}
         self.written: list[str] = []
         self.timings: dict[str, float] = {key: 0.0 for key in self.timing_keys}
+        self._stale: dict[str, None] = {}  # experiment ids whose summary is behind
         self._router = RunRouter([self._factory])
         super().__init__(client)
 
@@ -207,6 +221,21 @@ class LiveReducer(QueuedReducer):
         if exp is None:
             exp = self.experiments[experiment_id] = self._new_experiment(experiment_id)
         return exp
+
+    def _touch(self, exp) -> None:
+        """The experiment's figures and ``reduced/<experiment_id>`` are behind its
+        state: :meth:`settle` brings them up to date once the worker has caught up
+        with its queue. A reducer that keeps up settles after every run; one that
+        is behind (runs queued faster than it reduces them) settles once for all
+        of them, not once per run. The last settle comes before ``flush`` returns,
+        so what is finally drawn and written is the same either way."""
+        self._stale[exp.experiment_id] = None
+
+    def _idle(self) -> None:
+        while self._stale:
+            eid = next(iter(self._stale))
+            del self._stale[eid]
+            self.settle(eid)
 
     def _draw(self, exp) -> bool:
         """Redraw the experiment's figures; False (the error logged and kept) on failure."""

@@ -228,14 +228,14 @@ class SAXSLiveReducer(LiveReducer):
         changed = exp.add_cell_record(record)
         if self.client is None or not write:
             return
+        if exp.rasters():
+            self._touch(exp)
         t0 = time.perf_counter()
         try:
             reduced = self._reduced_node()
             for uid in changed:
                 if uid in self.written or uid in self._stored_sodc:
                     update_points(reduced, exp.results[uid], exp)
-            if exp.rasters():
-                self._write_experiment(exp)
         except Exception as err:  # noqa: BLE001 - keep reducing when Tiled is down
             logger.exception("writing the cell record %s to Tiled failed", record.uid)
             self.errors.append(("tiled", repr(err)))
@@ -276,7 +276,7 @@ class SAXSLiveReducer(LiveReducer):
         if res is None:
             return
         if raster.step == "operando":
-            self._draw(exp)
+            self._touch(exp)  # figures and reduced/<experiment_id>, once caught up
         if self.client is None:
             return
         t0 = time.perf_counter()
@@ -286,8 +286,6 @@ class SAXSLiveReducer(LiveReducer):
             self.written.append(raster.uid)
             for uid in exp.changed_sodc:
                 update_points(reduced, exp.results[uid], exp)
-            if raster.step == "operando":
-                self._write_experiment(exp)
         except Exception as err:  # noqa: BLE001 - keep reducing when Tiled is down
             logger.exception("writing the reduction of %s to Tiled failed", raster.uid)
             self.errors.append(("tiled", repr(err)))
@@ -334,7 +332,7 @@ class SAXSLiveReducer(LiveReducer):
             logger.warning("run %s has no frames: skipped", start.get("uid"))
             return
         self._raster_done(raster)
-        self.settle(raster.experiment_id)
+        self._touch(self._experiment(raster.experiment_id))
 
     def restore_stored(self, run, node) -> None:
         from .offline import load_run

@@ -120,7 +120,7 @@ class XCTLiveReducer(LiveReducer):
         exp = self._experiment(run.experiment_id)
         volume = getattr(res, "volume", None)
         exp.add(res)  # drops the volume from the state; ``volume`` still holds it
-        self._draw(exp)
+        self._touch(exp)  # figures and reduced/<experiment_id>, once caught up
         if self.client is not None:
             t0 = time.perf_counter()
             try:
@@ -130,7 +130,6 @@ class XCTLiveReducer(LiveReducer):
                 else:
                     write_run(reduced, res, exp)
                 self.written.append(uid)
-                write_experiment(reduced, exp, figures=self.figures.get(exp.experiment_id, []))
             except Exception as err:  # noqa: BLE001 - keep reducing when Tiled is down
                 logger.exception("writing the reduction of %s to Tiled failed", uid)
                 self.errors.append(("tiled", f"{uid}: {err!r}"))
@@ -162,5 +161,8 @@ class XCTLiveReducer(LiveReducer):
                 write_experiment(
                     self._reduced_node(), exp, figures=self.figures.get(experiment_id, [])
                 )
+            except Exception as err:  # noqa: BLE001 - keep reducing when Tiled is down
+                logger.exception("writing experiment %s to Tiled failed", experiment_id)
+                self.errors.append(("tiled", f"{experiment_id}: {err!r}"))
             finally:
                 self.timings["tiled"] += time.perf_counter() - t0
