@@ -16,7 +16,8 @@ Prints the faults injected and survived (the experiment ends with every run
 closed), the events emitted against the events in Tiled (after the backups are
 replayed) and duplicates, the results reduced, and the process's memory (RSS)
 at start, after the warm-up (cycle 2) and at the end, with its growth per cycle
-after the warm-up (goal: <= 1 MB per cycle).
+after the warm-up (the slope through the RSS at each cycle's start from cycle 2;
+goal: <= 1 MB per cycle).
 
     .venv/bin/python benchmarks/bench_faults.py [--seed N] [--every S] [--keep DIR]
 """
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import gc
 import os
 import random
 import shutil
@@ -52,10 +54,24 @@ def rss_mb() -> float:
     return float("nan")
 
 
+def growth_per_cycle(rss_at_cycle: dict[int, float], warm_up: int = 2) -> float:
+    """RSS growth per cycle after the warm-up: the slope of a least-squares line
+    through the RSS at each cycle's start (the end's RSS would count the
+    post-mortem scans and their reduction, which are not a cycle)."""
+    import numpy as np
+
+    cycles = sorted(c for c in rss_at_cycle if c >= warm_up)
+    if len(cycles) < 2:
+        return float("nan")
+    slope, _ = np.polyfit(cycles, [rss_at_cycle[c] for c in cycles], 1)
+    return float(slope)
+
+
 class Counter:
     """Events the RunEngine emitted, per run and stream; RSS at each cycle's start."""
 
-    def __init__(self):
+    def __init__(self, census=False):
+        self.census = {} if census else None
         self.streams = {}
         self.events = collections.Counter()
         self.runs = []
@@ -65,7 +81,12 @@ class Counter:
         if name == "start":
             self.runs.append(doc["uid"])
             if doc.get("step") == "scan3d" and doc.get("cycle"):
+                gc.collect()
                 self.rss_at_cycle[int(doc["cycle"])] = rss_mb()
+                if self.census is not None:
+                    self.census[int(doc["cycle"])] = collections.Counter(
+                        type(o).__qualname__ for o in gc.get_objects()
+                    )
         elif name == "descriptor":
             self.streams[doc["uid"]] = (doc["run_start"], doc["name"])
         elif name == "event":
@@ -146,6 +167,9 @@ def main(argv=None) -> int:
     parser.add_argument("--projections", type=int, default=61)
     parser.add_argument("--keep", help="keep the data under this folder")
     parser.add_argument("--tracemalloc", action="store_true", help="top allocations at the end")
+    parser.add_argument(
+        "--census", action="store_true", help="the object types whose count grew after the warm-up"
+    )
     args = parser.parse_args(argv)
 
     import ophyd
@@ -188,7 +212,7 @@ def main(argv=None) -> int:
         writer = make_tiled_writer(client, backup_directory=layout.backup, batch_size=100)
         ingest = BufferingWrapper(writer)
         RE.subscribe(ingest)
-        counter = Counter()
+        counter = Counter(census=args.census)
         RE.subscribe(counter)
         reducer = get("xct").live_reducer(client, figures_dir=None)
         RE.subscribe(reducer)
@@ -247,8 +271,7 @@ def main(argv=None) -> int:
         rss_end = rss_mb()
         cycles = sorted(counter.rss_at_cycle)
         warm = counter.rss_at_cycle.get(2, counter.rss_at_cycle.get(cycles[0]) if cycles else rss0)
-        n_after = max(len([c for c in cycles if c >= 2]), 1)
-        growth = (rss_end - warm) / n_after
+        growth = growth_per_cycle(counter.rss_at_cycle)
         print("\n== fault soak: default XCT experiment on virtual time")
         print(f"  wall: {wall:.0f} s; runs: {len(counter.runs)}; cycles started: {len(cycles)}")
         print(f"  faults injected: {sum(injector.injected.values())} {dict(injector.injected)}")
@@ -278,6 +301,17 @@ def main(argv=None) -> int:
         )
         for fault, what in injector.log:
             print(f"    {fault}: {what}")
+        if counter.census and len(counter.census) >= 2:
+            first, last = (
+                min(c for c in counter.census if c >= 2)
+                if max(counter.census) >= 2
+                else min(counter.census),
+                max(counter.census),
+            )
+            grew = counter.census[last] - counter.census[first]
+            print(f"  objects grown from cycle {first} to {last}:")
+            for name, n in grew.most_common(15):
+                print(f"    {name}: +{n}")
         if args.tracemalloc:
             snap = tracemalloc.take_snapshot()
             for stat in snap.statistics("lineno")[:15]:
