@@ -87,7 +87,7 @@ def test_run_saxs_with_live_reduction_then_reduce_offline(tmp_path):
             "--grid",
             "3x2",
             "--raster-every",
-            "7200",
+            "14400",
             "--exposure",
             "1",
             "--sample-every",

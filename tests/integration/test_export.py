@@ -146,7 +146,7 @@ def _xct_protocol(station, eid):
 def xct(tiled_server, tmp_path_factory):
     from operando.callbacks.xct.live import XCTLiveReducer
     from operando.devices.xct import make_xct_station
-    from operando.session import make_run_engine, make_tiled_writer
+    from operando.session import make_ingest, make_run_engine
 
     tmp = tmp_path_factory.mktemp("xct-export")
     base = tiled_server.layout.frames / f"xct-export-{uuid.uuid4().hex[:6]}"
@@ -155,15 +155,16 @@ def xct(tiled_server, tmp_path_factory):
     RE = make_run_engine(loop=asyncio.new_event_loop(), clock=station.clock)
     docs = []
     RE.subscribe(lambda name, doc: docs.append((name, doc)))
-    RE.subscribe(
-        make_tiled_writer(tiled_server.client(), backup_directory=tiled_server.layout.backup)
-    )
+    # the project's ingest (TiledWriter in a process of its own), as `operando run`
+    ingest = make_ingest(tiled_server.client(), backup_directory=tiled_server.layout.backup)
+    RE.subscribe(ingest)
     reducer = XCTLiveReducer(tiled_server.client(), figures_dir=tmp / "figures")
     RE.subscribe(reducer)
     eid = f"xct-export-{uuid.uuid4().hex[:8]}"
     ioc.release_hold()
     try:
         RE(_xct_protocol(station, eid))
+        ingest.shutdown(wait=True)  # every document in Tiled
         assert reducer.flush(300), "live reduction did not finish"
         assert reducer.errors == []
         starts = [d for n, d in docs if n == "start"]
@@ -178,6 +179,7 @@ def xct(tiled_server, tmp_path_factory):
             "server": tiled_server,
         }
     finally:
+        ingest.shutdown(wait=True)
         reducer.close(60)
         for dev in station.devices().values():
             dev.destroy()
@@ -499,6 +501,8 @@ def saxs(tmp_path_factory):
             "18000",
             "--exposure",
             "1",
+            "--sample-every",
+            "600",
             "--experiment-id",
             "export-saxs",
             "--data-dir",

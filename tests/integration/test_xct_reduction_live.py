@@ -46,7 +46,7 @@ from operando.callbacks.xct.science import cell as cellmod
 from operando.devices.common import Technique
 from operando.devices.xct import make_xct_station
 from operando.plans.xct import HOUR, plating, postmortem, scan3d
-from operando.session import make_run_engine, make_tiled_writer
+from operando.session import make_ingest, make_run_engine
 
 from .simulators import start_xct_ioc
 
@@ -121,9 +121,9 @@ def experiment(tiled_server, tmp_path_factory):
     RE = make_run_engine(loop=asyncio.new_event_loop(), clock=station.clock)
     docs = []
     RE.subscribe(lambda name, doc: docs.append((name, doc)))
-    RE.subscribe(
-        make_tiled_writer(tiled_server.client(), backup_directory=tiled_server.layout.backup)
-    )
+    # the project's ingest (TiledWriter in a process of its own), as `operando run`
+    ingest = make_ingest(tiled_server.client(), backup_directory=tiled_server.layout.backup)
+    RE.subscribe(ingest)
     reducer = XCTLiveReducer(tiled_server.client(), figures_dir=tmp / "figures")
     RE.subscribe(reducer)
     eid = f"xct-red-{uuid.uuid4().hex[:8]}"
@@ -133,6 +133,7 @@ def experiment(tiled_server, tmp_path_factory):
     try:
         RE(_protocol(station, eid, failure))
         t_acq = time.monotonic() - t0
+        ingest.shutdown(wait=True)  # every document in Tiled
         assert reducer.flush(300), "live reduction did not finish"
         t_flush = time.monotonic() - t0 - t_acq
         truth = [json.loads(line) for line in ioc.truth_file.read_text().splitlines()]
@@ -147,6 +148,7 @@ def experiment(tiled_server, tmp_path_factory):
             "timing": {"acquisition": t_acq, "flush_after": t_flush},
         }
     finally:
+        ingest.shutdown(wait=True)
         reducer.close(60)
         for dev in station.devices().values():
             dev.destroy()
