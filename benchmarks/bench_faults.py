@@ -46,12 +46,19 @@ GOAL_MB_PER_CYCLE = 1.0
 FAULTS = ("ioc", "tiled", "source", "pause")
 
 
-def rss_mb() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
+def rss_mb(pid: int | str = "self") -> float:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except FileNotFoundError:
+        pass
     return float("nan")
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
 
 
 def growth_per_cycle(rss_at_cycle: dict[int, float], warm_up: int = 2) -> float:
@@ -70,8 +77,10 @@ def growth_per_cycle(rss_at_cycle: dict[int, float], warm_up: int = 2) -> float:
 class Counter:
     """Events the RunEngine emitted, per run and stream; RSS at each cycle's start."""
 
-    def __init__(self, census=False):
+    def __init__(self, census=False, writer_pid=None):
         self.census = {} if census else None
+        self.writer_pid = writer_pid
+        self.writer_rss_at_cycle = {}
         self.streams = {}
         self.events = collections.Counter()
         self.runs = []
@@ -82,7 +91,15 @@ class Counter:
             self.runs.append(doc["uid"])
             if doc.get("step") == "scan3d" and doc.get("cycle"):
                 gc.collect()
-                self.rss_at_cycle[int(doc["cycle"])] = rss_mb()
+                cycle = int(doc["cycle"])
+                self.rss_at_cycle[cycle] = rss_mb()
+                if self.writer_pid is not None:
+                    self.writer_rss_at_cycle[cycle] = rss_mb(self.writer_pid)
+                say(
+                    f"cycle {cycle}: RSS {self.rss_at_cycle[cycle]:.0f} MB "
+                    f"(the ingest's writer {self.writer_rss_at_cycle.get(cycle, float('nan')):.0f} MB); "
+                    f"{len(self.runs)} runs so far"
+                )
                 if self.census is not None:
                     self.census[int(doc["cycle"])] = collections.Counter(
                         type(o).__qualname__ for o in gc.get_objects()
@@ -133,9 +150,25 @@ class Injector(threading.Thread):
                         continue
             except Exception as exc:  # an injection that failed is reported, not fatal
                 self.log.append((fault, f"injection failed: {exc!r}"))
+                say(f"  fault {fault}: injection failed: {exc!r}")
                 continue
             self.injected[fault] += 1
             self.log.append((fault, f"{time.monotonic() - t:.1f} s"))
+            say(f"  fault {fault} injected ({time.monotonic() - t:.1f} s)")
+
+
+def ensure_answering(tiled) -> None:
+    """The Tiled server up once the injector has stopped (its last restart may have failed)."""
+    import httpx
+
+    if tiled.process is not None:
+        try:
+            if httpx.get(f"{tiled.uri}/api/v1/", timeout=10.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        tiled.stop()
+    tiled.start()
 
 
 def tiled_counts(client, runs):
@@ -173,14 +206,13 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     import ophyd
-    from bluesky.callbacks.buffer import BufferingWrapper
     from bluesky.utils import RunEngineInterrupted
 
     from operando.constants import HOUR
     from operando.devices.xct import make_xct_station
     from operando.ioc_process import IOCProcess, random_prefix
     from operando.plans.xct import xct_operando
-    from operando.session import backup_files, make_run_engine, make_tiled_writer, replay_backup
+    from operando.session import backup_files, make_ingest, make_run_engine, replay_backup
     from operando.suspenders import install_suspenders
     from operando.techniques import get
     from operando.tiled_server import DataLayout, TiledServer
@@ -209,10 +241,10 @@ def main(argv=None) -> int:
         RE = make_run_engine(clock=station.clock)
         sus = install_suspenders(RE, station)
         client = tiled.client()
-        writer = make_tiled_writer(client, backup_directory=layout.backup, batch_size=100)
-        ingest = BufferingWrapper(writer)
+        # the project's ingest, as `operando run`: TiledWriter in a process of its own
+        ingest = make_ingest(client, backup_directory=layout.backup)
         RE.subscribe(ingest)
-        counter = Counter(census=args.census)
+        counter = Counter(census=args.census, writer_pid=ingest._process.pid)
         RE.subscribe(counter)
         reducer = get("xct").live_reducer(client, figures_dir=None)
         RE.subscribe(reducer)
@@ -255,8 +287,7 @@ def main(argv=None) -> int:
         reducer.flush(timeout=1800)
         wall = time.monotonic() - t_wall
         # Runs Tiled refused while it was away: from the backup, as `operando replay`.
-        if not tiled.process:
-            tiled.start()
+        ensure_answering(tiled)
         client = tiled.client()
         replayed = 0
         for path in backup_files(layout.backup):
@@ -299,6 +330,13 @@ def main(argv=None) -> int:
             "  RSS at each cycle's start: "
             + ", ".join(f"{c}: {counter.rss_at_cycle[c]:.0f}" for c in cycles)
         )
+        writer = counter.writer_rss_at_cycle
+        if writer:
+            print(
+                f"  the ingest's writer process: {min(writer.values()):.0f} -> "
+                f"{max(writer.values()):.0f} MB, "
+                f"growth {growth_per_cycle(writer):.2f} MB per cycle after warm-up"
+            )
         for fault, what in injector.log:
             print(f"    {fault}: {what}")
         if counter.census and len(counter.census) >= 2:
