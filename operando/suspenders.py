@@ -157,18 +157,45 @@ class _Record(Device):
     cell_ended = Cpt(Signal, value=0.0)
 
 
+#: wall seconds between the log's reminders that a suspension goes on
+REMIND_EVERY_S = 600.0
+
+
 @dataclass
 class Suspensions:
-    """What :func:`install_suspenders` installed, and every suspension so far."""
+    """What :func:`install_suspenders` installed, and every suspension so far.
+
+    While a suspension lasts, a warning is logged every ``remind_every`` wall
+    seconds (what it waits for, for how long, which PVs are away): an
+    unattended run that waits out a fault says so in its log, hour after hour.
+    """
 
     RE: object
     station: object
     suspenders: list = field(default_factory=list)
     records: list = field(default_factory=list)
     disconnected: StationDisconnected | None = None
+    remind_every: float = REMIND_EVERY_S
 
     def __post_init__(self):
         self._device = _Record(name="suspension")
+        self._ended = threading.Event()
+
+    def _remind(self, rec: SuspensionRecord, ended: threading.Event) -> None:
+        while not ended.wait(self.remind_every):
+            away = ""
+            if rec.why == "IOC disconnected" and self.disconnected is not None:
+                pvs = sorted(self.disconnected.disconnected)
+                if pvs:
+                    more = f" and {len(pvs) - 3} more" if len(pvs) > 3 else ""
+                    away = f"; away: {', '.join(pvs[:3])}{more}"
+            logger.warning(
+                "still suspended after %.0f min: %s (since cell time %s s)%s",
+                (time.time() - rec.started) / 60.0,
+                rec.why,
+                rec.cell_started,
+                away,
+            )
 
     def _cell_time(self) -> float | None:
         clock = self.station.clock
@@ -192,6 +219,11 @@ class Suspensions:
         self.records.append(rec)
         common.abandon_pending_completions()
         logger.warning("suspended: %s (cell time %s s)", why, rec.cell_started)
+        self._ended.set()  # the reminders of an earlier suspension, if any
+        self._ended = ended = threading.Event()
+        threading.Thread(
+            target=self._remind, args=(rec, ended), name="suspension-reminder", daemon=True
+        ).start()
         yield from bps.null()
 
     def end(self):
@@ -199,6 +231,7 @@ class Suspensions:
         rec = next((r for r in reversed(self.records) if r.ended is None), None)
         if rec is None:
             return
+        self._ended.set()
         rec.ended = time.time()
         rec.cell_ended = self._cell_time()
         logger.warning(
@@ -366,15 +399,21 @@ def _restore_states(station):
 
 
 def install_suspenders(
-    RE, station, *, connection_sleep: float = 1.0, beam_sleep: float = 0.0
+    RE,
+    station,
+    *,
+    connection_sleep: float = 1.0,
+    beam_sleep: float = 0.0,
+    remind_every: float = REMIND_EVERY_S,
 ) -> Suspensions:
     """Install the station's suspenders on ``RE`` (see the module docstring).
 
     ``station`` is an ``XCTStation`` or a ``SaxsStation``. Returns the
-    :class:`Suspensions` (its ``records`` list every suspension). Also adds the
+    :class:`Suspensions` (its ``records`` list every suspension; a warning is
+    logged every ``remind_every`` wall s while one lasts). Also adds the
     :func:`checkpoint_after_save` preprocessor.
     """
-    sus = Suspensions(RE=RE, station=station)
+    sus = Suspensions(RE=RE, station=station, remind_every=remind_every)
 
     def around(why):
         return dict(
