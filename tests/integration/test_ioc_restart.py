@@ -1,4 +1,4 @@
-"""The XCT IOC SIGKILLed mid-scan and restarted on its prefix and port, on virtual time.
+"""The station IOCs SIGKILLed mid-scan and restarted on their prefix and port, on virtual time.
 
 The plan suspends instead of hanging, resumes when the channels are back, and
 the run in Tiled has every projection exactly once (as many events as the
@@ -108,4 +108,75 @@ def test_xct_ioc_killed_and_restarted_mid_scan(RE, tiled_server):
     assert all(f.mean() > 5 * darks.mean() for f in frames)
     times = np.asarray(primary["clock_time"].read())
     assert np.all(np.diff(times) > 0)  # cell time went on across the restart
+    assert list(run[SUSPENSIONS_STREAM]["suspension_why"].read()) == ["IOC disconnected"]
+
+
+def test_saxs_ioc_killed_and_restarted_mid_raster(RE, tiled_server):
+    """The SAXS/WAXS station's IOC SIGKILLed at the third raster point: the
+    raster suspends, resumes on the restarted IOC, and Tiled has every grid point
+    exactly once, each with its SAXS frame and the beam on the diode."""
+    from operando.devices.saxs import make_saxs_station
+    from operando.plans.saxs import raster
+
+    from .simulators import start_saxs_ioc
+
+    base = tiled_server.layout.frames / f"saxs-{random_prefix('r')[:-1]}"
+    ioc = start_saxs_ioc(base, time_scale="virtual")
+    station = make_saxs_station(ioc.prefix, write_path=ioc.frames_dir, timeout=15)
+    restarts = []
+    finished = threading.Event()
+    try:
+        synchronize_clock(RE, station.clock)
+        RE.subscribe(make_tiled_writer(tiled_server.client()))
+        sus = install_suspenders(RE, station)
+        triggers = []
+        before = {}
+
+        def kill_at_third_point(msg):
+            if msg.command == "trigger" and msg.obj is station.saxs:
+                triggers.append(msg)
+                if len(triggers) == 3:
+                    before["t"] = float(station.clock.time.get())
+
+                    def restart_and_stay():
+                        restarts.append(ioc.restart())
+                        finished.wait()
+
+                    threading.Thread(target=restart_and_stay, daemon=True).start()
+
+        RE.msg_hook = kill_at_third_point
+        uid = RE(
+            raster(station, x_range=(-1.0, 1.0), y_range=(0.1, 0.3), shape=(2, 3), exposure=1.0)
+        ).plan_result
+        RE.msg_hook = None
+        t_end = float(station.clock.time.get())
+    finally:
+        for dev in station.devices().values():
+            dev.destroy()
+        ioc.stop()
+        finished.set()
+    assert restarts, "the IOC was not restarted"
+    assert [r.why for r in sus.records] == ["IOC disconnected"]
+    assert sus.records[0].ended is not None
+    starts = [
+        json.loads(line)
+        for line in ioc.truth_file.read_text().splitlines()
+        if '"ioc_start"' in line
+    ]
+    assert [s["restored"] for s in starts] == [False, True]
+    assert t_end > before["t"] > 0
+    desc = {d["uid"]: d["name"] for name, d in RE.docs if name == "descriptor"}
+    emitted = [d for name, d in RE.docs if name == "event" and desc[d["descriptor"]] == "primary"]
+    assert len(emitted) == 6
+    run = runs_container(tiled_server.client())[uid]
+    assert run.metadata["stop"]["exit_status"] == "success"
+    primary = run["primary"]
+    xs = np.asarray(primary["stage_x"].read())
+    ys = np.asarray(primary["stage_y"].read())
+    points = sorted(zip(np.round(ys, 3), np.round(xs, 3), strict=True))
+    assert points == sorted((y, x) for y in (0.1, 0.3) for x in (-1.0, 0.0, 1.0))
+    assert np.all(np.asarray(primary["diode_trans"].read()) > 0)
+    frames = primary["saxs_image"].read()
+    assert frames.shape[0] == 6 and all(f[f > 0].sum() > 0 for f in frames)
+    assert np.all(np.diff(np.asarray(primary["clock_time"].read())) > 0)
     assert list(run[SUSPENSIONS_STREAM]["suspension_why"].read()) == ["IOC disconnected"]
