@@ -16,8 +16,9 @@ Prints the faults injected and survived (the experiment ends with every run
 closed), the events emitted against the events in Tiled (after the backups are
 replayed) and duplicates, the results reduced, and the process's memory (RSS)
 at start, after the warm-up (cycle 2) and at the end, with its growth per cycle
-after the warm-up (the slope through the RSS at each cycle's start from cycle 2;
-goal: <= 1 MB per cycle).
+after the warm-up (the slope through the RSS at each cycle's start from cycle 2,
+measured after a garbage collection and glibc's ``malloc_trim``, and before it;
+goal: <= 1 MB per cycle), and the RSS of the ingest's writer process.
 
     .venv/bin/python benchmarks/bench_faults.py [--seed N] [--every S] [--keep DIR]
 """
@@ -57,6 +58,17 @@ def rss_mb(pid: int | str = "self") -> float:
     return float("nan")
 
 
+def trim_heap() -> None:
+    """Give the C heap's free pages back to the system (glibc ``malloc_trim``), so
+    that the RSS counts what is held, not what the allocator keeps cached."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def say(text: str) -> None:
     print(text, flush=True)
 
@@ -81,6 +93,7 @@ class Counter:
         self.census = {} if census else None
         self.writer_pid = writer_pid
         self.writer_rss_at_cycle = {}
+        self.raw_rss_at_cycle = {}  # before trim_heap
         self.streams = {}
         self.events = collections.Counter()
         self.runs = []
@@ -92,11 +105,14 @@ class Counter:
             if doc.get("step") == "scan3d" and doc.get("cycle"):
                 gc.collect()
                 cycle = int(doc["cycle"])
+                self.raw_rss_at_cycle[cycle] = rss_mb()
+                trim_heap()
                 self.rss_at_cycle[cycle] = rss_mb()
                 if self.writer_pid is not None:
                     self.writer_rss_at_cycle[cycle] = rss_mb(self.writer_pid)
                 say(
                     f"cycle {cycle}: RSS {self.rss_at_cycle[cycle]:.0f} MB "
+                    f"({self.raw_rss_at_cycle[cycle]:.0f} MB before the heap's trim) "
                     f"(the ingest's writer {self.writer_rss_at_cycle.get(cycle, float('nan')):.0f} MB); "
                     f"{len(self.runs)} runs so far"
                 )
@@ -329,6 +345,10 @@ def main(argv=None) -> int:
         print(
             "  RSS at each cycle's start: "
             + ", ".join(f"{c}: {counter.rss_at_cycle[c]:.0f}" for c in cycles)
+        )
+        print(
+            "  before the heap's trim: growth "
+            f"{growth_per_cycle(counter.raw_rss_at_cycle):.2f} MB per cycle after warm-up"
         )
         writer = counter.writer_rss_at_cycle
         if writer:
