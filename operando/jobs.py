@@ -183,6 +183,14 @@ def _station_job(
                             "The live reduction did not finish: "
                             "`operando reduce` redoes it from Tiled."
                         )
+                    unwritten = getattr(reducer, "unwritten", [])
+                    if unwritten:
+                        note = (
+                            f"{len(unwritten)} live reduction(s) could not be written to "
+                            "Tiled (it was away): `operando reduce` redoes them from Tiled."
+                        )
+                        notes.append(note)
+                        logger.error("%s Runs: %s", note, ", ".join(unwritten[:5]))
                     errors = getattr(reducer, "errors", None)
                     if errors:
                         logger.error(

@@ -158,6 +158,8 @@ class LiveReducer(QueuedReducer):
     technique: str = ""
     steps: tuple[str, ...] = ()
     timing_keys: tuple[str, ...] = ("tiled", "figures")
+    #: wall s between two attempts to write a reduction Tiled refused
+    retry_every: float = 30.0
 
     def __init__(self, client, *, figures_dir=None, frame_timeout: float = 60.0):
         self.figures_dir = Path(figures_dir) if figures_dir is not None else None
@@ -167,6 +169,8 @@ class LiveReducer(QueuedReducer):
         self.written: list[str] = []
         self.timings: dict[str, float] = {key: 0.0 for key in self.timing_keys}
         self._stale: dict[str, None] = {}  # experiment ids whose summary is behind
+        self._unwritten: dict[str, tuple] = {}  # raw uid -> the write Tiled refused
+        self._retry_at = 0.0
         self._router = RunRouter([self._factory])
         super().__init__(client)
 
@@ -231,7 +235,64 @@ class LiveReducer(QueuedReducer):
         so what is finally drawn and written is the same either way."""
         self._stale[exp.experiment_id] = None
 
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything queued is reduced and written (a reduction Tiled
+        refused is tried once more first); False on timeout."""
+        if self._thread.is_alive():
+            self.submit(self._retry_unwritten, True)
+        return super().flush(timeout)
+
+    def _write(self, uid: str, write, *args, **kwargs) -> bool:
+        """Write the reduction of run ``uid``: ``write(reduced, *args, **kwargs)``.
+        If Tiled refuses it (away, restarting), it is kept and written again once
+        the worker has caught up, every ``retry_every`` s, and before ``flush``
+        returns: an outage of the server loses no result."""
+        t0 = time.perf_counter()
+        try:
+            write(self._reduced_node(), *args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - keep reducing when Tiled is down
+            logger.exception("writing the reduction of %s to Tiled failed (kept to retry)", uid)
+            self.errors.append(("tiled", f"{uid}: {err!r}"))
+            self._unwritten[uid] = (write, args, kwargs)
+            self._retry_at = time.monotonic() + self.retry_every
+            return False
+        finally:
+            self.timings["tiled"] += time.perf_counter() - t0
+        self._unwritten.pop(uid, None)
+        self.written.append(uid)
+        return True
+
+    def _retry_unwritten(self, force: bool = False) -> None:
+        if not self._unwritten or (not force and time.monotonic() < self._retry_at):
+            return
+        for uid, (write, args, kwargs) in list(self._unwritten.items()):
+            t0 = time.perf_counter()
+            try:
+                write(self._reduced_node(), *args, **kwargs)
+            except Exception as err:  # noqa: BLE001
+                self._retry_at = time.monotonic() + self.retry_every
+                logger.warning(
+                    "the reduction of %s is still not in Tiled (%r); %d run(s) waiting, "
+                    "next try in %.0f s",
+                    uid,
+                    err,
+                    len(self._unwritten),
+                    self.retry_every,
+                )
+                return
+            finally:
+                self.timings["tiled"] += time.perf_counter() - t0
+            del self._unwritten[uid]
+            self.written.append(uid)
+            logger.warning("the reduction of %s is in Tiled after all", uid)
+
+    @property
+    def unwritten(self) -> list[str]:
+        """Raw uids whose reduction Tiled refused and that are not written yet."""
+        return list(self._unwritten)
+
     def _idle(self) -> None:
+        self._retry_unwritten()
         while self._stale:
             eid = next(iter(self._stale))
             del self._stale[eid]

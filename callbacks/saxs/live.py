@@ -279,11 +279,11 @@ class SAXSLiveReducer(LiveReducer):
             self._touch(exp)  # figures and reduced/<experiment_id>, once caught up
         if self.client is None:
             return
+        if not self._write(raster.uid, write_run, res, exp):  # kept, written again later
+            return
         t0 = time.perf_counter()
         try:
             reduced = self._reduced_node()
-            write_run(reduced, res, exp)
-            self.written.append(raster.uid)
             for uid in exp.changed_sodc:
                 update_points(reduced, exp.results[uid], exp)
         except Exception as err:  # noqa: BLE001 - keep reducing when Tiled is down

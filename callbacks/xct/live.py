@@ -122,19 +122,9 @@ class XCTLiveReducer(LiveReducer):
         exp.add(res)  # drops the volume from the state; ``volume`` still holds it
         self._touch(exp)  # figures and reduced/<experiment_id>, once caught up
         if self.client is not None:
-            t0 = time.perf_counter()
-            try:
-                reduced = self._reduced_node()
-                if volume is not None:
-                    write_run(reduced, res, exp, volume=volume)
-                else:
-                    write_run(reduced, res, exp)
-                self.written.append(uid)
-            except Exception as err:  # noqa: BLE001 - keep reducing when Tiled is down
-                logger.exception("writing the reduction of %s to Tiled failed", uid)
-                self.errors.append(("tiled", f"{uid}: {err!r}"))
-            finally:
-                self.timings["tiled"] += time.perf_counter() - t0
+            # kept (the volume too) to be written again if Tiled refuses it now
+            extra = {} if volume is None else {"volume": volume}
+            self._write(uid, write_run, res, exp, **extra)
         del volume
 
     # -- runs read back from Tiled ----------------------------------------------------
