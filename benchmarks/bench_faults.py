@@ -69,6 +69,34 @@ def trim_heap() -> None:
         pass
 
 
+def array_mb(obj) -> float:
+    """MB of the numpy arrays reachable from ``obj`` (dataclasses, dicts, lists),
+    each counted once."""
+    import dataclasses
+
+    import numpy as np
+
+    seen: set[int] = set()
+    total = 0
+    todo = [obj]
+    while todo:
+        o = todo.pop()
+        if id(o) in seen:
+            continue
+        seen.add(id(o))
+        if isinstance(o, np.ndarray):
+            total += o.nbytes
+        elif isinstance(o, dict):
+            todo.extend(o.values())
+        elif isinstance(o, (list, tuple, set)):
+            todo.extend(o)
+        elif dataclasses.is_dataclass(o) and not isinstance(o, type):
+            todo.extend(getattr(o, f.name) for f in dataclasses.fields(o))
+        elif hasattr(o, "__dict__") and type(o).__module__.startswith("operando"):
+            todo.extend(vars(o).values())
+    return total / 1e6
+
+
 def say(text: str) -> None:
     print(text, flush=True)
 
@@ -94,6 +122,8 @@ class Counter:
         self.writer_pid = writer_pid
         self.writer_rss_at_cycle = {}
         self.raw_rss_at_cycle = {}  # before trim_heap
+        self.reducer = None
+        self.state_mb_at_cycle = {}
         self.streams = {}
         self.events = collections.Counter()
         self.runs = []
@@ -108,6 +138,10 @@ class Counter:
                 self.raw_rss_at_cycle[cycle] = rss_mb()
                 trim_heap()
                 self.rss_at_cycle[cycle] = rss_mb()
+                if self.reducer is not None:
+                    self.state_mb_at_cycle[cycle] = array_mb(self.reducer.results) + array_mb(
+                        self.reducer.experiments
+                    )
                 if self.writer_pid is not None:
                     self.writer_rss_at_cycle[cycle] = rss_mb(self.writer_pid)
                 say(
@@ -264,6 +298,7 @@ def main(argv=None) -> int:
         RE.subscribe(counter)
         reducer = get("xct").live_reducer(client, figures_dir=None)
         RE.subscribe(reducer)
+        counter.reducer = reducer
         ioc.release_hold()
         injector = Injector(
             seed=args.seed,
@@ -299,6 +334,7 @@ def main(argv=None) -> int:
         injector.stop_event.set()
         injector.join(timeout=120)
         result = RE._plan_result if hasattr(RE, "_plan_result") else None
+        ensure_answering(tiled)  # the server back, as an operator would have it
         ingest.shutdown(wait=True)
         reducer.flush(timeout=1800)
         wall = time.monotonic() - t_wall
@@ -312,7 +348,7 @@ def main(argv=None) -> int:
         in_tiled, duplicates = tiled_counts(client, counter.runs)
         emitted = counter.events
         missing = sum(max(n - in_tiled.get(k, 0), 0) for k, n in emitted.items())
-        from operando.tiled_server import reduced_container
+        from operando.tiled_server import reduced_container, runs_container
 
         reduced = [u for u in counter.runs if u in reduced_container(client)]
         rss_end = rss_mb()
@@ -336,6 +372,24 @@ def main(argv=None) -> int:
             f"(missing {missing}, duplicated {duplicates}; backups replayed {replayed})"
         )
         print(f"  results reduced: {len(reduced)} of {len(counter.runs)} raw runs")
+        raw = runs_container(client)
+        for uid in counter.runs:
+            if uid not in reduced:
+                start = raw[uid].metadata["start"] if uid in raw else {}
+                stop = (raw[uid].metadata.get("stop") or {}) if uid in raw else {}
+                print(
+                    f"    not reduced: {uid} ({start.get('step')}, cycle {start.get('cycle')}; "
+                    f"exit {stop.get('exit_status')}: {stop.get('reason', '')[:80]})"
+                )
+        if reducer.errors:
+            print(f"  live reduction errors: {len(reducer.errors)}, e.g. {reducer.errors[:2]}")
+        state = counter.state_mb_at_cycle
+        if state:
+            print(
+                "  reduced state the experiment keeps (its arrays, for the figures and "
+                f"the tracking): growth {growth_per_cycle(state):.2f} MB per cycle; at each "
+                "cycle's start " + ", ".join(f"{c}: {v:.1f}" for c, v in sorted(state.items()))
+            )
         print(
             f"  RSS: start {rss0:.0f} MB, after warm-up (cycle 2) {warm:.0f} MB, "
             f"end {rss_end:.0f} MB; growth {growth:.2f} MB per cycle after warm-up "

@@ -345,6 +345,14 @@ def _let_clock_run_while_suspended(RE, clock) -> None:
     RE.register_command("wait_for", wait_for_on_hardware)
 
 
+def _looks_like_an_outage(err: BaseException) -> bool:
+    """Whether ``err`` is how a lost Channel Access connection shows in a read or
+    a put (a closed socket, a timeout, ophyd's disconnection)."""
+    from ophyd.utils.errors import DisconnectedError
+
+    return isinstance(err, (ConnectionError, TimeoutError, DisconnectedError))
+
+
 def _outages_suspend(RE, sus, *, grace: float = 30.0) -> None:
     """A message that fails because the IOC went away (a read, a put, a trigger)
     waits for the suspension the connection suspender is about to request,
@@ -356,7 +364,12 @@ def _outages_suspend(RE, sus, *, grace: float = 30.0) -> None:
         async def outage_aware(msg):
             try:
                 return await command(msg)
-            except Exception:
+            except Exception as err:
+                # An error of the connection itself (a broken pipe, a timeout)
+                # may come well before the client notices the disconnection on a
+                # loaded machine: wait the whole grace for it. Another error
+                # stands at once unless the station is already marked away.
+                outage = _looks_like_an_outage(err)
                 deadline = time.monotonic() + grace
                 while time.monotonic() < deadline:
                     if sus.disconnected is not None and sus.disconnected.get():
@@ -364,7 +377,7 @@ def _outages_suspend(RE, sus, *, grace: float = 30.0) -> None:
                         await asyncio.sleep(0.1)
                         continue
                     await asyncio.sleep(0.1)
-                    if sus.disconnected is None or not sus.disconnected.get():
+                    if not outage and (sus.disconnected is None or not sus.disconnected.get()):
                         break
                 raise
 
