@@ -21,8 +21,8 @@ def _pv(name):
         _ca["ctx"] = Context()
     pvs = _ca.setdefault("pvs", {})
     if name not in pvs:
-        (pvs[name],) = _ca["ctx"].get_pvs(name, timeout=5)
-        pvs[name].wait_for_connection(timeout=5)
+        (pvs[name],) = _ca["ctx"].get_pvs(name, timeout=30)
+        pvs[name].wait_for_connection(timeout=30)
     return pvs[name]
 
 
@@ -35,7 +35,7 @@ def disconnect():
 
 
 def _read(name, data_type=None):
-    return _pv(name).read(data_type=data_type, timeout=5)
+    return _pv(name).read(data_type=data_type, timeout=30)
 
 
 def get(pv):
@@ -79,8 +79,8 @@ def put_rejected(pv, value):
     server's error at once; the threading client would wait for its timeout)."""
     from caproto.sync.client import write
 
-    with pytest.raises(ErrorResponseReceived):
-        write(pv, value, notify=True, timeout=5, repeater=False)
+    with pytest.raises(ErrorResponseReceived):  # the timeout covers the PV's search
+        write(pv, value, notify=True, timeout=30, repeater=False)
 
 
 def wait_for(predicate, timeout=10.0, period=0.02):
@@ -105,7 +105,7 @@ def acquire_while_reading(acquire_pv, clock_pv, *, read_for=0.2, timeout=20.0):
     """
     ctx = Context()
     try:
-        acquire, clock = ctx.get_pvs(acquire_pv, clock_pv, timeout=5)
+        acquire, clock = ctx.get_pvs(acquire_pv, clock_pv, timeout=30)
         t0 = clock.read().data[0]
         start = time.monotonic()
         acquire.write(1, wait=False, callback=lambda *a: None)
