@@ -247,30 +247,36 @@ class LiveReducer(QueuedReducer):
         If Tiled refuses it (away, restarting), it is kept and written again once
         the worker has caught up, every ``retry_every`` s, and before ``flush``
         returns: an outage of the server loses no result."""
+        err = self._attempt(uid, write, args, kwargs)
+        if err is not None:
+            logger.error(
+                "writing the reduction of %s to Tiled failed (kept to retry)", uid, exc_info=err
+            )
+            self.errors.append(("tiled", f"{uid}: {err!r}"))
+            self._unwritten[uid] = (write, args, kwargs)
+        return err is None
+
+    def _attempt(self, uid: str, write, args, kwargs) -> Exception | None:
+        """One try of a write: on success the run is ``written`` (and no longer
+        kept); on failure the error, and the next retry ``retry_every`` s away."""
         t0 = time.perf_counter()
         try:
             write(self._reduced_node(), *args, **kwargs)
         except Exception as err:  # noqa: BLE001 - keep reducing when Tiled is down
-            logger.exception("writing the reduction of %s to Tiled failed (kept to retry)", uid)
-            self.errors.append(("tiled", f"{uid}: {err!r}"))
-            self._unwritten[uid] = (write, args, kwargs)
             self._retry_at = time.monotonic() + self.retry_every
-            return False
+            return err
         finally:
             self.timings["tiled"] += time.perf_counter() - t0
         self._unwritten.pop(uid, None)
         self.written.append(uid)
-        return True
+        return None
 
     def _retry_unwritten(self, force: bool = False) -> None:
         if not self._unwritten or (not force and time.monotonic() < self._retry_at):
             return
         for uid, (write, args, kwargs) in list(self._unwritten.items()):
-            t0 = time.perf_counter()
-            try:
-                write(self._reduced_node(), *args, **kwargs)
-            except Exception as err:  # noqa: BLE001
-                self._retry_at = time.monotonic() + self.retry_every
+            err = self._attempt(uid, write, args, kwargs)
+            if err is not None:
                 logger.warning(
                     "the reduction of %s is still not in Tiled (%r); %d run(s) waiting, "
                     "next try in %.0f s",
@@ -280,10 +286,6 @@ class LiveReducer(QueuedReducer):
                     self.retry_every,
                 )
                 return
-            finally:
-                self.timings["tiled"] += time.perf_counter() - t0
-            del self._unwritten[uid]
-            self.written.append(uid)
             logger.warning("the reduction of %s is in Tiled after all", uid)
 
     @property
