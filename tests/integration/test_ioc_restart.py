@@ -31,6 +31,27 @@ def tiled_server(tmp_path_factory):
         yield server
 
 
+def _restart_at_trigger(ioc, station, detector, n, restarts, before, finished):
+    """A ``msg_hook`` that SIGKILLs and restarts ``ioc`` at the ``n``-th trigger of
+    ``detector`` (the cell time then in ``before["t"]``, the restarted IOC in
+    ``restarts``), from a thread that lives until ``finished`` is set: the child
+    dies with the thread that started it (PDEATHSIG)."""
+    triggers = []
+
+    def restart_and_stay():
+        restarts.append(ioc.restart())
+        finished.wait()
+
+    def hook(msg):
+        if msg.command == "trigger" and msg.obj is detector:
+            triggers.append(msg)
+            if len(triggers) == n:
+                before["t"] = float(station.clock.time.get())
+                threading.Thread(target=restart_and_stay, daemon=True).start()
+
+    return hook
+
+
 def test_xct_ioc_killed_and_restarted_mid_scan(RE, tiled_server):
     from operando.devices.xct import make_xct_station
     from operando.plans.xct import scan3d
@@ -38,29 +59,15 @@ def test_xct_ioc_killed_and_restarted_mid_scan(RE, tiled_server):
     base = tiled_server.layout.frames / f"xct-{random_prefix('r')[:-1]}"
     ioc = start_xct_ioc(base, time_scale="virtual")
     station = make_xct_station(ioc.prefix, write_path=ioc.frames_dir, timeout=15)
-    restarts = []
-    finished = threading.Event()
+    restarts, before, finished = [], {}, threading.Event()
     try:
         synchronize_clock(RE, station.clock)
         RE.subscribe(make_tiled_writer(tiled_server.client()))
         sus = install_suspenders(RE, station)
-        triggers = []
-        before = {}
-
-        def kill_at_third_projection(msg):
-            if msg.command == "trigger" and msg.obj is station.ct_det:
-                triggers.append(msg)
-                if len(triggers) == 5:  # 1 dark, 1 flat, then projections 1, 2, 3
-                    before["t"] = float(station.clock.time.get())
-
-                    def restart_and_stay():
-                        # the child dies with the thread that started it (PDEATHSIG)
-                        restarts.append(ioc.restart())
-                        finished.wait()
-
-                    threading.Thread(target=restart_and_stay, daemon=True).start()
-
-        RE.msg_hook = kill_at_third_projection
+        # 1 dark, 1 flat, then projections 1, 2, 3
+        RE.msg_hook = _restart_at_trigger(
+            ioc, station, station.ct_det, 5, restarts, before, finished
+        )
         n = 6
         uid = RE(
             scan3d(
@@ -123,28 +130,12 @@ def test_saxs_ioc_killed_and_restarted_mid_raster(RE, tiled_server):
     base = tiled_server.layout.frames / f"saxs-{random_prefix('r')[:-1]}"
     ioc = start_saxs_ioc(base, time_scale="virtual")
     station = make_saxs_station(ioc.prefix, write_path=ioc.frames_dir, timeout=15)
-    restarts = []
-    finished = threading.Event()
+    restarts, before, finished = [], {}, threading.Event()
     try:
         synchronize_clock(RE, station.clock)
         RE.subscribe(make_tiled_writer(tiled_server.client()))
         sus = install_suspenders(RE, station)
-        triggers = []
-        before = {}
-
-        def kill_at_third_point(msg):
-            if msg.command == "trigger" and msg.obj is station.saxs:
-                triggers.append(msg)
-                if len(triggers) == 3:
-                    before["t"] = float(station.clock.time.get())
-
-                    def restart_and_stay():
-                        restarts.append(ioc.restart())
-                        finished.wait()
-
-                    threading.Thread(target=restart_and_stay, daemon=True).start()
-
-        RE.msg_hook = kill_at_third_point
+        RE.msg_hook = _restart_at_trigger(ioc, station, station.saxs, 3, restarts, before, finished)
         uid = RE(
             raster(station, x_range=(-1.0, 1.0), y_range=(0.1, 0.3), shape=(2, 3), exposure=1.0)
         ).plan_result
