@@ -54,6 +54,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bluesky.utils import DefaultDuringTask
+
 __all__ = [
     "Interrupted",
     "PollingDuringTask",
@@ -329,13 +331,7 @@ class _RunEngineAbort:
             self.guard._run_engine = None
 
 
-def _during_task_base():
-    from bluesky.utils import DefaultDuringTask
-
-    return DefaultDuringTask
-
-
-class PollingDuringTask(_during_task_base()):
+class PollingDuringTask(DefaultDuringTask):
     """How the RunEngine's caller (the main thread) waits for the plan: in slices
     of ``interval`` s, so that a signal taken by another thread is handled at
     once (the handler runs between two slices). With a Qt backend of matplotlib
