@@ -73,6 +73,10 @@ class StationDisconnected(Signal):
         super().__init__(value=False, name=name, **kwargs)
         self._lock = threading.Lock()
         self.disconnected: set[str] = set()
+        #: how many times the station went away, and when (monotonic s) it was
+        #: last whole again: what tells a completion lost to an outage
+        self.outages = 0
+        self.reconnected_at: float | None = None
         self._signals = []
         for dev in station.devices().values():
             for sig in _epics_signals(dev):
@@ -80,7 +84,8 @@ class StationDisconnected(Signal):
                 sig.subscribe(self._on_meta, event_type="meta", run=False)
                 if not sig.connected:
                     self.disconnected.add(sig.pvname)
-        self.put(bool(self.disconnected))
+        self._away = bool(self.disconnected)
+        self.put(self._away)
 
     def _on_meta(self, *, obj=None, connected=None, **kwargs):
         if obj is None or connected is None:
@@ -91,8 +96,21 @@ class StationDisconnected(Signal):
             else:
                 self.disconnected.add(obj.pvname)
             value = bool(self.disconnected)
-        if value != self.get():
-            self.put(value)
+            if value != self._away:
+                self._away = value
+                if value:
+                    self.outages += 1
+                else:
+                    self.reconnected_at = time.monotonic()
+                self.put(value)  # under the lock: the suspender sees the changes in order
+
+    def away_since(self, outages: int, *, within: float) -> bool:
+        """Whether the station is away now, went away since it had gone away
+        ``outages`` times, or came back less than ``within`` s ago."""
+        if self.get() or self.outages > outages:
+            return True
+        back = self.reconnected_at
+        return back is not None and time.monotonic() - back < within
 
     def destroy(self):
         for sig in self._signals:
@@ -353,11 +371,41 @@ def _looks_like_an_outage(err: BaseException) -> bool:
     return isinstance(err, (ConnectionError, TimeoutError, DisconnectedError))
 
 
-def _outages_suspend(RE, sus, *, grace: float = 30.0) -> None:
+#: wall seconds after the station came back during which a wait that fails
+#: with a connection's error is taken for a completion lost to the outage
+OUTAGE_AFTERMATH_S = 60.0
+
+
+def _lost_to_an_outage(err: BaseException) -> bool:
+    """Whether ``err`` or what caused it (a failed status carries its cause)
+    looks like a lost connection or a lost completion."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if _looks_like_an_outage(err):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def _outages_suspend(
+    RE, sus, *, grace: float = 30.0, aftermath: float = OUTAGE_AFTERMATH_S, replay=None
+) -> None:
     """A message that fails because the IOC went away (a read, a put, a trigger)
     waits for the suspension the connection suspender is about to request,
     instead of failing the plan: the RunEngine then rewinds and replays it once
-    the IOC is back. Without a suspension within ``grace`` s, the error stands."""
+    the IOC is back. Without a suspension within ``grace`` s, the error stands.
+
+    A status the plan waits on that fails with a connection's error after the
+    station went away, or less than ``aftermath`` s after it came back, is an
+    outage's, not the plan's: dropped if a suspension rewound the plan since
+    (the thread of a setting whose completion the restart lost ends later), or,
+    when nothing else would suspend (the client dropped a put completion in the
+    reconnection), it requests a suspension that ends at once (``replay()``
+    gives its pre- and post-plan): the RunEngine rewinds to the last checkpoint
+    and replays what the outage broke. bluesky pardons a failed status only once
+    the plan has ended, so without this such a late failure fails the replay.
+    """
     import asyncio
 
     def wrap(command):
@@ -382,6 +430,52 @@ def _outages_suspend(RE, sus, *, grace: float = 30.0) -> None:
                 raise
 
         return outage_aware
+
+    loop_of = {}  # id(status) -> (outages, suspensions) when the plan began to wait on it
+    add_status = RE._add_status_to_group
+    completed = RE._status_object_completed
+
+    def add_status_to_group(obj, status_object, group, action):
+        flag = sus.disconnected
+        loop_of[id(status_object)] = (getattr(flag, "outages", 0), len(sus.records))
+        return add_status(obj, status_object, group, action)
+
+    def status_object_completed(ret, fut, pardon_failures):
+        outages, suspensions = loop_of.pop(id(ret), (0, len(sus.records)))
+        flag = sus.disconnected
+        if ret.success or pardon_failures.is_set() or flag is None:
+            return completed(ret, fut, pardon_failures)
+        try:
+            err = ret.exception(timeout=0)
+        except Exception as e:  # noqa: BLE001
+            err = e
+        if not _lost_to_an_outage(err) or not flag.away_since(outages, within=aftermath):
+            return completed(ret, fut, pardon_failures)
+        # Lost to an outage: the RunEngine replays it from the last checkpoint.
+        if len(sus.records) > suspensions:
+            logger.info("dropped, replayed since: %s", err)  # a rewind already did
+            return None
+        if not flag.get():  # the station is back: no suspender will trip for it
+            logger.warning("%s, after an IOC outage: replaying from the last checkpoint", err)
+
+            async def at_once():
+                return None
+
+            RE.request_suspend(
+                at_once,
+                justification="a completion lost to an IOC outage",
+                **(replay() if replay is not None else {}),
+            )
+
+        def unless_replayed():
+            if len(sus.records) == suspensions:  # no suspension came: the error stands
+                completed(ret, fut, pardon_failures)
+
+        RE.loop.call_later(grace, unless_replayed)
+        return None
+
+    RE._add_status_to_group = add_status_to_group
+    RE._status_object_completed = status_object_completed
 
     for name in ("read", "locate", "set", "trigger"):
         command = RE._command_registry.get(name)
@@ -457,13 +551,19 @@ def install_suspenders(
                 **around("source fault"),
             )
         )
+
+    def after_outage(why):  # the IOC is back: resynchronized, states restored
+        return dict(
+            pre_plan=lambda: sus.begin(why),
+            post_plan=lambda: _chain(_resynchronize(station), _restore_states(station), sus.end()),
+        )
+
     sus.disconnected = StationDisconnected(station)
     conn = _BoolHigh(
         sus.disconnected,
         sleep=connection_sleep,
         tripped_message="station IOC disconnected",
-        pre_plan=lambda: sus.begin("IOC disconnected"),
-        post_plan=lambda: _chain(_resynchronize(station), _restore_states(station), sus.end()),
+        **after_outage("IOC disconnected"),
     )
     installed.append(conn)
     for s in installed:
@@ -474,7 +574,7 @@ def install_suspenders(
     _checkpoint_with_every_save(RE)
     if _virtual(station):
         _let_clock_run_while_suspended(RE, station.clock)
-    _outages_suspend(RE, sus)
+    _outages_suspend(RE, sus, replay=lambda: after_outage("completion lost to an IOC outage"))
     return sus
 
 

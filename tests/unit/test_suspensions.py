@@ -82,6 +82,12 @@ class _Registry:
     def register_command(self, name, command):
         self._command_registry[name] = command
 
+    def _add_status_to_group(self, obj, status_object, group, action):
+        pass
+
+    def _status_object_completed(self, ret, fut, pardon_failures):
+        pass
+
 
 class _Flag:
     """``StationDisconnected``, noticed ``after`` s after the error (0: never)."""
@@ -127,3 +133,144 @@ def test_a_broken_pipe_waits_for_the_disconnection_noticed_later():
 
 def test_another_error_of_a_connected_station_stands_at_once():
     assert _outcome(ValueError("bad value"), noticed_after=0) == "ValueError"
+
+
+class _NoDevices:
+    def devices(self):
+        return {}
+
+
+class _PV:
+    def __init__(self, pvname):
+        self.pvname = pvname
+
+
+def test_the_station_flag_counts_outages_and_remembers_the_reconnection():
+    from operando.suspenders import StationDisconnected
+
+    flag = StationDisconnected(_NoDevices())
+    pvs = [_PV("X:clock:time"), _PV("X:stage:th")]
+    assert not flag.away_since(0, within=60.0)
+    for pv in pvs:
+        flag._on_meta(obj=pv, connected=False)
+    assert flag.get() and flag.outages == 1
+    flag._on_meta(obj=pvs[0], connected=True)
+    assert flag.get() and flag.reconnected_at is None  # one PV still away
+    flag._on_meta(obj=pvs[1], connected=True)
+    assert not flag.get() and flag.outages == 1
+    assert flag.away_since(1, within=60.0)  # came back a moment ago
+    assert not flag.away_since(1, within=0.0)
+    assert flag.away_since(0, within=0.0)  # went away since
+    flag.destroy()
+
+
+def _replayed_plan(outage: str | None, error: Exception):
+    """A real RunEngine with ``_outages_suspend`` runs a plan whose first set()
+    fails with ``error``. ``outage``: None (the station stays connected),
+    ``"in flight"`` (it went away and came back while the put was in flight, a
+    moment; no suspender trips) or ``"suspended"`` (it goes away for 0.2 s, a
+    connection suspender suspends and replays the set, which takes 1 s; the
+    first set's failure comes 0.5 s after the station is back, during the
+    replay). Returns (the outcome, how many set() calls, the streams of the
+    events, the suspensions recorded)."""
+    import threading
+
+    import bluesky.plan_stubs as bps
+    import bluesky.preprocessors as bpp
+    from bluesky import RunEngine
+    from ophyd import Signal
+    from ophyd.status import Status
+
+    from operando.suspenders import StationDisconnected, _BoolHigh, _chain, _outages_suspend
+
+    flag = StationDisconnected(_NoDevices())
+    pv = _PV("X:det:cam1:NumImages")
+
+    def later(delay, f):
+        threading.Timer(delay, f).start()
+
+    class Setting(Signal):
+        calls = 0
+
+        def set(self, value, **kwargs):
+            Setting.calls += 1
+            st = Status(obj=self)
+            if Setting.calls > 1:
+                self.put(value)
+                later(1.0 if outage == "suspended" else 0.0, st.set_finished)
+                return st
+            fail_after = 0.05
+            if outage == "in flight":
+                flag._on_meta(obj=pv, connected=False)
+                flag._on_meta(obj=pv, connected=True)
+            elif outage == "suspended":
+                flag._on_meta(obj=pv, connected=False)
+                later(0.2, lambda: flag._on_meta(obj=pv, connected=True))
+                fail_after = 0.7
+            later(fail_after, lambda: st.set_exception(error))
+            return st
+
+    setting = Setting(name="num_images", value=0)
+    RE = RunEngine({})
+    docs = []
+    RE.subscribe(lambda name, doc: docs.append((name, doc)))
+    sus = Suspensions(RE=RE, station=_Station(), remind_every=600.0)
+    sus.disconnected = flag
+
+    def around(why):
+        return dict(pre_plan=lambda: sus.begin(why), post_plan=lambda: _chain(sus.end()))
+
+    if outage == "suspended":  # (a moment's outage in flight goes unnoticed)
+        RE.install_suspender(_BoolHigh(flag, sleep=0.0, **around("IOC disconnected")))
+    _outages_suspend(RE, sus, grace=5.0, replay=lambda: around("completion lost to an IOC outage"))
+
+    @bpp.run_decorator()
+    def plan():
+        yield from bps.checkpoint()
+        yield from bps.mv(setting, 5)
+        yield from bps.trigger_and_read([setting])
+
+    try:
+        RE(plan())
+        outcome = "completed"
+    except Exception as err:  # noqa: BLE001
+        outcome = type(err).__name__
+    finally:
+        flag.destroy()
+    descriptors = {d["uid"]: d["name"] for n, d in docs if n == "descriptor"}
+    streams = [descriptors[d["descriptor"]] for n, d in docs if n == "event"]
+    return outcome, Setting.calls, streams, sus.records
+
+
+def _lost():
+    from operando.devices.common import CompletionLost
+
+    return CompletionLost("X:det:cam1:NumImages: no put completion within 10 s")
+
+
+def test_a_completion_lost_to_a_reconnection_is_replayed_from_the_checkpoint():
+    outcome, calls, streams, records = _replayed_plan("in flight", _lost())
+    assert outcome == "completed"
+    assert calls == 2  # the set was replayed, once
+    assert streams.count("primary") == 1
+    assert streams.count("suspensions") == 1
+    assert [r.why for r in records] == ["completion lost to an IOC outage"]
+    assert records[0].ended is not None
+
+
+def test_a_completion_lost_before_a_suspension_does_not_fail_the_replay():
+    outcome, calls, streams, records = _replayed_plan("suspended", _lost())
+    assert outcome == "completed"
+    assert calls == 2
+    assert streams.count("primary") == 1
+    assert [r.why for r in records] == ["IOC disconnected"]
+
+
+def test_a_lost_completion_without_an_outage_stands():
+    outcome, calls, _, records = _replayed_plan(None, _lost())
+    assert outcome == "FailedStatus" and calls == 1 and not records
+
+
+def test_a_refusal_after_an_outage_stands():
+    outcome, calls, _, records = _replayed_plan("in flight", ValueError("clipped"))
+    assert outcome == "FailedStatus" and calls == 1 and not records
