@@ -129,6 +129,24 @@ class Counter:
         self.runs = []
         self.rss_at_cycle = {}
 
+    def trace_growth(self, cycle: int) -> None:
+        """The Python allocations that grew most since the last cycle's start
+        (``--tracemalloc``), with where the three largest were made."""
+        snap = tracemalloc.take_snapshot().filter_traces(
+            [tracemalloc.Filter(False, tracemalloc.__file__)]
+        )
+        prev, self.snapshot = getattr(self, "snapshot", None), snap
+        if prev is None:
+            return
+        total = sum(s.size for s in snap.statistics("filename"))
+        say(f"  traced: {total / 1e6:.1f} MB; grown since the last cycle:")
+        for stat in snap.compare_to(prev, "lineno")[:8]:
+            say(f"    {stat}")
+        for stat in snap.compare_to(prev, "traceback")[:3]:
+            say(f"    {stat.size_diff / 1e6:+.2f} MB made at:")
+            for line in stat.traceback.format()[-8:]:
+                say(f"      {line}")
+
     def __call__(self, name, doc):
         if name == "start":
             self.runs.append(doc["uid"])
@@ -150,6 +168,8 @@ class Counter:
                     f"(the ingest's writer {self.writer_rss_at_cycle.get(cycle, float('nan')):.0f} MB); "
                     f"{len(self.runs)} runs so far"
                 )
+                if tracemalloc.is_tracing():
+                    self.trace_growth(cycle)
                 if self.census is not None:
                     self.census[int(doc["cycle"])] = collections.Counter(
                         type(o).__qualname__ for o in gc.get_objects()
@@ -175,6 +195,8 @@ class Injector(threading.Thread):
     def run(self):
         from caproto.sync.client import write
 
+        if not self.every:  # --every 0: no faults
+            return
         while not self.stop_event.wait(self.rng.uniform(0.5, 1.5) * self.every):
             fault = self.rng.choice(FAULTS)
             t = time.monotonic()
@@ -245,11 +267,17 @@ def tiled_counts(client, runs):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=1, help="seed of the fault injector")
-    parser.add_argument("--every", type=float, default=20.0, help="mean wall s between faults")
+    parser.add_argument(
+        "--every", type=float, default=20.0, help="mean wall s between faults (0: none)"
+    )
     parser.add_argument("--cycles", type=int, default=20)
     parser.add_argument("--projections", type=int, default=61)
     parser.add_argument("--keep", help="keep the data under this folder")
-    parser.add_argument("--tracemalloc", action="store_true", help="top allocations at the end")
+    parser.add_argument(
+        "--tracemalloc",
+        action="store_true",
+        help="the allocations grown per cycle, and the top ones at the end",
+    )
     parser.add_argument(
         "--census", action="store_true", help="the object types whose count grew after the warm-up"
     )
@@ -268,7 +296,7 @@ def main(argv=None) -> int:
     from operando.tiled_server import DataLayout, TiledServer
 
     if args.tracemalloc:
-        tracemalloc.start(10)
+        tracemalloc.start(12)
     rss0 = rss_mb()
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-faults-"))
     layout = DataLayout.at(root)
