@@ -21,6 +21,7 @@ measured after a garbage collection and glibc's ``malloc_trim``, and before it;
 goal: <= 1 MB per cycle), and the RSS of the ingest's writer process.
 
     .venv/bin/python benchmarks/bench_faults.py [--seed N] [--every S] [--keep DIR]
+        [--cycles N] [--tracemalloc CYCLE] [--census]
 """
 
 from __future__ import annotations
@@ -117,7 +118,8 @@ def growth_per_cycle(rss_at_cycle: dict[int, float], warm_up: int = 2) -> float:
 class Counter:
     """Events the RunEngine emitted, per run and stream; RSS at each cycle's start."""
 
-    def __init__(self, census=False, writer_pid=None):
+    def __init__(self, census=False, writer_pid=None, trace_from=None):
+        self.trace_from = trace_from
         self.census = {} if census else None
         self.writer_pid = writer_pid
         self.writer_rss_at_cycle = {}
@@ -168,7 +170,9 @@ class Counter:
                     f"(the ingest's writer {self.writer_rss_at_cycle.get(cycle, float('nan')):.0f} MB); "
                     f"{len(self.runs)} runs so far"
                 )
-                if tracemalloc.is_tracing():
+                if self.trace_from is not None and cycle >= self.trace_from:
+                    if not tracemalloc.is_tracing():  # from the warm-up's end: ~10x slower
+                        tracemalloc.start(5)
                     self.trace_growth(cycle)
                 if self.census is not None:
                     self.census[int(doc["cycle"])] = collections.Counter(
@@ -275,8 +279,9 @@ def main(argv=None) -> int:
     parser.add_argument("--keep", help="keep the data under this folder")
     parser.add_argument(
         "--tracemalloc",
-        action="store_true",
-        help="the allocations grown per cycle, and the top ones at the end",
+        type=int,
+        metavar="CYCLE",
+        help="trace allocations from this cycle's start: what grew per cycle, the top at the end",
     )
     parser.add_argument(
         "--census", action="store_true", help="the object types whose count grew after the warm-up"
@@ -295,8 +300,6 @@ def main(argv=None) -> int:
     from operando.techniques import get
     from operando.tiled_server import DataLayout, TiledServer
 
-    if args.tracemalloc:
-        tracemalloc.start(12)
     rss0 = rss_mb()
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-faults-"))
     layout = DataLayout.at(root)
@@ -322,7 +325,11 @@ def main(argv=None) -> int:
         # the project's ingest, as `operando run`: TiledWriter in a process of its own
         ingest = make_ingest(client, backup_directory=layout.backup)
         RE.subscribe(ingest)
-        counter = Counter(census=args.census, writer_pid=ingest._process.pid)
+        counter = Counter(
+            census=args.census,
+            writer_pid=ingest._process.pid,
+            trace_from=args.tracemalloc,
+        )
         RE.subscribe(counter)
         reducer = get("xct").live_reducer(client, figures_dir=None)
         RE.subscribe(reducer)
@@ -452,7 +459,7 @@ def main(argv=None) -> int:
             print(f"  objects grown from cycle {first} to {last}:")
             for name, n in grew.most_common(15):
                 print(f"    {name}: +{n}")
-        if args.tracemalloc:
+        if tracemalloc.is_tracing():
             snap = tracemalloc.take_snapshot()
             for stat in snap.statistics("lineno")[:15]:
                 print("   ", stat)

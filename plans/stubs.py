@@ -129,8 +129,8 @@ class CellRecorder:
         self.last = None
 
     def sample(self) -> MsgGenerator:
-        yield from checkpointed_read(self.readables, name=self.stream)
-        self.last = yield from now(self.clock)
+        reading = yield from checkpointed_read(self.readables, name=self.stream)
+        self.last = float(reading[self.clock.time.name]["value"])  # the sample's own time
 
     def maybe_sample(self) -> MsgGenerator:
         t = yield from now(self.clock)
