@@ -286,6 +286,11 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--census", action="store_true", help="the object types whose count grew after the warm-up"
     )
+    parser.add_argument(
+        "--default-arenas",
+        action="store_true",
+        help="glibc's default malloc arenas (8 per core), not the session's 2",
+    )
     args = parser.parse_args(argv)
 
     import ophyd
@@ -294,12 +299,15 @@ def main(argv=None) -> int:
     from operando.constants import HOUR
     from operando.devices.xct import make_xct_station
     from operando.ioc_process import IOCProcess, random_prefix
+    from operando.memory import limit_malloc_arenas
     from operando.plans.xct import xct_operando
     from operando.session import backup_files, make_ingest, make_run_engine, replay_backup
     from operando.suspenders import install_suspenders
     from operando.techniques import get
     from operando.tiled_server import DataLayout, TiledServer
 
+    if not args.default_arenas:
+        limit_malloc_arenas()  # as `operando run` does
     rss0 = rss_mb()
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-faults-"))
     layout = DataLayout.at(root)
