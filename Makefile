@@ -48,7 +48,7 @@ test-unit: $(STAMP)
 # Two pytest-xdist workers, a test file each: most of a test's wall time is its
 # IOC, Tiled or queue-server subprocesses waiting, so two files share the 2 cores.
 test: test-unit services
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests/integration
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15 tests/integration
 
 # ruff (pyproject.toml [tool.ruff]): lint and formatting, checked, nothing rewritten.
 lint: $(STAMP)

@@ -46,7 +46,7 @@ def experiment(tmp_path_factory):
             exposure=1.5,
             images_per_projection=1,
             postmortem_projections=5,
-            sample_every=300.0,
+            sample_every=900.0,
             experiment_id="exp-full",
             cell="Li|HSE|Li test cell",
         )
