@@ -456,6 +456,8 @@ def _outages_suspend(
             logger.info("dropped, replayed since: %s", err)  # a rewind already did
             return None
         if not flag.get():  # the station is back: no suspender will trip for it
+            if not RE.resumable:  # no checkpoint to replay from: the error stands
+                return completed(ret, fut, pardon_failures)
             logger.warning("%s, after an IOC outage: replaying from the last checkpoint", err)
 
             async def at_once():

@@ -164,15 +164,16 @@ def test_the_station_flag_counts_outages_and_remembers_the_reconnection():
     flag.destroy()
 
 
-def _replayed_plan(outage: str | None, error: Exception):
+def _replayed_plan(outage: str | None, error: Exception, *, checkpoint: bool = True):
     """A real RunEngine with ``_outages_suspend`` runs a plan whose first set()
     fails with ``error``. ``outage``: None (the station stays connected),
     ``"in flight"`` (it went away and came back while the put was in flight, a
     moment; no suspender trips) or ``"suspended"`` (it goes away for 0.2 s, a
     connection suspender suspends and replays the set, which takes 1 s; the
     first set's failure comes 0.5 s after the station is back, during the
-    replay). Returns (the outcome, how many set() calls, the streams of the
-    events, the suspensions recorded)."""
+    replay). ``checkpoint``: the plan checkpoints before the set (False: it
+    clears the checkpoint, and the RunEngine has nothing to replay from). Returns (the outcome, how many set()
+    calls, the streams of the events, the suspensions recorded)."""
     import threading
 
     import bluesky.plan_stubs as bps
@@ -226,7 +227,7 @@ def _replayed_plan(outage: str | None, error: Exception):
 
     @bpp.run_decorator()
     def plan():
-        yield from bps.checkpoint()
+        yield from (bps.checkpoint() if checkpoint else bps.clear_checkpoint())
         yield from bps.mv(setting, 5)
         yield from bps.trigger_and_read([setting])
 
@@ -273,4 +274,9 @@ def test_a_lost_completion_without_an_outage_stands():
 
 def test_a_refusal_after_an_outage_stands():
     outcome, calls, _, records = _replayed_plan("in flight", ValueError("clipped"))
+    assert outcome == "FailedStatus" and calls == 1 and not records
+
+
+def test_a_lost_completion_with_nothing_to_replay_from_stands():
+    outcome, calls, _, records = _replayed_plan("in flight", _lost(), checkpoint=False)
     assert outcome == "FailedStatus" and calls == 1 and not records
