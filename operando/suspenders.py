@@ -431,17 +431,17 @@ def _outages_suspend(
 
         return outage_aware
 
-    loop_of = {}  # id(status) -> (outages, suspensions) when the plan began to wait on it
+    began = {}  # id(status) -> (outages, suspensions) when the plan began to wait on it
     add_status = RE._add_status_to_group
     completed = RE._status_object_completed
 
     def add_status_to_group(obj, status_object, group, action):
         flag = sus.disconnected
-        loop_of[id(status_object)] = (getattr(flag, "outages", 0), len(sus.records))
+        began[id(status_object)] = (getattr(flag, "outages", 0), len(sus.records))
         return add_status(obj, status_object, group, action)
 
     def status_object_completed(ret, fut, pardon_failures):
-        outages, suspensions = loop_of.pop(id(ret), (0, len(sus.records)))
+        outages, suspensions = began.pop(id(ret), (0, len(sus.records)))
         flag = sus.disconnected
         if ret.success or pardon_failures.is_set() or flag is None:
             return completed(ret, fut, pardon_failures)
