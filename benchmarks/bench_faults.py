@@ -98,6 +98,18 @@ def array_mb(obj) -> float:
     return total / 1e6
 
 
+def state_by_field(results: dict) -> collections.Counter:
+    """MB of arrays per field of the reduced results (``sections``, ``thumbnails``...)."""
+    import dataclasses
+
+    out = collections.Counter()
+    for res in results.values():
+        if dataclasses.is_dataclass(res):
+            for f in dataclasses.fields(res):
+                out[f.name] += array_mb(getattr(res, f.name))
+    return out
+
+
 def say(text: str) -> None:
     print(text, flush=True)
 
@@ -432,6 +444,11 @@ def main(argv=None) -> int:
                 "  reduced state the experiment keeps (its arrays, for the figures and "
                 f"the tracking): growth {growth_per_cycle(state):.2f} MB per cycle; at each "
                 "cycle's start " + ", ".join(f"{c}: {v:.1f}" for c, v in sorted(state.items()))
+            )
+            by_field = state_by_field(reducer.results)
+            print(
+                "    at the end, by field of the results (MB): "
+                + ", ".join(f"{k} {v:.1f}" for k, v in by_field.most_common(8))
             )
         print(
             f"  RSS: start {rss0:.0f} MB, after warm-up (cycle 2) {warm:.0f} MB, "
