@@ -441,8 +441,9 @@ def _outages_suspend(
         return add_status(obj, status_object, group, action)
 
     def status_object_completed(ret, fut, pardon_failures):
-        outages, suspensions = began.pop(id(ret), (0, len(sus.records)))
         flag = sus.disconnected
+        # a status not seen at its start: counted from now (only the aftermath applies)
+        outages, suspensions = began.pop(id(ret), (getattr(flag, "outages", 0), len(sus.records)))
         if ret.success or pardon_failures.is_set() or flag is None:
             return completed(ret, fut, pardon_failures)
         try:
