@@ -47,6 +47,7 @@ def test_run_xct_headless_into_embedded_tiled(tmp_path):
     assert [step for _, step in uids] == ["scan3d", "plating"]
     assert "experiment cli-test" in proc.stdout and str(data.resolve()) in proc.stdout
     assert "cell-h" not in proc.stderr  # no progress bar: not a terminal
+    assert "live reduction reported" not in proc.stdout + proc.stderr  # reduced cleanly
     key_file = data / "api_key"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     # The catalog persists: a new server on the same data directory serves the runs.

@@ -6,6 +6,8 @@ Array conventions and the method: ``docs/reduction-xct.md``.
 
 from __future__ import annotations
 
+import math
+
 from typing import Any
 
 import numpy as np
@@ -149,6 +151,15 @@ def fold_to_180(sino: np.ndarray, angles_deg: Any, center: float) -> tuple[np.nd
     return np.ascontiguousarray(out, dtype=np.float32), width
 
 
+def _wavelet_levels(nrow: int, ncol: int) -> int:
+    """The decomposition levels algotom's Fourier-wavelet filter can use on an
+    ``nrow`` x ``ncol`` sinogram (it pads each side by 10 %, at most 150, and
+    stops 16 pixels short)."""
+    pad = min(150, int(0.1 * min(nrow, ncol)))
+    size = min(nrow, ncol) + 2 * pad
+    return int(math.floor(math.log2(size / 16.0))) if size > 0 else 0
+
+
 def suppress_stripes(
     sinogram: Any, *, method: str | None = "sorting", **options: Any
 ) -> np.ndarray:
@@ -165,7 +176,10 @@ def suppress_stripes(
     * ``"all"``: ``remove_all_stripe`` (dead, large and small stripes); ~3 s;
     * ``None``: no filtering.
 
-    Extra keyword arguments go to the algotom function.
+    Extra keyword arguments go to the algotom function. A sinogram too small for
+    one level of the wavelet decomposition (fewer than ~27 angles or columns
+    over 180°, e.g. a scan of 11 projections) is returned unfiltered by
+    ``"wavelet_fft"``: there is no stripe band to damp.
     """
     if method in (None, "none"):
         return np.asarray(sinogram, dtype=np.float32)
@@ -182,6 +196,8 @@ def suppress_stripes(
     if method == "sorting":
         options.setdefault("size", 21)
     sino = np.asarray(sinogram, dtype=np.float32)
+    if method == "wavelet_fft" and _wavelet_levels(sino.shape[0], sino.shape[-1]) < 1:
+        return sino
     if sino.ndim == 2:
         return np.asarray(func(sino, **options), dtype=np.float32)
     out = np.empty_like(sino)
