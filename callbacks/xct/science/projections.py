@@ -7,7 +7,6 @@ Array conventions and the method: ``docs/reduction-xct.md``.
 from __future__ import annotations
 
 import math
-
 from typing import Any
 
 import numpy as np
