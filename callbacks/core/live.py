@@ -300,15 +300,20 @@ class LiveReducer(QueuedReducer):
             del self._stale[eid]
             self.settle(eid)
 
+    def figures_directory(self, experiment_id: str) -> Path | None:
+        """Where the figures of an experiment go (None: no figures)."""
+        if self.figures_dir is None:
+            return None
+        return self.figures_dir / (experiment_id or "unnamed")
+
     def _draw(self, exp) -> bool:
         """Redraw the experiment's figures; False (the error logged and kept) on failure."""
-        if self.figures_dir is None:
+        directory = self.figures_directory(exp.experiment_id)
+        if directory is None:
             return False
         t0 = time.perf_counter()
         try:
-            self.figures[exp.experiment_id] = self._figures(
-                exp, self.figures_dir / (exp.experiment_id or "unnamed")
-            )
+            self.figures[exp.experiment_id] = self._figures(exp, directory)
             return True
         except Exception as err:  # noqa: BLE001 - figures never stop the reduction
             logger.exception("figures of %s failed", exp.experiment_id)

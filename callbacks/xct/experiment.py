@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..core import json_safe
+from ..core.arrays import ArraysOnDisk
 from .model import (
     LAYER_LENGTHS,
     REDUCTION_NAME,
@@ -36,7 +37,11 @@ class ExperimentState:
     (a result of the same uid replaces the earlier one); every table is
     recomputed from them, so live (run by run) and offline (all at once) agree.
     ``keep_volumes=False`` drops each volume once added (the figures use the
-    ``sections``).
+    ``sections``). ``arrays_dir``: where the arrays only the figures read (a
+    scan's ``sections``, a plating's radiogram ``thumbnails``) are kept once
+    added, on disk (:class:`~operando.callbacks.core.arrays.ArraysOnDisk`), so
+    that a live reduction of many cycles does not grow by them; None keeps them
+    in memory.
     """
 
     def __init__(
@@ -46,11 +51,13 @@ class ExperimentState:
         *,
         mode: str = "live",
         keep_volumes: bool = False,
+        arrays_dir=None,
     ):
         self.experiment_id = experiment_id
         self.parameters = parameters or ReductionParameters()
         self.mode = mode
         self.keep_volumes = keep_volumes
+        self.arrays_dir = arrays_dir
         self.results: dict[str, ScanResult | PlatingResult] = {}
 
     # -- collection ----------------------------------------------------------------------
@@ -59,6 +66,17 @@ class ExperimentState:
             return
         if isinstance(result, ScanResult) and not self.keep_volumes:
             result.volume = None
+        if self.arrays_dir is not None:
+            if isinstance(result, ScanResult) and not isinstance(result.sections, ArraysOnDisk):
+                result.sections = ArraysOnDisk(
+                    result.sections, self.arrays_dir, f"{result.uid}.sections"
+                )
+            if isinstance(result, PlatingResult) and not isinstance(
+                result.thumbnails, ArraysOnDisk
+            ):
+                result.thumbnails = ArraysOnDisk(
+                    result.thumbnails, self.arrays_dir, f"{result.uid}.thumbnails"
+                )
         self.results[result.uid] = result
 
     def _t(self, r) -> float:

@@ -56,6 +56,10 @@ def _close_frames(run: RunData) -> None:
             close()
 
 
+#: where, under an experiment's figures, the arrays they are drawn from are kept
+ARRAYS_SUBDIR = ".arrays"
+
+
 class XCTLiveReducer(LiveReducer):
     """Live XCT reduction into Tiled.
 
@@ -90,7 +94,10 @@ class XCTLiveReducer(LiveReducer):
         return RunCollector(start, on_stop=self._run_done)
 
     def _new_experiment(self, eid: str) -> ExperimentState:
-        return ExperimentState(eid, self.parameters, mode="live")
+        # what only the figures read is kept beside them, not in memory
+        figures = self.figures_directory(eid)
+        arrays = None if figures is None else figures / ARRAYS_SUBDIR
+        return ExperimentState(eid, self.parameters, mode="live", arrays_dir=arrays)
 
     def _figures(self, exp: ExperimentState, directory: Path) -> list[str]:
         from .figures import experiment_figures
