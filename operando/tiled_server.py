@@ -225,7 +225,9 @@ def server_config(
                     "uri": layout.catalog_location,
                     "writable_storage": [str(layout.arrays), layout.tables_location],
                     "readable_storage": [str(layout.frames), *(str(p) for p in readable or [])],
-                    "init_if_not_exists": True,
+                    # Tiled initializes a catalog in a subprocess of its own at
+                    # each start when asked (~5 s of CPU): only when it is new
+                    "init_if_not_exists": not catalog_initialized(layout),
                 },
             }
         ],
@@ -238,6 +240,24 @@ def server_config(
         else:
             config[key] = value
     return config
+
+
+def catalog_initialized(layout: DataLayout) -> bool:
+    """Whether the layout's SQLite catalog exists with Tiled's schema (an
+    ``alembic_version`` row); False for PostgreSQL, where Tiled checks itself."""
+    if layout.catalog_uri is not None or not layout.catalog.is_file():
+        return False
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"file:{layout.catalog}?mode=ro", uri=True, timeout=5)
+        try:
+            row = con.execute("SELECT version_num FROM alembic_version").fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return False
+    return bool(row and row[0])
 
 
 def write_server_config(layout: DataLayout, config: dict) -> Path:
@@ -348,17 +368,20 @@ class TiledServer:
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout
         url = f"{self.uri}/api/v1/"
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"tiled server exited with code {self.process.returncode}; see {self.log_path}"
-                )
-            try:
-                if httpx.get(url, timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
+        # one client for every try (a new one per try sets up TLS each time)
+        with httpx.Client(timeout=1.0) as http:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(
+                        f"tiled server exited with code {self.process.returncode}; "
+                        f"see {self.log_path}"
+                    )
+                try:
+                    if http.get(url).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.2)
         self.stop()
         raise TimeoutError(
             f"tiled server did not answer at {url} within "

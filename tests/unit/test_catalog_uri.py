@@ -56,3 +56,25 @@ def test_extra_sections_extend_the_configuration(tmp_path):
     )
     assert config["streaming_cache"] == {"uri": "redis://127.0.0.1:1"}
     assert config["authentication"] == {"allow_anonymous_access": False, "x": 1}
+
+
+def test_catalog_initialized_only_once(tmp_path):
+    """Tiled is asked to initialize the SQLite catalog (a subprocess of its own at
+    each start) only while it has no schema; a PostgreSQL catalog always."""
+    import sqlite3
+
+    layout = DataLayout.at(tmp_path)
+    assert _tree_args(server_config(layout))["init_if_not_exists"] is True
+    layout.catalog.write_bytes(b"not a database")
+    assert _tree_args(server_config(layout))["init_if_not_exists"] is True
+    layout.catalog.unlink()
+    con = sqlite3.connect(layout.catalog)
+    con.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
+    con.commit()
+    assert _tree_args(server_config(layout))["init_if_not_exists"] is True  # no version yet
+    con.execute("INSERT INTO alembic_version VALUES ('a1b2c3')")
+    con.commit()
+    con.close()
+    assert _tree_args(server_config(layout))["init_if_not_exists"] is False
+    pg = DataLayout.at(tmp_path, catalog_uri=PG)
+    assert _tree_args(server_config(pg))["init_if_not_exists"] is True
