@@ -3,7 +3,8 @@
 The experiment of ``bench_rehearsal.py`` (default seed: cycles until the short
 circuit, then the post-mortem scans; 61 projections, binning 4), its simulator
 and a ``tiled serve`` subprocess started here, reduced live, with the
-suspenders of ``operando.suspenders`` installed. A seeded injector thread
+suspenders of ``operando.suspenders`` installed, its figures drawn after every
+run as ``operando run`` draws them (``--no-figures``: none). A seeded injector thread
 picks a fault every ``--every`` wall seconds (on average):
 
 - ``ioc``: the XCT IOC SIGKILLed and restarted on its prefix and port (autosave);
@@ -21,7 +22,7 @@ measured after a garbage collection and glibc's ``malloc_trim``, and before it;
 goal: <= 1 MB per cycle), and the RSS of the ingest's writer process.
 
     .venv/bin/python benchmarks/bench_faults.py [--seed N] [--every S] [--keep DIR]
-        [--cycles N] [--tracemalloc CYCLE] [--census]
+        [--cycles N] [--tracemalloc CYCLE] [--census] [--default-arenas] [--no-figures]
 """
 
 from __future__ import annotations
@@ -303,6 +304,11 @@ def main(argv=None) -> int:
         action="store_true",
         help="glibc's default malloc arenas (8 per core), not the session's 2",
     )
+    parser.add_argument(
+        "--no-figures",
+        action="store_true",
+        help="draw no figures (the reduced state then keeps their arrays in memory)",
+    )
     args = parser.parse_args(argv)
 
     import ophyd
@@ -351,7 +357,8 @@ def main(argv=None) -> int:
             trace_from=args.tracemalloc,
         )
         RE.subscribe(counter)
-        reducer = get("xct").live_reducer(client, figures_dir=None)
+        figures = None if args.no_figures else root / "figures"
+        reducer = get("xct").live_reducer(client, figures_dir=figures)
         RE.subscribe(reducer)
         counter.reducer = reducer
         ioc.release_hold()
@@ -450,6 +457,11 @@ def main(argv=None) -> int:
                 "    at the end, by field of the results (MB): "
                 + ", ".join(f"{k} {v:.1f}" for k, v in by_field.most_common(8))
             )
+            if figures is not None:
+                on_disk = sum(p.stat().st_size for p in figures.rglob("*.npy")) / 1e6
+                print(
+                    f"    kept on disk beside the figures instead (sections, thumbnails): {on_disk:.1f} MB"
+                )
         print(
             f"  RSS: start {rss0:.0f} MB, after warm-up (cycle 2) {warm:.0f} MB, "
             f"end {rss_end:.0f} MB; growth {growth:.2f} MB per cycle after warm-up "

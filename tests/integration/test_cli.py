@@ -36,6 +36,8 @@ def test_run_xct_headless_into_embedded_tiled(tmp_path):
             "--images",
             "1",
             "--no-postmortem",
+            "--sample-every",
+            "600",
             "--experiment-id",
             "cli-test",
             "--data-dir",
@@ -87,8 +89,10 @@ def test_run_saxs_with_live_reduction_then_reduce_offline(tmp_path):
             "1",
             "--grid",
             "3x2",
+            "--c-rate",
+            "0.5",
             "--raster-every",
-            "14400",
+            "2400",
             "--exposure",
             "1",
             "--sample-every",
@@ -102,7 +106,7 @@ def test_run_saxs_with_live_reduction_then_reduce_offline(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     # the rehearsal's summary: cell hours, wall seconds, where the time went
     summary = re.search(r"rehearsal: ([\d.]+) h of cell time in ([\d.]+) s of wall", proc.stdout)
-    assert summary and float(summary.group(1)) > 10.0  # a C/20 cycle is ~12 h
+    assert summary and float(summary.group(1)) > 1.0  # a C/2 cycle takes over an hour
     assert "Tiled writing" in proc.stdout and "acquisition" in proc.stdout
     runs = re.findall(r"^\s+([0-9a-f-]{36})\s+(\w+)", proc.stdout, flags=re.M)
     steps = [step for _, step in runs]

@@ -2,7 +2,7 @@
 fed by Tiled's streaming subscriptions, killed and restarted mid-experiment.
 
 The test's own RunEngine takes a small XCT experiment on the simulator
-(virtual time, 4x binning, 61 projections) into a ``tiled serve`` subprocess
+(virtual time, 4x binning, 21 projections) into a ``tiled serve`` subprocess
 with a Redis streaming cache; the worker is another subprocess that sees the
 runs only through Tiled (no documents, no file paths). It reduces the first
 cycle live, is SIGKILLed, misses the second cycle (one of whose nodes is left
@@ -42,7 +42,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 OPERANDO = [str(Path(sys.executable).with_name("operando"))]
 SCAN = dict(
-    num_projections=61,
+    num_projections=21,
     exposure=1.5,
     images_per_projection=1,
     num_darks=2,
@@ -60,7 +60,7 @@ PLATING = dict(
 )
 
 
-def _wait(predicate, timeout: float, what: str, proc=None, log=None, poll: float = 0.2):
+def _wait(predicate, timeout: float, what: str, proc=None, log=None, poll: float = 1.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()

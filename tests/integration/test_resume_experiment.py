@@ -68,7 +68,7 @@ def _cli(server, ioc, *extra):
         "--cycles",
         "2",
         "--projections",
-        "61",  # the reconstruction's stripe removal needs a few tens
+        "21",
         "--no-postmortem",
         "--images",
         "1",

@@ -123,7 +123,7 @@ def wait_for(predicate, timeout: float, what: str, proc=None):
             return value
         if proc is not None and proc.poll() is not None:
             raise AssertionError(f"the command exited ({proc.returncode}) before {what}")
-        time.sleep(0.05)
+        time.sleep(0.2)  # each try walks /proc or rereads the truth file
     raise AssertionError(f"timed out waiting for {what}")
 
 

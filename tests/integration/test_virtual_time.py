@@ -127,7 +127,7 @@ def _by_source(truth):
 def _xct_plan(station):
     return xct_operando(
         station,
-        cycles=2,
+        cycles=1,
         num_projections=7,
         exposure=1.5,
         images_per_projection=1,
@@ -144,8 +144,8 @@ def test_xct_experiment_is_deterministic_under_load(tmp_path):
         busy = _run(start_xct_ioc, make_xct_station, _xct_plan, tmp_path / "busy")
     _assert_same(quiet, busy)
     events, truth, cell, wall = quiet
-    # two 9 h cycles and two post-mortem scans of cell time
-    assert cell > 18 * HOUR
+    # a 9 h cycle and two post-mortem scans of cell time
+    assert cell > 9 * HOUR
     streams = {s for s, _ in events}
     assert {"primary", "dark", "flat", "cell"} <= streams
     clock = [d["clock_time"] for s, d in events if s == "cell"]
