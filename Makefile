@@ -45,10 +45,12 @@ test-unit: $(STAMP)
 # Both tiers: the pure tests, then the integration tests against real IOC
 # subprocesses and a real Tiled server (in a process of their own: their
 # conftest confines Channel Access to loopback). Exit code 5 fails here too.
-# Two pytest-xdist workers, a test file each: most of a test's wall time is its
-# IOC, Tiled or queue-server subprocesses waiting, so two files share the 2 cores.
+# Three pytest-xdist workers, a test file each, the slowest files first
+# (tests/integration/conftest.py): part of a test's wall time is its IOC, Tiled or
+# queue-server subprocesses waiting on each other (Channel Access round trips on
+# virtual time), so a third file keeps the 2 cores busy.
 test: test-unit services
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15 tests/integration
+	$(BIN)/python -m pytest -q -n 3 --dist loadfile --durations=15 tests/integration
 
 # ruff (pyproject.toml [tool.ruff]): lint and formatting, checked, nothing rewritten.
 lint: $(STAMP)

@@ -5,9 +5,8 @@ core. A RunEngine session has dozens of threads (ophyd's dispatchers,
 Channel Access, the RunEngine's loop, the reduction workers, thread pools):
 freed memory then stays scattered over many arenas that ``malloc_trim``
 cannot give back, and the process grows by several MB per protocol cycle
-although what it holds does not (``benchmarks/bench_faults.py``: ~10 MB per
-cycle with the default arenas, ~1 MB with two; Python's own allocations,
-traced with ``tracemalloc``, grow by ~1 MB per cycle either way).
+although what it holds does not (``benchmarks/bench_faults.py``, faultless:
+7.6 MB per cycle with the default arenas, 3.6 MB with two; ``docs/faults.md``).
 
 :func:`limit_malloc_arenas` caps them (``mallopt(M_ARENA_MAX, n)``) for the
 arenas made from then on: call it first thing, before the threads start. The
