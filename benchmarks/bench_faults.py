@@ -22,7 +22,8 @@ measured after a garbage collection and glibc's ``malloc_trim``, and before it;
 goal: <= 1 MB per cycle), and the RSS of the ingest's writer process.
 
     .venv/bin/python benchmarks/bench_faults.py [--seed N] [--every S] [--keep DIR]
-        [--cycles N] [--tracemalloc CYCLE] [--census] [--default-arenas] [--no-figures]
+        [--cycles N] [--tracemalloc CYCLE] [--census] [--default-arenas]
+        [--dynamic-mmap-threshold] [--no-figures]
 """
 
 from __future__ import annotations
@@ -305,6 +306,11 @@ def main(argv=None) -> int:
         help="glibc's default malloc arenas (8 per core), not the session's 2",
     )
     parser.add_argument(
+        "--dynamic-mmap-threshold",
+        action="store_true",
+        help="glibc's rising mmap threshold, not the session's fixed 1 MiB",
+    )
+    parser.add_argument(
         "--no-figures",
         action="store_true",
         help="draw no figures (the reduced state then keeps their arrays in memory)",
@@ -317,7 +323,7 @@ def main(argv=None) -> int:
     from operando.constants import HOUR
     from operando.devices.xct import make_xct_station
     from operando.ioc_process import IOCProcess, random_prefix
-    from operando.memory import limit_malloc_arenas
+    from operando.memory import fix_mmap_threshold, limit_malloc_arenas
     from operando.plans.xct import xct_operando
     from operando.session import backup_files, make_ingest, make_run_engine, replay_backup
     from operando.suspenders import install_suspenders
@@ -326,6 +332,8 @@ def main(argv=None) -> int:
 
     if not args.default_arenas:
         limit_malloc_arenas()  # as `operando run` does
+    if not args.dynamic_mmap_threshold:
+        fix_mmap_threshold()  # as `operando run` does
     rss0 = rss_mb()
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-faults-"))
     layout = DataLayout.at(root)
@@ -472,6 +480,14 @@ def main(argv=None) -> int:
             "  RSS at each cycle's start: "
             + ", ".join(f"{c}: {counter.rss_at_cycle[c]:.0f}" for c in cycles)
         )
+        if not args.no_figures:
+            # the sections figure gets a panel per scan after platings 1, 2 and 3
+            # (figures.select_scans): its pixel buffer grows until cycle 4's scan
+            steady = growth_per_cycle(counter.rss_at_cycle, warm_up=3)
+            print(
+                f"  from cycle 3 on (the figures have their first panels): growth {steady:.2f} MB "
+                "per cycle"
+            )
         print(
             "  before the heap's trim: growth "
             f"{growth_per_cycle(counter.raw_rss_at_cycle):.2f} MB per cycle after warm-up"

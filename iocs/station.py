@@ -319,9 +319,9 @@ def station_kwargs(parser, args) -> dict:
 
 def serve(ioc: Station, run_options: dict) -> None:
     """Serve a station until SIGINT/SIGTERM, then close it cleanly."""
-    from operando.memory import limit_malloc_arenas
+    from operando.memory import configure_malloc
 
-    limit_malloc_arenas()  # it runs for days too (see operando/memory.py)
+    configure_malloc()  # it runs for days too (see operando/memory.py)
     try:
         run(ioc.pvdb, startup_hook=ioc.startup_hook, **run_options)
     except KeyboardInterrupt:

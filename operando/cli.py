@@ -524,9 +524,9 @@ def cmd_queue(args) -> int:
 
 
 def main(argv=None) -> int:
-    from .memory import limit_malloc_arenas
+    from .memory import configure_malloc
 
-    limit_malloc_arenas()  # before any thread: a session's heap that does not creep
+    configure_malloc()  # before any thread: a session's heap that does not creep
     # pyFAI and the reconstruction share 2-4 cores with the RunEngine: OpenMP
     # threads that busy-wait between calls slow everyone else down.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

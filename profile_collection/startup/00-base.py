@@ -4,11 +4,11 @@ import bluesky.plan_stubs as bps  # noqa: F401
 import bluesky.plans as bp  # noqa: F401
 import ophyd
 
-from operando.memory import limit_malloc_arenas
+from operando.memory import configure_malloc
 from operando.plans.validation import install_argument_error_handler
 from operando.profile import connect_tiled, make_user_run_engine, start_experiment
 
-limit_malloc_arenas()  # before the session's threads start (see operando/memory.py)
+configure_malloc()  # before the session's threads start (see operando/memory.py)
 ophyd.set_cl("caproto")
 install_argument_error_handler()  # a rejected plan argument prints one line, no traceback
 tiled = connect_tiled()

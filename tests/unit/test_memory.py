@@ -51,3 +51,55 @@ def test_an_explicit_environment_wins(monkeypatch):
 def test_at_least_one_arena():
     with pytest.raises(ValueError, match="at least one malloc arena"):
         limit_malloc_arenas(0)
+
+
+_MMAP_CHILD = """
+import ctypes, sys
+from operando.memory import fix_mmap_threshold
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split())]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+if sys.argv[1] == "fixed":
+    assert fix_mmap_threshold()
+big = bytearray(8 << 20)  # a figure's pixel buffer: mmapped, then freed
+del big
+before = libc.mallinfo2().hblks
+block = bytearray(2 << 20)
+print(libc.mallinfo2().hblks - before)  # 1: mapped (given back when freed); 0: from the heap
+"""
+
+
+def _mapped(mode: str) -> int:
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _MMAP_CHILD, mode],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return int(proc.stdout.split()[-1])
+
+
+def test_big_blocks_stay_mapped_after_a_bigger_one_was_freed():
+    """glibc raises its mmap threshold to the size of a mapped block it frees, so
+    later blocks below that come from the heap; with the threshold fixed they
+    keep pages of their own."""
+    assert _mapped("default") == 0
+    assert _mapped("fixed") == 1
+
+
+def test_the_mmap_threshold_is_bounded(monkeypatch):
+    from operando.memory import fix_mmap_threshold
+
+    with pytest.raises(ValueError, match="mmap threshold"):
+        fix_mmap_threshold(0)
+    with pytest.raises(ValueError, match="mmap threshold"):
+        fix_mmap_threshold(64 << 20)
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
+    assert fix_mmap_threshold() is False
