@@ -20,7 +20,7 @@ import signal
 import threading
 
 from . import techniques
-from .callbacks.core import find_experiment_runs, is_complete
+from .callbacks.core import find_experiment_runs, is_complete, server_may_recover
 from .callbacks.core.follow import RunFeed, wait_finished
 from .tiled_server import reduced_container, runs_container
 
@@ -67,6 +67,8 @@ class ReductionWorker:
         self.seen: set[str] = set()
         #: (technique, experiment id) whose state is rebuilt in this process
         self.loaded: set[tuple[str, str]] = set()
+        #: raw uids whose reading back failed while Tiled was away: handed over again
+        self.unread: set[str] = set()
         self._lock = threading.RLock()
         self._ready = False
         self._held: list[str] = []
@@ -143,7 +145,8 @@ class ReductionWorker:
                     and uid not in self.seen
                     and (run.metadata or {}).get("stop")
                 ]
-                if not todo and self._experiment_current(eid, runs, complete):
+                retry = any(uid in self.unread for _, uid, _ in runs)
+                if not todo and not retry and self._experiment_current(eid, runs, complete):
                     continue
                 queued += self._load(name, eid, sorted(runs), complete)
         return queued
@@ -166,26 +169,44 @@ class ReductionWorker:
             if uid in self.seen:
                 continue
             if uid in complete:
-                if fresh:
-                    reducer.submit(reducer.restore_stored, run, self.reduced[uid])
-                    self.seen.add(uid)
+                if fresh or uid in self.unread:
+                    self._submit(reducer, uid, reducer.restore_stored, run, self.reduced[uid])
                 continue
             if not (run.metadata or {}).get("stop"):
                 continue  # still running: its stop will come through the feed
             if not reducer.accepts(run.metadata.get("start") or {}):
                 # feeds the state only (no node of its own): read, never "reduced"
-                reducer.submit(reducer.restore_stored, run, None)
-                self.seen.add(uid)
+                self._submit(reducer, uid, reducer.restore_stored, run, None)
                 continue
             if not wait_finished(run, self.finish_timeout):
                 logger.warning("run %s: rows still missing after its stop; reduced as is", uid)
-            reducer.submit(reducer.reduce_stored, run)
-            self.seen.add(uid)
+            self._submit(reducer, uid, reducer.reduce_stored, run)
             queued += 1
         self.loaded.add((name, eid))
         if not queued:
             reducer.submit(reducer.settle, eid)
         return queued
+
+    def _submit(self, reducer, uid: str, call, *args) -> None:
+        """Queue ``call(*args)`` for run ``uid``. If it fails because Tiled
+        stayed away past the reducer's patience, the run is forgotten, so that
+        the next scan of the catalog (``rescan_s``) hands it over again."""
+
+        def read_back(*args):
+            try:
+                call(*args)
+            except Exception as err:
+                if server_may_recover(err):
+                    with self._lock:
+                        self.seen.discard(uid)
+                        self.unread.add(uid)
+                raise
+            with self._lock:
+                self.unread.discard(uid)
+
+        read_back.__name__ = call.__name__
+        self.seen.add(uid)
+        reducer.submit(read_back, *args)
 
     # ------------------------------------------------------------------ feed
     def _stopped(self, key: str) -> None:

@@ -9,7 +9,7 @@
   (:class:`QueuedReducer`, :class:`LiveReducer`);
 * :mod:`.store`: Tiled helpers (:func:`json_safe`, :func:`replace_container`,
   :func:`stream_columns`, :func:`find_experiment_runs`, :func:`mark_complete`,
-  :func:`is_complete`).
+  :func:`is_complete`, :func:`server_may_recover`).
 
 Nothing here imports the simulators or the acquisition code.
 """
@@ -25,6 +25,7 @@ from .store import (
     mark_complete,
     replace_container,
     run_problems,
+    server_may_recover,
     stored_frames,
     stream_columns,
     write_array,
@@ -47,6 +48,7 @@ __all__ = [
     "find_experiment_runs",
     "stored_frames",
     "run_problems",
+    "server_may_recover",
     "is_complete",
     "mark_complete",
     "write_array",

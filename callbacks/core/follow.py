@@ -16,6 +16,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from .store import server_may_recover
+
 __all__ = ["RunFeed", "finished", "wait_finished"]
 
 logger = logging.getLogger(__name__)
@@ -103,9 +105,15 @@ def wait_finished(run, timeout: float = 60.0, poll: float = 0.2) -> bool:
     """Wait (up to ``timeout`` s) until :func:`finished` says the run's rows are in."""
     deadline = time.monotonic() + timeout
     while True:
-        run.refresh()
-        if finished(run):
-            return True
+        try:
+            run.refresh()
+            if finished(run):
+                return True
+        except Exception as err:
+            if not server_may_recover(err):
+                raise
+            uid = ((run.metadata or {}).get("start") or {}).get("uid")
+            logger.warning("reading run %s failed (%r): trying again", uid, err)
         if time.monotonic() > deadline:
             return False
         time.sleep(poll)

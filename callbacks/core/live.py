@@ -21,6 +21,7 @@ from typing import Any
 from event_model import RunRouter
 
 from .documents import RunCollector
+from .store import server_may_recover
 
 __all__ = ["QueuedReducer", "LiveReducer"]
 
@@ -50,6 +51,7 @@ class QueuedReducer:
         self._queue: queue.Queue = queue.Queue()
         self._pending = 0
         self._cond = threading.Condition()
+        self._closing = threading.Event()
         self._thread = threading.Thread(target=self._work, name=self.thread_name, daemon=True)
         self._thread.start()
 
@@ -86,6 +88,7 @@ class QueuedReducer:
         """Wait for the queue (after :meth:`_before_close`), then stop the worker."""
         if not self._thread.is_alive():
             return True
+        self._closing.set()  # nothing waits on the server any more
         self._before_close()
         done = self.flush(timeout)
         self._queue.put(_STOP_WORKER)
@@ -160,6 +163,10 @@ class LiveReducer(QueuedReducer):
     timing_keys: tuple[str, ...] = ("tiled", "figures")
     #: wall s between two attempts to write a reduction Tiled refused
     retry_every: float = 30.0
+    #: wall s a run read back from Tiled is tried for while the server fails it
+    read_patience: float = 300.0
+    #: wall s before the first new try of such a read
+    read_retry_first: float = 1.0
 
     def __init__(self, client, *, figures_dir=None, frame_timeout: float = 60.0):
         self.figures_dir = Path(figures_dir) if figures_dir is not None else None
@@ -197,14 +204,51 @@ class LiveReducer(QueuedReducer):
 
     def reduce_stored(self, run) -> None:
         """Reduce a finished raw run read from Tiled (``run``: its Tiled client)
-        and write its results, as a run whose stop document came live
-        (subclasses; called on the worker thread, through :meth:`submit`)."""
-        raise NotImplementedError
+        and write its results, as a run whose stop document came live (called
+        on the worker thread, through :meth:`submit`). A read the server fails
+        for a while (away, restarting, overloaded: :func:`server_may_recover`)
+        is tried again, for up to ``read_patience`` s; other errors stand at once."""
+        self._read_back(self._reduce_stored, run)
 
     def restore_stored(self, run, node) -> None:
         """Add a run reduced before (``node``: its complete ``reduced/<uid>``) to
-        its experiment's state without writing anything (subclasses)."""
+        its experiment's state without writing anything; tried again as
+        :meth:`reduce_stored` is."""
+        self._read_back(self._restore_stored, run, node)
+
+    def _reduce_stored(self, run) -> None:
+        """:meth:`reduce_stored` (subclasses): raises before it changes any state
+        if a read fails, so that it can be called again."""
         raise NotImplementedError
+
+    def _restore_stored(self, run, node) -> None:
+        """:meth:`restore_stored` (subclasses), raising as :meth:`_reduce_stored` does."""
+        raise NotImplementedError
+
+    def _read_back(self, read, run, *args) -> None:
+        """``read(run, *args)``, again after a pause (``read_retry_first`` s,
+        doubling up to ``retry_every``) while it fails with an error the server
+        may recover from, until ``read_patience`` s have passed or the reducer
+        closes; then the last error is raised."""
+        deadline = time.monotonic() + self.read_patience
+        delay = self.read_retry_first
+        while True:
+            try:
+                return read(run, *args)
+            except Exception as err:
+                if not server_may_recover(err) or time.monotonic() + delay > deadline:
+                    raise
+                if self._closing.is_set():
+                    raise
+                uid = ((getattr(run, "metadata", None) or {}).get("start") or {}).get("uid")
+                logger.warning(
+                    "reading run %s back from Tiled failed (%r): trying again in %.0f s",
+                    uid,
+                    err,
+                    delay,
+                )
+                self._closing.wait(delay)
+                delay = min(2 * delay, self.retry_every)
 
     def settle(self, experiment_id: str) -> None:
         """Bring ``reduced/<experiment_id>`` and the figures up to date with the

@@ -60,6 +60,21 @@ def json_safe(obj):
     return obj
 
 
+def server_may_recover(err: BaseException) -> bool:
+    """Whether ``err``, or an error that caused it, is a failure of the Tiled
+    server that may pass (no answer, a 5xx, a 429), by the rule Tiled's client
+    retries its own requests by; not a refusal (4xx) and not a bug here."""
+    from tiled.client.utils import should_retry
+
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, Exception) and should_retry(err):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
 def replace_container(parent, key: str, metadata: dict):
     """Delete ``parent[key]`` (recursively) if it exists and create it anew."""
     if key in parent:

@@ -316,7 +316,7 @@ class SAXSLiveReducer(LiveReducer):
         if scan is not None:
             self._experiment(scan.experiment_id).add_alignment(scan)
 
-    def reduce_stored(self, run) -> None:
+    def _reduce_stored(self, run) -> None:
         from .offline import load_run
 
         start = dict(run.metadata["start"])
@@ -334,7 +334,7 @@ class SAXSLiveReducer(LiveReducer):
         self._raster_done(raster)
         self._touch(self._experiment(raster.experiment_id))
 
-    def restore_stored(self, run, node) -> None:
+    def _restore_stored(self, run, node) -> None:
         from .offline import load_run
 
         if is_alignment(run.metadata["start"]):

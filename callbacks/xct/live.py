@@ -20,7 +20,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from ..core import LiveReducer, RunCollector
+from ..core import LiveReducer, RunCollector, server_may_recover
 from .experiment import ExperimentState
 from .model import FRAME_KEY, REDUCED_STEPS, RUN_TECHNIQUE, ReductionParameters, RunData
 from .pipeline import reduce_run
@@ -115,6 +115,8 @@ class XCTLiveReducer(LiveReducer):
         try:
             res = reduce_run(run, self.parameters)
         except Exception as err:  # noqa: BLE001
+            if server_may_recover(err):
+                raise  # frames read back from Tiled: the run is read again
             logger.exception("reducing XCT run %s failed", uid)
             self.errors.append(("reduce", f"{uid}: {err!r}"))
             return
@@ -135,12 +137,12 @@ class XCTLiveReducer(LiveReducer):
         del volume
 
     # -- runs read back from Tiled ----------------------------------------------------
-    def reduce_stored(self, run) -> None:
+    def _reduce_stored(self, run) -> None:
         from .offline import load_run
 
         self._reduce(load_run(run))
 
-    def restore_stored(self, run, node) -> None:
+    def _restore_stored(self, run, node) -> None:
         from .store import read_run
 
         res = read_run(node, run)
