@@ -22,7 +22,7 @@ measured after a garbage collection and glibc's ``malloc_trim``, and before it;
 goal: <= 1 MB per cycle), and the RSS of the ingest's writer process.
 
     .venv/bin/python benchmarks/bench_faults.py [--seed N] [--every S] [--keep DIR]
-        [--cycles N] [--tracemalloc CYCLE] [--census] [--default-arenas]
+        [--faults ioc,tiled,source,pause] [--cycles N] [--tracemalloc CYCLE] [--census] [--default-arenas]
         [--dynamic-mmap-threshold] [--no-figures]
 """
 
@@ -199,9 +199,10 @@ class Counter:
 
 
 class Injector(threading.Thread):
-    def __init__(self, *, seed, every, ioc, tiled, station, RE, suspensions):
+    def __init__(self, *, seed, every, ioc, tiled, station, RE, suspensions, kinds=FAULTS):
         super().__init__(daemon=True, name="fault-injector")
         self.rng = random.Random(seed)
+        self.kinds = tuple(kinds)
         self.every = every
         self.ioc, self.tiled, self.station, self.RE = ioc, tiled, station, RE
         self.sus = suspensions
@@ -216,7 +217,7 @@ class Injector(threading.Thread):
         if not self.every:  # --every 0: no faults
             return
         while not self.stop_event.wait(self.rng.uniform(0.5, 1.5) * self.every):
-            fault = self.rng.choice(FAULTS)
+            fault = self.rng.choice(self.kinds)
             t = time.monotonic()
             try:
                 if fault == "ioc":
@@ -288,6 +289,11 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--every", type=float, default=20.0, help="mean wall s between faults (0: none)"
     )
+    parser.add_argument(
+        "--faults",
+        default=",".join(FAULTS),
+        help=f"the kinds of fault to inject, comma-separated (default: {','.join(FAULTS)})",
+    )
     parser.add_argument("--cycles", type=int, default=20)
     parser.add_argument("--projections", type=int, default=61)
     parser.add_argument("--keep", help="keep the data under this folder")
@@ -316,6 +322,10 @@ def main(argv=None) -> int:
         help="draw no figures (the reduced state then keeps their arrays in memory)",
     )
     args = parser.parse_args(argv)
+    kinds = tuple(k for k in args.faults.split(",") if k)
+    unknown = sorted(set(kinds) - set(FAULTS))
+    if unknown or not kinds:
+        parser.error(f"--faults: unknown {unknown or 'none given'}; known: {', '.join(FAULTS)}")
 
     import ophyd
     from bluesky.utils import RunEngineInterrupted
@@ -378,6 +388,7 @@ def main(argv=None) -> int:
             station=station,
             RE=RE,
             suspensions=sus,
+            kinds=kinds,
         )
         plan = xct_operando(
             station,
