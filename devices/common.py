@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 import weakref
 from collections import deque
 from dataclasses import dataclass, field
@@ -38,6 +39,8 @@ VIRTUAL_WALL_LIMIT_S = 600.0
 #: frame written), while a clock not gated by this client's waits may have run
 #: on meanwhile: the cell time alone would fail a put that ended on time.
 CELL_DEADLINE_GRACE_S = 30.0
+#: wall s a resume waits for a frame the IOC is still finishing before it counts the file's
+RECONCILE_WAIT_S = 10.0
 
 #: PV prefixes whose loss of connection a RunEngine suspender handles
 #: (``operando.suspenders.install_suspenders``): a put completion lost there
@@ -47,6 +50,18 @@ SUSPENDER_GUARDED_PREFIXES: set[str] = set()
 
 class CompletionLost(TimeoutError):
     """A put completion that did not come: the IOC went away or it overran its deadline."""
+
+
+class FrameLost(CompletionLost):
+    """An acquisition the IOC completed without a new frame in its file (taken
+    again if an IOC outage explains it, as a lost completion is)."""
+
+
+class GuardedStatus(Status):
+    """The status a guarded put returns. ``abandoned``: it finished because a
+    suspension or a pause dropped the wait, not because the hardware completed."""
+
+    abandoned = False
 
 
 class _Guard:
@@ -75,7 +90,7 @@ class _Guard:
         # wait a suspension or a pause abandoned can then never fail later (an
         # EpicsMotor's MoveStatus fails when the IOC comes back, for instance).
         self.inner = inner
-        self.status = Status(obj=getattr(inner, "obj", None) or signal)
+        self.status = GuardedStatus(obj=getattr(inner, "obj", None) or signal)
         self.signal = signal
         self.expected = float(expected)
         self.what = what or f"put to {signal.pvname}"
@@ -142,12 +157,15 @@ class _Guard:
         self.status.set_exception(exc)
 
     def cancel(self) -> None:
-        """A suspension or a pause abandoned the wait: it ends quietly, now."""
+        """A suspension or a pause abandoned the wait: it ends quietly, now
+        (``status.abandoned``: what follows the status must not take it for the
+        hardware's completion)."""
         with self._lock:
             if self._done:
                 return
             self._done = True
         self._release()
+        self.status.abandoned = True
         self.status.set_finished()
 
     def on_cell_time(self, t: float) -> None:
@@ -653,6 +671,7 @@ class HDF5Cam(Device):
         expected=lambda cam: float(cam.acquire_time.get()) * int(cam.num_exposures.get()),
         kind=Kind.omitted,
     )
+    acquiring = Cpt(EpicsSignalRO, "Acquire_RBV", kind=Kind.omitted)
     array_counter = Cpt(EpicsSignalRO, "ArrayCounter_RBV", kind=Kind.omitted)
     size_x = Cpt(EpicsSignalRO, "SizeX_RBV", kind=Kind.config)
     size_y = Cpt(EpicsSignalRO, "SizeY_RBV", kind=Kind.config)
@@ -785,7 +804,12 @@ class HDF5AreaDetector(Device):
 
     def _reconcile(self) -> None:
         """The file holds exactly one frame per event: frames written after the
-        last event (a frame whose completion a suspension or a crash lost) go."""
+        last event (a frame whose completion a suspension or a crash lost) go.
+        A frame the IOC is still finishing (aborted by the pause) is waited for
+        first, so that the count read is the file's last."""
+        deadline = time.monotonic() + RECONCILE_WAIT_S
+        while int(self.cam.acquiring.get(use_monitor=False)) and time.monotonic() < deadline:
+            time.sleep(0.05)
         n = int(self.hdf1.num_captured.get(use_monitor=False))
         with self._index_lock:
             expected = self._next_index
@@ -806,7 +830,8 @@ class HDF5AreaDetector(Device):
         acquire = self.cam.acquire.set(1)
 
         def frame_written(st):
-            if generation != self._generation or bundle is not self._bundle:
+            abandoned = getattr(st, "abandoned", False)  # a suspension dropped the wait
+            if abandoned or generation != self._generation or bundle is not self._bundle:
                 # A frame of before a pause, suspension or unstage: the IOC dropped
                 # it; its event is taken again (or never). Nothing to report.
                 status.set_finished()
@@ -814,9 +839,28 @@ class HDF5AreaDetector(Device):
             if not st.success:
                 status.set_exception(st.exception() or RuntimeError("acquisition failed"))
                 return
-            with self._index_lock:  # the frame is in the file: it takes the next index
-                index = self._next_index
-                self._next_index += 1
+            # The frame's index is the IOC's: the frames its file holds once the
+            # acquisition ended (its last), never a count kept here, which a
+            # completion without a frame would shift for every event after it.
+            try:
+                held = int(self.hdf1.num_captured.get(use_monitor=False))
+            except Exception as err:  # noqa: BLE001 - the status says why
+                status.set_exception(err)
+                return
+            with self._index_lock:
+                if generation != self._generation:  # a pause came meanwhile
+                    status.set_finished()
+                    return
+                if held <= self._next_index:
+                    status.set_exception(
+                        FrameLost(
+                            f"{self.name}: the acquisition ended but {self._path} holds "
+                            f"{held} frames, as before it"
+                        )
+                    )
+                    return
+                index = held - 1
+                self._next_index = held
             self._assets.push(
                 "stream_datum",
                 bundle.compose_stream_datum(indices={"start": index, "stop": index + 1}),
