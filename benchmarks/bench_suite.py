@@ -50,6 +50,7 @@ def measure(path: Path) -> dict:
         "cpu": usage.ru_utime + usage.ru_stime,
         "rc": proc.returncode,
         "summary": lines[-1] if lines else "",
+        "tail": lines[-60:],
     }
 
 
@@ -97,6 +98,9 @@ def main(argv=None) -> int:
     failed = [r["file"] for r in rows if r["rc"] != 0]
     if failed:
         print(f"failed: {', '.join(failed)}")
+        for r in rows:
+            if r["rc"] != 0:
+                print(f"\n--- {r['file']}: the end of its output", *r["tail"], sep="\n")
     if not args.files:
         suggested = [
             r["file"] for r in sorted(rows, key=lambda r: -r["cpu"]) if r["cpu"] > args.first

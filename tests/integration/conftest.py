@@ -33,23 +33,23 @@ from operando.tiled_server import DataLayout, TiledServer  # noqa: E402
 from . import ca_client  # noqa: E402
 from .simulators import start_saxs_ioc, start_xct_ioc  # noqa: E402
 
-#: the files that take longest, longest first (wall time on two busy cores, as
-#: ``make test --durations`` shows it): the workers take files in this order, so
-#: that no long file starts last and runs alone while the other workers idle
+#: the files that cost most, most first (CPU of each file's process tree, each file
+#: alone: ``benchmarks/bench_suite.py`` prints this list): the workers take files in
+#: this order, so that no long file starts last and runs alone while the others idle
 SLOWEST_FIRST = (
     "test_follow.py",
+    "test_export.py",
     "test_cli.py",
     "test_resume_experiment.py",
-    "test_xct_experiment.py",
     "test_xct_reduction_live.py",
-    "test_export.py",
     "test_virtual_time.py",
     "test_tiled_outage.py",
-    "test_signals.py",
     "test_saxs_cell_record.py",
     "test_saxs_reduction_live.py",
-    "test_profile.py",
+    "test_signals.py",
     "test_postgres.py",
+    "test_xct_experiment.py",
+    "test_profile.py",
     "test_queue.py",
 )
 
