@@ -144,6 +144,23 @@ def _complete(client, key: str) -> bool:
         return False
 
 
+def _reduced_done(client, keys, experiment_id: str):
+    """A predicate: every node of ``keys`` and ``reduced/<experiment_id>`` complete,
+    the experiment listing every one of ``keys``. One request per try (the
+    container's listing carries each node's metadata), not two per node: the
+    server that answers the polls is the one the worker writes to."""
+    reduced = client["reduced"]
+    keys = set(keys)
+
+    def done():
+        found = {k: dict(node.metadata) for k, node in reduced.items()}
+        if not all(found.get(k, {}).get("complete") for k in keys | {experiment_id}):
+            return False
+        return {r["uid"] for r in found[experiment_id].get("runs") or []} == keys
+
+    return done
+
+
 def _read_node(node) -> dict:
     """Every array and table of a reduced node, and its metadata."""
     out = {"metadata": dict(node.metadata)}
@@ -197,13 +214,7 @@ def test_worker_follows_survives_a_kill_and_matches_offline(services):
             if run.metadata["start"].get("experiment_id") == eid
         ]
         assert len(uids) == 2 and a2 in uids
-        _wait(
-            lambda: all(_complete(client, u) for u in uids) and _complete(client, eid),
-            600,
-            "the first cycle reduced",
-            worker.proc,
-            log,
-        )
+        _wait(_reduced_done(client, uids, eid), 600, "the first cycle reduced", worker.proc, log)
         before = {u: client["reduced"][u].metadata["reduction"]["reduced_at"] for u in uids}
         worker.kill()
 
@@ -233,15 +244,7 @@ def test_worker_follows_survives_a_kill_and_matches_offline(services):
         ]
         assert len(all_uids) == 5
 
-        def done():
-            if not all(_complete(client, u) for u in all_uids + [eid]):
-                return False
-            try:  # a node being replaced disappears for a moment
-                listed = {r["uid"] for r in client["reduced"][eid].metadata["runs"]}
-            except KeyError:
-                return False
-            return listed == set(all_uids)
-
+        done = _reduced_done(client, all_uids, eid)
         _wait(done, 600, "every run reduced after the restart", worker.proc, log)
         reduced_keys = [k for k in client["reduced"] if k in all_uids or k == eid]
         assert sorted(reduced_keys) == sorted(all_uids + [eid])
@@ -317,15 +320,7 @@ def test_worker_reduces_a_saxs_experiment_taken_by_another_process(services):
         expected = sorted(u for u, step in runs.items() if step in reduced_steps)
         assert list(runs.values()).count("operando") >= 2
 
-        def done():
-            if not all(_complete(client, u) for u in expected + [eid]):
-                return False
-            try:  # a node being replaced disappears for a moment
-                listed = client["reduced"][eid].metadata["runs"]
-            except KeyError:
-                return False
-            return {r["uid"] for r in listed} == set(expected)
-
+        done = _reduced_done(client, expected, eid)
         _wait(done, 600, "the SAXS/WAXS runs reduced", worker.proc, log)
         last = max(
             (u for u, step in runs.items() if step == "operando"),

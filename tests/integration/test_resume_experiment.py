@@ -102,7 +102,9 @@ def _wait_for_run(client, eid, step, cycle, proc, timeout=300.0):
             start = run.metadata["start"]
             if start.get("step") == step and start.get("cycle") == cycle:
                 return run
-        time.sleep(0.2)
+        # each try is two requests to the server the run writes to; a scan lasts
+        # seconds of wall time, so a try every 0.5 s still finds it open
+        time.sleep(0.5)
     raise TimeoutError(f"no {step} run of cycle {cycle} in Tiled after {timeout} s")
 
 
