@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import concurrent.futures
 import gc
 import os
 import random
@@ -199,8 +200,14 @@ class Counter:
 
 
 class Injector(threading.Thread):
-    def __init__(self, *, seed, every, ioc, tiled, station, RE, suspensions, kinds=FAULTS):
+    """Injects the faults. The IOC and the Tiled server it restarts are started by
+    ``keeper``, a thread that lives as long as the soak: a child's death signal
+    (``operando.shutdown.child_preexec``) follows the thread that started it,
+    so a server this thread started would die with it, when the soak stops it."""
+
+    def __init__(self, *, seed, every, ioc, tiled, station, RE, suspensions, keeper, kinds=FAULTS):
         super().__init__(daemon=True, name="fault-injector")
+        self.keeper = keeper
         self.rng = random.Random(seed)
         self.kinds = tuple(kinds)
         self.every = every
@@ -221,11 +228,11 @@ class Injector(threading.Thread):
             t = time.monotonic()
             try:
                 if fault == "ioc":
-                    self.ioc.restart()
+                    self.keeper.submit(self.ioc.restart).result()
                 elif fault == "tiled":
-                    self.tiled.stop()
+                    self.keeper.submit(self.tiled.stop).result()
                     time.sleep(self.rng.uniform(1.0, 4.0))
-                    self.tiled.start()
+                    self.keeper.submit(self.tiled.start).result()
                 elif fault == "source":
                     n = len(self.sus.records)
                     write(self.ioc.prefix + "src:fault", 1, notify=True, timeout=10, repeater=False)
@@ -359,6 +366,8 @@ def main(argv=None) -> int:
         log_path=root / "xct-ioc.log",
     ).start()
     injector = None
+    # restarts happen here: a thread that outlives the injector (see Injector)
+    keeper = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="keeper")
     try:
         ophyd.set_cl("caproto")
         ophyd.signal.EpicsSignalBase.set_defaults(timeout=10.0, connection_timeout=10.0)
@@ -388,6 +397,7 @@ def main(argv=None) -> int:
             station=station,
             RE=RE,
             suspensions=sus,
+            keeper=keeper,
             kinds=kinds,
         )
         plan = xct_operando(
@@ -535,6 +545,7 @@ def main(argv=None) -> int:
             injector.stop_event.set()
         ioc.stop()
         tiled.stop()
+        keeper.shutdown(wait=True)
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
     return 0
