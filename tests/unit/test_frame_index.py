@@ -59,6 +59,7 @@ class _Detector(HDF5AreaDetector):
 
 @pytest.fixture
 def det():
+    common.abandon_pending_completions()  # none left by other tests' guards
     d = _Detector("TEST:", name="det", write_path="/data")
     d._new_resource()
     d._assets.clear()
