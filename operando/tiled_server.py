@@ -5,7 +5,8 @@ Layout of a data root (``./data`` by default)::
     data/
       api_key            the server's single-user API key (mode 0600, made once)
       catalog.db         SQLite catalog (metadata, data sources)
-      tables.duckdb      event tables (DuckDB writable storage)
+      tables.sqlite      event tables (SQLite writable storage; a data root made
+                         before keeps its tables.duckdb, see DataLayout.tables)
                          (both in PostgreSQL instead with a ``catalog_uri``
                          ``postgresql+asyncpg://USER@HOST:PORT/catalog``: the
                          tables then go to the database ``tables`` beside it)
@@ -90,6 +91,11 @@ def is_postgres(uri: str | None) -> bool:
     return bool(uri) and urlsplit(uri).scheme.startswith("postgresql")
 
 
+#: the event tables of an embedded catalog, and those of a data root made before
+TABLES = "tables.sqlite"
+LEGACY_TABLES = "tables.duckdb"
+
+
 @dataclass(frozen=True)
 class DataLayout:
     """Paths of the embedded catalog under one root directory, and where the
@@ -120,8 +126,20 @@ class DataLayout:
 
     @property
     def tables(self) -> Path:
-        """The DuckDB tables file (when no ``tables_uri`` says otherwise)."""
-        return self.root / "tables.duckdb"
+        """The event tables' file (when no ``tables_uri`` says otherwise): SQLite,
+        ``tables.sqlite``. Tiled serves a DuckDB file through one connection
+        shared by all its request threads (a ``StaticPool``): concurrent reads and
+        appends (a reduction worker reading runs as they are written) failed with
+        "closed pending query result" and could leave the catalog locked for
+        good, every later write a 500. SQLite gets a pool of connections. A data
+        root made before, with its ``tables.duckdb``, keeps it (the catalog
+        points into it)."""
+        legacy = self.root / LEGACY_TABLES
+        return legacy if legacy.exists() else self.root / TABLES
+
+    @property
+    def tables_scheme(self) -> str:
+        return "duckdb" if self.tables.suffix == ".duckdb" else "sqlite"
 
     @property
     def catalog_location(self) -> str:
@@ -130,8 +148,9 @@ class DataLayout:
 
     @property
     def tables_location(self) -> str:
-        """The writable SQL storage of event tables: PostgreSQL or DuckDB."""
-        return self.tables_uri or f"duckdb:///{self.tables}"
+        """The writable SQL storage of event tables: PostgreSQL, or the file
+        :attr:`tables` (SQLite; DuckDB in a data root made before)."""
+        return self.tables_uri or f"{self.tables_scheme}:///{self.tables}"
 
     @property
     def arrays(self) -> Path:

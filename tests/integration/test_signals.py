@@ -244,7 +244,7 @@ def check_safe_and_closed(data: Path, *, mode: str | None = None):
 def check_private(data: Path):
     for d in (data, data / "frames", data / "frames" / "xct", data / "backup", data / "arrays"):
         assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
-    files = [data / "catalog.db", data / "tables.duckdb", data / "api_key"]
+    files = [data / "catalog.db", DataLayout.at(data).tables, data / "api_key"]
     files += list((data / "frames" / "xct").glob("*.h5"))
     assert len(files) > 3
     for f in files:
@@ -284,7 +284,8 @@ def test_sigint_during_a_scan(tmp_path, tiled_server):
 
 
 def test_sigkill_leaves_no_child(tmp_path):
-    import duckdb
+    import sqlite3
+
     import h5py
 
     data = tmp_path / "data"
@@ -300,8 +301,11 @@ def test_sigkill_leaves_no_child(tmp_path):
     finally:
         kill_all(procs)
     assert not left, f"children outlived a SIGKILLed parent: {left}"
-    # the orphan no longer holds the tables' lock (a new run would start) ...
-    duckdb.connect(str(data / "tables.duckdb")).close()
+    # no orphan holds the tables' write lock (a new run would start) ...
+    tables = sqlite3.connect(DataLayout.at(data).tables, timeout=0)
+    tables.execute("BEGIN IMMEDIATE")  # fails at once ("database is locked") if held
+    tables.rollback()
+    tables.close()
     # ... and the IOC closed its HDF5 files on the way out
     files = list((data / "frames" / "xct").glob("*.h5"))
     assert files

@@ -15,14 +15,20 @@ def _tree_args(config):
     return tree["args"]
 
 
-def test_sqlite_and_duckdb_by_default(tmp_path):
+def test_sqlite_catalog_and_tables_by_default(tmp_path):
     layout = DataLayout.at(tmp_path)
     args = _tree_args(server_config(layout))
     assert args["uri"] == str(tmp_path / "catalog.db")
     assert args["writable_storage"] == [
         str(tmp_path / "arrays"),
-        f"duckdb:///{tmp_path}/tables.duckdb",
+        f"sqlite:///{tmp_path}/tables.sqlite",
     ]
+
+
+def test_a_data_root_made_before_keeps_its_duckdb_tables(tmp_path):
+    (tmp_path / "tables.duckdb").touch()  # written by an earlier version
+    args = _tree_args(server_config(DataLayout.at(tmp_path)))
+    assert args["writable_storage"][1] == f"duckdb:///{tmp_path}/tables.duckdb"
 
 
 def test_postgres_catalog_puts_the_tables_beside_it_without_the_role(tmp_path):
