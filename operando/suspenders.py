@@ -388,6 +388,12 @@ def _lost_to_an_outage(err: BaseException) -> bool:
     return False
 
 
+#: messages that move nothing: tried again while a connection error may pass
+RETRIED_COMMANDS = ("read", "describe", "read_configuration", "describe_configuration")
+#: wall s between two tries of such a message
+READ_RETRY_S = 0.5
+
+
 def _outages_suspend(
     RE, sus, *, grace: float = 30.0, aftermath: float = OUTAGE_AFTERMATH_S, replay=None
 ) -> None:
@@ -412,22 +418,34 @@ def _outages_suspend(
         async def outage_aware(msg):
             try:
                 return await command(msg)
-            except Exception as err:
-                # An error of the connection itself (a broken pipe, a timeout)
-                # may come well before the client notices the disconnection on a
-                # loaded machine: wait the whole grace for it. Another error
-                # stands at once unless the station is already marked away.
-                outage = _looks_like_an_outage(err)
-                deadline = time.monotonic() + grace
-                while time.monotonic() < deadline:
-                    if sus.disconnected is not None and sus.disconnected.get():
-                        # the suspension cancels this task: the message is replayed
-                        await asyncio.sleep(0.1)
-                        continue
+            except Exception as first:  # noqa: BLE001 - decided below
+                err = first
+            # An error of the connection itself (a broken pipe, a timeout)
+            # may come well before the client notices the disconnection on a
+            # loaded machine: wait the whole grace for it. Another error
+            # stands at once unless the station is already marked away. A
+            # read (nothing moves) is tried again meanwhile: a channel may be
+            # the last to reconnect after the station is marked back.
+            outage = _looks_like_an_outage(err)
+            again = outage and getattr(msg, "command", None) in RETRIED_COMMANDS
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline:
+                if sus.disconnected is not None and sus.disconnected.get():
+                    # the suspension cancels this task: the message is replayed
                     await asyncio.sleep(0.1)
-                    if not outage and (sus.disconnected is None or not sus.disconnected.get()):
-                        break
-                raise
+                    continue
+                await asyncio.sleep(READ_RETRY_S if again else 0.1)
+                if again:
+                    try:
+                        return await command(msg)
+                    except Exception as later:
+                        if not _looks_like_an_outage(later):
+                            raise
+                        err = later
+                    continue
+                if not outage and (sus.disconnected is None or not sus.disconnected.get()):
+                    break
+            raise err
 
         return outage_aware
 

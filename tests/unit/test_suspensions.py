@@ -131,6 +131,35 @@ def test_a_broken_pipe_waits_for_the_disconnection_noticed_later():
     assert _outcome(BrokenPipeError(32, "Broken pipe"), noticed_after=0.5) == "waiting"
 
 
+def test_a_read_of_a_channel_still_reconnecting_is_tried_again():
+    """The station is marked back (no suspension comes) but the channel read is
+    among the last to reconnect: the read is tried again, not failed."""
+    import asyncio
+
+    from bluesky import Msg
+    from ophyd.utils.errors import DisconnectedError
+
+    from operando.suspenders import _outages_suspend
+
+    tries = []
+
+    async def reconnecting(msg):
+        tries.append(msg.command)
+        if len(tries) < 3:
+            raise DisconnectedError("force_bridge is not connected")
+        return {"force_bridge": {"value": 1.0}}
+
+    async def main():
+        registry = _Registry(reconnecting)
+        sus = Suspensions(RE=_RE(), station=_Station())
+        sus.disconnected = _Flag(0)  # never marked away
+        _outages_suspend(registry, sus, grace=30.0)
+        return await asyncio.wait_for(registry._command_registry["read"](Msg("read", None)), 10)
+
+    assert asyncio.run(main()) == {"force_bridge": {"value": 1.0}}
+    assert tries == ["read"] * 3
+
+
 def test_another_error_of_a_connected_station_stands_at_once():
     assert _outcome(ValueError("bad value"), noticed_after=0) == "ValueError"
 
