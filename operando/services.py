@@ -18,6 +18,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from .shutdown import child_preexec
 from .tiled_server import free_port
 
 INSTALL_HINT = "run `make services` (scripts/install-services installs redis-server)"
@@ -99,6 +100,9 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+            # SIGTERM when this process dies (SIGKILL included), as Tiled and
+            # the IOCs get: a streaming cache outliving its server serves no one
+            preexec_fn=child_preexec(),
         )
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
